@@ -1,0 +1,34 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Installed before the project, so pip keeps it: an unpinned torch would pull a multi-GB CUDA build.
+# On a GPU machine pick the build you need, e.g. make TORCH_SPEC="torch==2.5.1" install
+TORCH_SPEC ?= torch==2.13.0
+DEMO_MODEL ?= demo_model
+DEMO_OUTPUT ?= demo_output
+
+.PHONY: install demo test clean-demo
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DEMO_MODEL)/model_index.json: | $(VENV)/.installed
+	rm -rf $(DEMO_MODEL)
+	$(PY) -m gen_worker.tiny_model $(DEMO_MODEL) --arch sd
+
+# Two CPU workers on the tiny random-weight model and the prompts shipped in examples/.
+demo: $(VENV)/.installed $(DEMO_MODEL)/model_index.json
+	$(PY) submit.py --cluster local --device cpu --gpu_ids 0 1 \
+	    --prompts_csv examples/prompts.csv --output_dir $(DEMO_OUTPUT) --model_path $(DEMO_MODEL) \
+	    --num_inference_steps 10 --height 64 --width 64 --dtype fp32
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+clean-demo:
+	rm -rf $(DEMO_MODEL) $(DEMO_OUTPUT)

@@ -1,0 +1,159 @@
+"""submit.py's command line: parse, check everything, then hand the run to a launcher.
+
+Nothing here imports torch or diffusers: a bad input is refused in about a second, before any
+worker starts or any GPU is touched.
+"""
+import argparse
+import os
+import signal
+import sys
+
+from gen_worker.gpus import visible_gpus
+from gen_worker.model_source import ModelPathError, check_model_path
+from gen_worker.prompts import PromptsError, fingerprint, load_samples
+from gen_worker.run_lock import OutputDirBusy
+from gen_worker.run_record import SettingsMismatch, prepare_output_dir
+from gen_worker.run_summary import command_line
+from gen_worker.spec import DEVICES, DTYPES, JobSpec
+
+
+class UsageError(ValueError):
+    pass
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="submit.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Generate one image per CSV prompt with a diffusers pipeline, one worker per GPU. "
+                    "Sample i (CSV data row i) gets seed seed_start+i and is saved as "
+                    "{image_id}_seed{seed}.png; rerunning the same command makes only what is missing.")
+    run = parser.add_argument_group("where to run")
+    run.add_argument("--cluster", choices=("local", "slurm"), default="local",
+                     help="local: one subprocess per GPU on this machine; slurm: submit through submitit")
+    run.add_argument("--gpu_ids", nargs="+", default=None, metavar="ID",
+                     help="GPUs to use, one worker each (local mode); default: every visible GPU. "
+                          "With --device cpu they still set the number of workers")
+    run.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when a GPU is visible")
+    run.add_argument("--cpu_threads", type=int, default=1,
+                     help="torch CPU threads per worker; fixed so images do not depend on the number of workers")
+    data = parser.add_argument_group("input and output")
+    data.add_argument("--prompts_csv", required=True, help="CSV with a prompt column (prompt/caption/text) "
+                                                           "and optionally an id column (image_id/id)")
+    data.add_argument("--output_dir", required=True, help="folder for the images and the run's records")
+    data.add_argument("--model_path", required=True, help="diffusers pipeline folder or hub id (safetensors only)")
+    data.add_argument("--num_samples", type=int, default=None, help="first N rows of the CSV (default: all rows)")
+    data.add_argument("--id_column", default=None, help="id column (default: image_id or id; none: row number)")
+    data.add_argument("--prompt_column", default=None, help="prompt column (default: prompt, caption or text)")
+    gen = parser.add_argument_group("generation settings (recorded in the output folder; a rerun must match)")
+    gen.add_argument("--seed_start", type=int, default=42, help="seed of sample 0; sample i uses seed_start+i")
+    gen.add_argument("--num_inference_steps", type=int, default=20, help="denoising steps")
+    gen.add_argument("--guidance_scale", type=float, default=7.5, help="classifier-free guidance scale")
+    gen.add_argument("--height", type=int, default=480, help="image height in pixels (multiple of 8)")
+    gen.add_argument("--width", type=int, default=832, help="image width in pixels (multiple of 8)")
+    gen.add_argument("--dtype", choices=DTYPES, default="bf16", help="weights and compute precision")
+    gen.add_argument("--cfg_truncation_step", type=int, default=None, metavar="K",
+                     help="turn classifier-free guidance off from step K on (later steps cost one forward "
+                          "pass instead of two); 0: no guidance at all")
+    gen.add_argument("--enable_half_frame", action="store_true",
+                     help="video pipelines: generate half of --num_frames (no effect on image pipelines)")
+    gen.add_argument("--num_frames", type=int, default=1,
+                     help="frames asked of a video pipeline (the first one is saved); ignored by image pipelines")
+    gen.add_argument("--negative_prompt", default=None, help="negative prompt for every sample (default: none)")
+    gen.add_argument("--max_sequence_length", type=int, default=None,
+                     help="text encoder sequence length, for pipelines that take it (default: the pipeline's)")
+    gen.add_argument("--allow_settings_change", action="store_true",
+                     help="add to an output folder made with other settings or prompts instead of refusing")
+    return parser
+
+
+def _check_numbers(args):
+    positive = ("num_inference_steps", "height", "width", "num_frames", "cpu_threads", "max_sequence_length")
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be at least 1 (got {value})")
+    for name in ("height", "width"):
+        if getattr(args, name) % 8:
+            raise UsageError(f"--{name} must be a multiple of 8 (got {getattr(args, name)})")
+    if args.cfg_truncation_step is not None and args.cfg_truncation_step < 0:
+        raise UsageError(f"--cfg_truncation_step must be 0 or more (got {args.cfg_truncation_step})")
+    if args.guidance_scale < 0:
+        raise UsageError(f"--guidance_scale must be 0 or more (got {args.guidance_scale})")
+    if args.seed_start < 0:
+        raise UsageError(f"--seed_start must be 0 or more (got {args.seed_start})")
+
+
+def _check_output_dir(path):
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--output_dir {path} exists and is not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}.tmp")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise UsageError(f"cannot write to --output_dir {path}: {err.strerror}") from None
+
+
+def build_spec(args):
+    """Check every input; return (spec, samples). Raises UsageError with a one-line message."""
+    _check_numbers(args)
+    try:
+        model_path = check_model_path(args.model_path)
+        samples = load_samples(args.prompts_csv, args.seed_start, args.num_samples,
+                               args.id_column, args.prompt_column)
+    except (ModelPathError, PromptsError) as err:
+        raise UsageError(str(err)) from None
+    output_dir = os.path.abspath(args.output_dir)
+    _check_output_dir(output_dir)
+    spec = JobSpec(
+        prompts_csv=os.path.abspath(args.prompts_csv), output_dir=output_dir, model_path=model_path,
+        num_samples=len(samples), seed_start=args.seed_start, num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale, height=args.height, width=args.width, dtype=args.dtype,
+        cfg_truncation_step=args.cfg_truncation_step, enable_half_frame=args.enable_half_frame,
+        num_frames=args.num_frames, negative_prompt=args.negative_prompt,
+        max_sequence_length=args.max_sequence_length, id_column=args.id_column,
+        prompt_column=args.prompt_column, device=args.device, cpu_threads=args.cpu_threads,
+        samples_fingerprint=fingerprint(samples))
+    return spec, samples
+
+
+def local_gpu_ids(args):
+    """One CUDA_VISIBLE_DEVICES value per local worker ("" hides every GPU from a CPU worker)."""
+    if args.gpu_ids:
+        ids = [g.strip() for g in args.gpu_ids]
+        if any(not g or "," in g for g in ids):
+            raise UsageError("--gpu_ids takes GPU ids separated by spaces, e.g. --gpu_ids 0 1")
+        if len(set(ids)) != len(ids):
+            raise UsageError(f"--gpu_ids lists a GPU twice: {' '.join(ids)}")
+        return ids
+    found = visible_gpus()
+    if args.device == "cpu" or (args.device == "auto" and not found):
+        return [""]
+    if not found:
+        raise UsageError("--device cuda, but no GPU is visible (nvidia-smi finds none, or CUDA_VISIBLE_DEVICES hides them)")
+    return found
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    # A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if args.cluster != "local":
+            raise UsageError("--cluster slurm is not available yet")
+        gpu_ids = local_gpu_ids(args)
+        if args.device == "auto":
+            args.device = "cpu" if gpu_ids == [""] else "cuda"
+        spec, samples = build_spec(args)
+        lock = prepare_output_dir(spec, samples, args.allow_settings_change)
+    except (UsageError, SettingsMismatch, OutputDirBusy) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from gen_worker.local import run_local
+    try:
+        return run_local(spec, samples, gpu_ids, lock, command_line(["python", sys.argv[0] or "submit.py", *argv]))
+    finally:
+        lock.release()

@@ -1,0 +1,41 @@
+"""Where everything lives in an output folder (one place, so every module agrees).
+
+    output_dir/
+      {image_id}_seed{seed}.png        the images, nothing else that looks like an image
+      generation_settings.json          settings the images were made with (guards reruns)
+      manifest.csv                      sample index, image id, seed, file name, prompt
+      failed_prompts_gpu{k}.txt         one JSON line per failed sample of worker k
+      summary_gpu{k}.json, summary.json per-worker and per-run summaries
+      logs/                             worker logs, live progress, previous runs' reports
+"""
+import os
+
+SETTINGS_FILE = "generation_settings.json"
+MANIFEST_FILE = "manifest.csv"
+RUN_SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".t2i-batch.lock"
+LOGS_DIR = "logs"
+PREVIOUS_REPORTS_DIR = os.path.join(LOGS_DIR, "previous")
+
+
+def failed_file(output_dir, worker_index):
+    return os.path.join(output_dir, f"failed_prompts_gpu{worker_index}.txt")
+
+
+def summary_file(output_dir, worker_index):
+    return os.path.join(output_dir, f"summary_gpu{worker_index}.json")
+
+
+def progress_file(output_dir, worker_index):
+    return os.path.join(output_dir, LOGS_DIR, f"progress_gpu{worker_index}.json")
+
+
+def worker_log(output_dir, worker_index):
+    return os.path.join(output_dir, LOGS_DIR, f"worker_gpu{worker_index}.log")
+
+
+def is_report_file(name):
+    """Per-run reports that a new run replaces (moved to logs/previous/, never deleted)."""
+    return name == RUN_SUMMARY_FILE or (
+        (name.startswith("failed_prompts_gpu") and name.endswith(".txt"))
+        or (name.startswith("summary_gpu") and name.endswith(".json")))

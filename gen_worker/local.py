@@ -1,0 +1,105 @@
+"""Local mode: one worker subprocess per GPU on this machine, each seeing only its own GPU."""
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from gen_worker import layout
+from gen_worker.atomic_files import replace_file
+from gen_worker.progress_bars import ProgressBars
+from gen_worker.run_record import existing_images
+from gen_worker.run_summary import final_lines, write_run_summary
+from gen_worker.sharding import worker_blocks
+
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STOP_GRACE_SECONDS = 10
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """Runs in the child before exec: if the submitter dies (even kill -9), the worker gets SIGTERM."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def start_worker(spec_path, output_dir, worker_index, num_workers, cuda_visible_devices):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=cuda_visible_devices, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    log_path = layout.worker_log(output_dir, worker_index)
+    with open(log_path, "ab") as log:
+        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} worker {worker_index}/{num_workers} "
+                  f"CUDA_VISIBLE_DEVICES={cuda_visible_devices}\n".encode())
+        log.flush()
+        return subprocess.Popen(
+            [sys.executable, "-m", "gen_worker", "--spec", spec_path,
+             "--worker_index", str(worker_index), "--num_workers", str(num_workers)],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent)
+
+
+def stop_workers(procs):
+    """Ask every worker to stop (they delete their half-written file), then kill stragglers."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _tail(path, lines=15):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readlines()[-lines:]
+    except OSError:
+        return []
+
+
+def run_local(spec, samples, gpu_ids, lock, command):
+    """Run one worker per entry of gpu_ids (a CUDA_VISIBLE_DEVICES value each); returns the exit status."""
+    started = time.time()
+    output_dir = spec.output_dir
+    num_workers = len(gpu_ids)
+    spec_path = os.path.join(output_dir, layout.LOGS_DIR, "spec.json")
+    replace_file(spec_path, spec.to_json().encode("utf-8"))
+    labels = [f"GPU {g}" if g else "CPU" for g in gpu_ids]
+    on_disk = existing_images(output_dir)
+    blocks = [worker_blocks(len(samples), k, num_workers, spec.batch_size) for k in range(num_workers)]
+    totals = [sum(len(b) for b in bs) for bs in blocks]
+    done = [sum(samples[i].file_name in on_disk for b in bs for i in b) for bs in blocks]
+
+    lock.downgrade_to_shared()  # workers share it; a second submitter is still refused
+    procs = [start_worker(spec_path, output_dir, k, num_workers, g) for k, g in enumerate(gpu_ids)]
+    bars = ProgressBars(output_dir, labels, totals, done)
+    interrupted = False
+    try:
+        while any(p.poll() is None for p in procs):
+            bars.refresh()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        interrupted = True
+        stop_workers(procs)
+    finally:
+        bars.refresh()
+        bars.close()
+
+    workers = [{"label": label, "gpu_id": g, "exit_code": p.returncode} for label, g, p in zip(labels, gpu_ids, procs)]
+    summary = write_run_summary(output_dir, samples, workers, started, command, interrupted)
+    for k, w in enumerate(workers):
+        if w["exit_code"] not in (0, None) and not interrupted:
+            print(f"---- last lines of {w['label']}'s log:", file=sys.stderr)
+            print("".join(_tail(layout.worker_log(output_dir, k))).rstrip(), file=sys.stderr)
+    for line in final_lines(summary):
+        print(line, file=sys.stderr)
+    if interrupted:
+        return 130
+    ok = summary["missing"] == 0 and summary["failed"] == 0 and all(w["exit_code"] == 0 for w in workers)
+    return 0 if ok else 1

@@ -1,0 +1,40 @@
+"""File names: from a CSV image id to a safe file stem, and from a sample to its image name.
+
+Ids come from user CSVs, so they may hold path separators, '..', control characters or
+anything else. A safe id is used as is; any other id gets a deterministic safe stem (a readable
+slug plus a short hash of the original), so no id can ever write outside the output folder.
+"""
+import hashlib
+import re
+
+PAD_DIGITS = 6
+# A stem we accept verbatim: ASCII letters, digits and a few separators, not starting with a dot.
+_SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._+-]+")
+TEMP_SUFFIX = ".tmp"
+
+
+def file_stem(image_id: str) -> str:
+    """The stem used in file names for a CSV image id (raises ValueError for an empty id)."""
+    if image_id == "" or image_id.strip() == "":
+        raise ValueError("empty image id")
+    if image_id.isascii() and image_id.isdigit():
+        return image_id.zfill(PAD_DIGITS)
+    if _SAFE_STEM.fullmatch(image_id) and ".." not in image_id:
+        return image_id
+    slug = _UNSAFE_RUN.sub("_", image_id).strip("._-")[:40] or "id"
+    digest = hashlib.sha256(image_id.encode("utf-8")).hexdigest()[:10]
+    return f"{slug}-{digest}"
+
+
+def image_name(stem: str, seed: int) -> str:
+    return f"{stem}_seed{seed}.png"
+
+
+def temp_name(final_name: str, pid: int) -> str:
+    """A hidden name that is not an image, so FID tools globbing *.png never see a partial file."""
+    return f".{final_name}.{pid}{TEMP_SUFFIX}"
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)

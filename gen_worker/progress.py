@@ -1,0 +1,49 @@
+"""Live progress of a worker, as a small JSON file any process can read (local bars, SLURM status)."""
+import os
+import socket
+import time
+
+from gen_worker import layout
+from gen_worker.atomic_files import read_json_if_any, replace_json
+
+STATES_FINISHED = ("done", "error", "interrupted")
+
+
+class WorkerProgress:
+    """Counts of one worker; `save()` writes them to logs/progress_gpu{k}.json atomically."""
+
+    def __init__(self, output_dir, worker_index, num_workers):
+        self.path = layout.progress_file(output_dir, worker_index)
+        self.data = {
+            "worker_index": worker_index, "num_workers": num_workers, "state": "starting",
+            "total": None, "skipped": 0, "generated": 0, "failed": 0,
+            "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(), "updated_at": None,
+            "message": "",
+        }
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def update(self, **changes):
+        self.data.update(changes)
+        self.save()
+
+    def add(self, key, amount=1):
+        self.data[key] += amount
+
+    def save(self):
+        self.data["updated_at"] = time.time()
+        replace_json(self.path, self.data)
+
+
+def read_progress(output_dir, worker_index):
+    """The last progress a worker wrote, or None if it has not written any yet."""
+    return read_json_if_any(layout.progress_file(output_dir, worker_index))
+
+
+def clear_progress(output_dir):
+    folder = os.path.join(output_dir, layout.LOGS_DIR)
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith("progress_gpu") and name.endswith(".json"):
+                os.remove(os.path.join(folder, name))

@@ -1,0 +1,63 @@
+"""The end of a run: summary.json from the workers' summaries, and the last lines users read."""
+import os
+import shlex
+import time
+
+from gen_worker import layout
+from gen_worker.atomic_files import read_json_if_any, replace_json
+from gen_worker.run_record import existing_images
+
+
+def read_worker_summary(output_dir, worker_index):
+    return read_json_if_any(layout.summary_file(output_dir, worker_index))
+
+
+def write_run_summary(output_dir, samples, workers, started, command, interrupted=False):
+    """workers: one dict per worker with at least 'label' and 'exit_code' (None while unknown)."""
+    on_disk = existing_images(output_dir)
+    missing = [s for s in samples if s.file_name not in on_disk]
+    per_worker = []
+    for k, info in enumerate(workers):
+        summary = read_worker_summary(output_dir, k) or {"worker_index": k, "state": "no summary (crashed?)"}
+        per_worker.append({**info, **summary})
+    totals = {key: sum(w.get(key) or 0 for w in per_worker) for key in ("generated", "skipped", "failed")}
+    wall = time.time() - started
+    summary = {
+        "command": command, "output_dir": output_dir, "num_workers": len(workers),
+        "num_samples": len(samples), "missing": len(missing), **totals,
+        "failed_files": [os.path.basename(layout.failed_file(output_dir, k))
+                         for k in range(len(workers)) if os.path.exists(layout.failed_file(output_dir, k))],
+        "interrupted": interrupted, "wall_seconds": round(wall, 3),
+        "images_per_second": round(totals["generated"] / wall, 4) if wall > 0 else None,
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "workers": per_worker,
+    }
+    replace_json(os.path.join(output_dir, layout.RUN_SUMMARY_FILE), summary)
+    return summary
+
+
+def final_lines(summary):
+    """What the user reads last: what was made, what went wrong, and what to run next."""
+    out = summary["output_dir"]
+    lines = [f"{summary['num_samples'] - summary['missing']}/{summary['num_samples']} images in {out} "
+             f"({summary['generated']} generated, {summary['skipped']} already there) in "
+             f"{summary['wall_seconds']:.1f} s, {summary['images_per_second'] or 0:.2f} images/s"]
+    for w in summary["workers"]:
+        code = w.get("exit_code")
+        if code not in (0, None) and not summary["interrupted"]:
+            reason = w.get("message") or f"exit code {code}"
+            log_path = layout.worker_log(out, w["worker_index"])
+            lines.append(f"{w['label']} (worker {w['worker_index']}) stopped: {reason}; log: {log_path}")
+    if summary["failed"]:
+        files = ", ".join(os.path.join(out, f) for f in summary["failed_files"])
+        lines.append(f"{summary['failed']} samples failed; their prompts and errors: {files}")
+    if summary["missing"]:
+        why = "interrupted" if summary["interrupted"] else "not complete"
+        lines.append(f"Run {why}: {summary['missing']} images missing. Rerun the same command to make only those:")
+        lines.append(f"  {summary['command']}")
+    return lines
+
+
+def command_line(argv):
+    return shlex.join(argv)

@@ -1,0 +1,64 @@
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUBMIT = os.path.join(REPO, "submit.py")
+
+# Small and fast on 2 CPU cores; every e2e run uses the same settings so outputs are comparable.
+FAST = ["--device", "cpu", "--num_inference_steps", "3", "--height", "64", "--width", "64", "--dtype", "fp32"]
+
+
+def write_prompts(path, rows, header=("image_id", "prompt")):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+PROMPTS = [
+    ("1", "A red double-decker bus driving down a city street."),
+    ("1", "A bus on a street, with people waiting at the stop."),
+    ("2", 'Two cats on a sofa, one "very" fluffy, the other asleep.'),
+    ("3", "Un café au lait et un croissant, à Paris."),
+    ("4", "夕暮れの富士山 (Mount Fuji at sunset)."),
+    ("5", "A kitchen with white cabinets,\na fridge and a window."),
+    ("6", "A dog catching a frisbee in a park."),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    from gen_worker.tiny_model import build
+    folder = str(tmp_path_factory.mktemp("models") / "tiny-sd")
+    build(folder, "sd")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_wan(tmp_path_factory):
+    from gen_worker.tiny_model import build
+    folder = str(tmp_path_factory.mktemp("models") / "tiny-wan")
+    build(folder, "wan")
+    return folder
+
+
+@pytest.fixture()
+def prompts_csv(tmp_path):
+    return write_prompts(tmp_path / "prompts.csv", PROMPTS)
+
+
+def run_submit(*args, timeout=600, **kwargs):
+    """Run submit.py in a fresh process, as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, SUBMIT, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, **kwargs)
+
+
+def images_in(folder):
+    """{file name: bytes} of the finished images in a folder."""
+    return {n: open(os.path.join(folder, n), "rb").read()
+            for n in sorted(os.listdir(folder)) if n.endswith(".png") and not n.startswith(".")}
