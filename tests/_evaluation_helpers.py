@@ -100,7 +100,16 @@ def save_tiny_clip(folder: str, seed: int = 0) -> str:
         projection_dim=8,
     )
     torch.manual_seed(seed)
-    CLIPModel(config).eval().save_pretrained(folder)
+    model = CLIPModel(config).eval()
+    with torch.no_grad():
+        # Random CLIPs give cosines around 0, and the mean may clamp to 0 (it depends on the transformers
+        # version's init). A shared component in both towers' final layer-norm bias, projected the same way,
+        # makes every cosine clearly positive while images and prompts still move it.
+        shared = torch.ones(16) / 4.0  # unit vector
+        model.vision_model.post_layernorm.bias.copy_(4.0 * shared)
+        model.text_model.final_layer_norm.bias.copy_(4.0 * shared)
+        model.text_projection.weight.copy_(model.visual_projection.weight)
+    model.save_pretrained(folder)
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
 
