@@ -11,6 +11,8 @@ Two thin adapters keep torchmetrics 1.9 working and correct:
   fixed upstream after 1.9.0). We hand it ``pooler_output`` (the projected embedding).
 * :class:`_TruncatingProcessor` -- torchmetrics tokenizes without truncation and then cuts the ids at 77,
   which drops the end-of-text token that CLIP pools on; we truncate in the tokenizer instead (keeps it).
+  Images arrive already preprocessed by :class:`ClipImagePreprocess` (the model folder's image processor, run
+  per image in the DataLoader workers instead of in the main process) and are only stacked.
 """
 
 from __future__ import annotations
@@ -58,7 +60,17 @@ class _TruncatingProcessor:
             return self.tokenizer(
                 list(text), return_tensors=return_tensors, padding=True, truncation=True, max_length=self.max_length
             )
-        return self.image_processor(images=images, return_tensors=return_tensors)
+        return {"pixel_values": torch.stack([im.float() for im in images])}
+
+
+class ClipImagePreprocess:
+    """PIL image -> ``[3, S, S]`` float ``pixel_values`` with the model folder's image processor (picklable)."""
+
+    def __init__(self, image_processor: Any):
+        self.image_processor = image_processor
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        return self.image_processor(images=[img], return_tensors="pt")["pixel_values"][0]
 
 
 def make_clip_metric(model: Any, tokenizer: Any, image_processor: Any, device: torch.device | str = "cpu") -> CLIPScore:
@@ -68,11 +80,11 @@ def make_clip_metric(model: Any, tokenizer: Any, image_processor: Any, device: t
     return CLIPScore(model_name_or_path=lambda: (adapted, processor)).to(device)
 
 
-def update_clip(metric: CLIPScore, images: torch.Tensor | Sequence[torch.Tensor], prompts: Sequence[str]) -> None:
-    """``images``: uint8 ``[N, 3, H, W]`` (or a list of ``[3, H, W]``); moved to the metric's device first,
+def update_clip(metric: CLIPScore, pixel_values: torch.Tensor | Sequence[torch.Tensor], prompts: Sequence[str]) -> None:
+    """``pixel_values`` from :class:`ClipImagePreprocess`, ``[N, 3, S, S]``; moved to the metric's device first,
     because torchmetrics runs the model on the device the images are on."""
     device = metric.score.device
-    imgs = [im.to(device) for im in images]
+    imgs = [im.to(device) for im in pixel_values]
     with torch.inference_mode():
         metric.update(imgs, list(prompts))
 

@@ -4,8 +4,7 @@ FID input (:func:`inception_input`): RGB, optional square centre crop, then clea
 299x299 -- PIL bicubic on each channel as 32-bit float, clipped to [0, 255] (this is what
 ``cleanfid.fid.compute_fid(mode="clean")`` feeds the same Inception network). The network gets float 0..255.
 
-CLIP input (:func:`clip_input`): the RGB image as uint8 ``[3, H, W]``; the CLIP image processor of the model
-folder resizes and crops it itself.
+CLIP input: the model folder's image processor (see :class:`evaluation.clip_score.ClipImagePreprocess`).
 """
 
 from __future__ import annotations
@@ -53,11 +52,6 @@ def inception_input(img: Image.Image, center_crop: bool = True) -> torch.Tensor:
     if center_crop:
         img = center_crop_square(img)
     return torch.from_numpy(clean_resize(img)).permute(2, 0, 1).contiguous()
-
-
-def clip_input(img: Image.Image) -> torch.Tensor:
-    """``[3, H, W]`` uint8."""
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
 Transform = Callable[[Image.Image], torch.Tensor]

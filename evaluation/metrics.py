@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if fid_metric is not None:
         transforms["fid"] = functools.partial(im.inception_input, center_crop=center_crop)
     if clip_metric is not None:
-        transforms["clip"] = im.clip_input
+        transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
     paths = [g.path for g in images]
     for indices, batch in im.iterate_batches(paths, transforms, args.batch_size, args.num_workers, "generated"):
         if fid_metric is not None:

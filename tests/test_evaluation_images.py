@@ -25,9 +25,8 @@ def test_inception_input_shape_range_and_constant_image():
     assert torch.allclose(flat[:, 150, 150], torch.tensor([10.0, 200.0, 30.0]), atol=1e-3)
 
 
-def test_clip_input_is_uint8_chw():
-    x = im.clip_input(Image.new("RGB", (40, 30), (1, 2, 3)))
-    assert x.shape == (3, 30, 40) and x.dtype == torch.uint8 and x[:, 0, 0].tolist() == [1, 2, 3]
+def _as_uint8(img):
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
 
 
 def test_iterate_batches_lists_mixed_sizes_and_reports_broken_files(tmp_path):
@@ -35,12 +34,14 @@ def test_iterate_batches_lists_mixed_sizes_and_reports_broken_files(tmp_path):
     for k, size in enumerate([(32, 32), (32, 32), (20, 40)]):
         paths.append(str(tmp_path / f"{k}.png"))
         Image.new("RGB", size).save(paths[-1])
-    batches = list(im.iterate_batches(paths, {"clip": im.clip_input}, batch_size=2))
+    batches = list(im.iterate_batches(paths, {"raw": _as_uint8}, batch_size=2))
     assert [idx for idx, _ in batches] == [[0, 1], [2]]
-    assert batches[0][1]["clip"].shape == (2, 3, 32, 32)
+    assert batches[0][1]["raw"].shape == (2, 3, 32, 32)
+    (mixed_idx, mixed), = im.iterate_batches(paths, {"raw": _as_uint8}, batch_size=3)
+    assert mixed_idx == [0, 1, 2] and [t.shape for t in mixed["raw"]] == [(3, 32, 32), (3, 32, 32), (3, 40, 20)]
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(EvaluationError, match="cannot read image .*broken.png"):
-        list(im.iterate_batches(paths + [str(tmp_path / "broken.png")], {"clip": im.clip_input}, batch_size=2))
+        list(im.iterate_batches(paths + [str(tmp_path / "broken.png")], {"raw": _as_uint8}, batch_size=2))
 
 
 def test_long_prompts_are_truncated_keeping_end_of_text(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -189,7 +190,7 @@ def test_clip_score_with_several_captions_per_image(assets, tmp_path):
     write_generated(str(gen), assets["base"][:5], ids, [42 + i for i in range(5)])
     out = tmp_path / "m.json"
     assert metrics.main(["--generated", str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
-                         "--no_fid", "--out", str(out), "--num_workers", "0", "--batch_size", "2"]) == 0
+                         "--no_fid", "--out", str(out), "--num_workers", "2", "--batch_size", "2"]) == 0
     score = json.loads(out.read_text())["clip_score"]
     paths = [str(gen / f"{i}_seed{42 + k}.png") for k, i in enumerate(ids)]
     assert score == pytest.approx(_direct_clip_score(assets["clip"], paths, prompts), abs=1e-3)
@@ -197,6 +198,16 @@ def test_clip_score_with_several_captions_per_image(assets, tmp_path):
     with pytest.raises(EvaluationError, match="5 of 5 generated images have no prompt"):
         metrics.main(["--generated", str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
                       "--no_fid", "--out", str(out), "--num_workers", "0", "--seed_start", "0"])
+
+
+def test_clip_preprocess_can_go_to_worker_processes(assets):
+    # DataLoader workers started with spawn/forkserver (Python >= 3.14 default) get the transform pickled
+    from evaluation.clip_score import ClipImagePreprocess
+    from evaluation.weights import load_clip
+
+    _, _, image_processor = load_clip(assets["clip"])
+    restored = pickle.loads(pickle.dumps(ClipImagePreprocess(image_processor)))
+    assert restored(assets["base"][0]).shape == (3, 32, 32)
 
 
 def test_missing_inception_weights(assets, tmp_path):
