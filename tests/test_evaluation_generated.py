@@ -75,6 +75,9 @@ def test_match_ambiguous_or_unknown_is_unmatched():
 def test_match_numeric_ids_ignore_leading_zeros():
     matched, _ = gen.match_prompts([_img("7", 42)], _rows(["007"]), seed_start=42)
     assert matched[0].prompt == "p0"
+    # a generator that zero-pads numeric ids in file names (COCO 42 -> 000042_seed43.png)
+    matched, unmatched = gen.match_prompts([_img("000042", 43), _img("000042", 44)], _rows(["41", "42", "42"]))
+    assert [r.prompt for r in matched] == ["p1", "p2"] and unmatched == []
 
 
 def test_read_prompts_csv(tmp_path):
