@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         center_crop = not args.no_center_crop
         stats_meta = {"inception_sha256": sha256_file(args.inception_weights), "center_crop": center_crop}
         settings.update(fid_network=os.path.abspath(args.inception_weights), fid_resize="clean-fid PIL bicubic 299",
-                        center_crop=center_crop, **{"inception_sha256": stats_meta["inception_sha256"]})
+                        center_crop=center_crop, inception_sha256=stats_meta["inception_sha256"])
     if not args.no_clip:
         from evaluation import clip_score as cliplib
         from evaluation.weights import load_clip
