@@ -54,7 +54,7 @@ def test_report_is_written(setup):
 
 
 def test_report_refuses_out_dir_inside_generated(setup):
-    tmp_path, gen, csv_path, metrics = setup
+    _, gen, _, metrics = setup
     for out in (gen, gen / "report"):
         with pytest.raises(EvaluationError, match="is inside the generated folder"):
             report.main(["--generated", str(gen), "--metrics", str(metrics), "--out_dir", str(out)])
