@@ -1,0 +1,97 @@
+"""Load the feature networks from local files only; nothing is ever downloaded.
+
+* FID: NVIDIA's TorchScript translation of the TensorFlow FID Inception (2015-12-05), file
+  ``inception-2015-12-05.pt`` from :data:`INCEPTION_URL` -- the network of StyleGAN2-ADA / StyleGAN3 / EDM
+  metrics and of clean-fid. It is loaded with ``torch.jit.load`` (the architecture is inside the file), so
+  neither torchvision nor torch-fidelity is needed. Called as ``net(images, return_features=True)`` with
+  float images in [0, 255], ``[N, 3, 299, 299]`` -> ``[N, 2048]`` pool3 features.
+* CLIP: a local folder of a transformers CLIP model (``CLIPModel`` + tokenizer + image processor), e.g.
+  ``openai/clip-vit-large-patch14`` saved with ``save_pretrained`` or downloaded as a Hub snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from typing import Any
+
+import torch
+
+from evaluation.errors import EvaluationError
+
+INCEPTION_FILE = "inception-2015-12-05.pt"
+INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
+CLIP_DEFAULT = "openai/clip-vit-large-patch14"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError("--device cuda was asked for, but torch sees no CUDA device")
+    if name not in ("cuda", "cpu") and not name.startswith("cuda:"):
+        raise EvaluationError(f"unknown --device {name!r} (use auto, cuda, cuda:N or cpu)")
+    return torch.device(name)
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_inception(path: str | None, device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
+    """Load the FID Inception TorchScript file; clear one-line errors when it is missing or of the wrong kind."""
+    if not path or not os.path.isfile(path):
+        raise EvaluationError(
+            f"Inception weights not found: {path} -- download {INCEPTION_FILE} (TorchScript, ~100 MB) "
+            f"from {INCEPTION_URL} and pass it with --inception_weights"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.10 marks TorchScript deprecated
+            net = torch.jit.load(path, map_location=device)
+    except Exception as exc:
+        raise EvaluationError(
+            f"--inception_weights {path} is not a TorchScript file ({type(exc).__name__}); expected NVIDIA's "
+            f"{INCEPTION_FILE} from {INCEPTION_URL} (state dicts such as pt_inception-2015-12-05-*.pth do not work)"
+        ) from None
+    return net.eval()
+
+
+def load_clip(model_dir: str | None, device: torch.device | str = "cpu") -> tuple[Any, Any, Any]:
+    """``(CLIPModel, tokenizer, image_processor)`` from a local folder, offline.
+
+    The image processor is the PIL one on purpose (``CLIPImageProcessorPil`` in transformers >= 5, the classic
+    ``CLIPImageProcessor`` before), so that scores do not depend on whether torchvision is installed.
+    """
+    if not model_dir or not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise EvaluationError(
+            f"CLIP model folder not found (no config.json): {model_dir} -- on a machine with internet run "
+            f"CLIPModel.from_pretrained('{CLIP_DEFAULT}').save_pretrained(DIR) and "
+            f"CLIPProcessor.from_pretrained('{CLIP_DEFAULT}').save_pretrained(DIR) "
+            f"(or download the Hub repo {CLIP_DEFAULT}) and pass DIR with --clip_model"
+        )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoTokenizer, CLIPModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in the CLI output
+
+    try:
+        from transformers import CLIPImageProcessorPil as ImageProcessor  # transformers >= 5
+    except ImportError:  # transformers 4.x: CLIPImageProcessor is the PIL/numpy implementation
+        from transformers import CLIPImageProcessor as ImageProcessor
+
+    try:
+        model = CLIPModel.from_pretrained(model_dir, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        image_processor = ImageProcessor.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvaluationError(f"cannot load the CLIP model from {model_dir}: {first}") from None
+    return model.to(device).eval(), tokenizer, image_processor

@@ -1,0 +1,76 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from _evaluation_helpers import smooth_image, write_generated
+from evaluation import report
+from evaluation.coco_prompts import write_prompts_csv
+from evaluation.errors import EvaluationError
+
+
+@pytest.fixture
+def setup(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = [str(i) for i in range(20)]
+    gen = tmp_path / "gen"
+    write_generated(str(gen), [smooth_image(rng) for _ in ids], ids, [42 + i for i in range(20)])
+    csv_path = tmp_path / "prompts.csv"
+    prompts = [f"prompt {i}" for i in range(20)]
+    prompts[0] = 'a <b>bold</b> "cat" | pipe & 猫'
+    write_prompts_csv(list(zip(ids, prompts)), str(csv_path))
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({
+        "fid": 12.3456, "clip_score": 30.5,
+        "counts": {"generated_images": 20, "reference_images": 40, "prompt_rows": 20},
+        "settings": {"device": "cpu"}, "warnings": [],
+    }))
+    return tmp_path, gen, csv_path, metrics
+
+
+def test_report_is_written(setup):
+    tmp_path, gen, csv_path, metrics = setup
+    out = tmp_path / "report"
+    before = sorted(os.listdir(gen))
+    assert report.main(["--generated", str(gen), "--metrics", str(metrics), "--prompts_csv", str(csv_path),
+                        "--out_dir", str(out), "--grid_size", "6"]) == 0
+    assert sorted(os.listdir(gen)) == before  # nothing written next to the generated images
+    data = json.loads((out / "report.json").read_text())
+    assert data["scores"] == {"fid": 12.3456, "clip_score": 30.5}
+    assert data["counts"]["generated_images"] == 20 and data["counts"]["reference_images"] == 40
+    assert len(data["samples"]) == 6
+    assert data["samples"][0] == {"file": "0_seed42.png", "image_id": "0", "seed": 42, "prompt_row": 0,
+                                  "prompt": 'a <b>bold</b> "cat" | pipe & 猫', "thumbnail": data["samples"][0]["thumbnail"]}
+    assert data["samples"][-1]["file"] == "19_seed61.png"
+    for smp in data["samples"]:
+        assert (out / smp["thumbnail"]).is_file()
+    assert (out / "grid.jpg").is_file()
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "12.346" in md and "30.500" in md and "grid.jpg" in md
+    assert '| `0_seed42.png` | a &lt;b&gt;bold&lt;/b&gt; "cat" \\| pipe &amp; 猫 |' in md
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "12.346" in page and "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page
+
+
+def test_report_refuses_out_dir_inside_generated(setup):
+    _, gen, _, metrics = setup
+    for out in (gen, gen / "report"):
+        with pytest.raises(EvaluationError, match="is inside the generated folder"):
+            report.main(["--generated", str(gen), "--metrics", str(metrics), "--out_dir", str(out)])
+
+
+def test_report_warns_when_folder_changed_and_handles_missing_metrics(setup):
+    tmp_path, gen, csv_path, metrics = setup
+    os.remove(gen / "3_seed45.png")
+    data = report.build_report(str(gen), str(metrics), str(csv_path), str(tmp_path / "r"), grid_size=4)
+    assert any("computed on 20 images, the folder now has 19" in w for w in data["warnings"])
+    with pytest.raises(EvaluationError, match="metrics file not found"):
+        report.main(["--generated", str(gen), "--metrics", str(tmp_path / "nope.json"), "--out_dir", str(tmp_path / "r")])
+
+
+def test_pick_samples():
+    assert report.pick_samples(5, 16) == [0, 1, 2, 3, 4]
+    assert report.pick_samples(100, 4) == [0, 33, 66, 99]
+    assert report.pick_samples(100, 1) == [0]
+    assert report.pick_samples(0, 4) == []
