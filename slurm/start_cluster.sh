@@ -13,6 +13,8 @@
 #   T2I_SLURM_MAX_ARRAY  MaxArraySize (largest array index + 1)                   [1001]
 #   T2I_SLURM_MAX_TIME   partition MaxTime                                        [7-00:00:00]
 #   T2I_SLURM_DEF_TIME   partition DefaultTime                                    [1-00:00:00]
+#   T2I_SLURM_CRED_EXPIRE  AuthInfo cred_expire: also how long a requeued job waits before
+#                        it may start again (SLURM's default is 120)               [10]
 #   T2I_SLURM_WAIT       seconds to wait for the node to become idle              [60]
 #
 # Files written outside the state dir:
@@ -36,6 +38,7 @@ MAX_ARRAY=${T2I_SLURM_MAX_ARRAY:-1001}
 MAX_TIME=${T2I_SLURM_MAX_TIME:-7-00:00:00}
 DEF_TIME=${T2I_SLURM_DEF_TIME:-1-00:00:00}
 WAIT_S=${T2I_SLURM_WAIT:-60}
+CRED_EXPIRE=${T2I_SLURM_CRED_EXPIRE:-10}
 CONF_DIR=/etc/slurm
 NODE=$(hostname -s)
 PKGS=(slurmctld slurmd slurm-client munge)
@@ -45,7 +48,7 @@ log() { echo "[start_cluster] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages and starts daemons)"
-for v in GPUS CPUS MEM_MB MAX_ARRAY WAIT_S; do
+for v in GPUS CPUS MEM_MB MAX_ARRAY WAIT_S CRED_EXPIRE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "T2I_SLURM_$v must be a non-negative integer, got '${!v}'"
 done
 (( GPUS >= 1 )) || die "T2I_SLURM_GPUS must be >= 1"
@@ -97,6 +100,8 @@ SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job becomes eligible again only after cred_expire seconds (default 120).
+AuthInfo=cred_expire=$CRED_EXPIRE
 CredType=cred/munge
 SlurmctldPort=6817
 SlurmdPort=6818
@@ -120,6 +125,9 @@ MailProg=/bin/true
 SlurmdParameters=config_overrides
 
 SchedulerType=sched/backfill
+# Tiny cluster: scan the queue often, so requeued jobs (BeginTime) and freed GPUs are picked up
+# within seconds instead of the default 60 s / 30 s loops.
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 GresTypes=gpu
@@ -232,9 +240,11 @@ if ! pid_alive "$CTLD_PID" slurmctld; then
     log "starting slurmctld"
     slurmctld || { dump_logs; die "slurmctld failed to start"; }
 fi
+SLURMD_LAUNCH=0
 if ! pid_alive "$SLURMD_PID" slurmd; then
     [[ $ACTION == "already running" ]] && ACTION="started"
     log "starting slurmd"
+    SLURMD_LAUNCH=$(date +%s)
     slurmd || { dump_logs; die "slurmd failed to start"; }
 fi
 
@@ -245,7 +255,13 @@ state=""
 while :; do
     state=$(sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1 || true)
     case $state in
-        idle | mixed | allocated | completing) break ;;   # no '*' suffix: slurmd is responding
+        idle | mixed | allocated | completing)   # no '*' suffix: slurmd is responding
+            # slurmctld restores the saved node state, so right after a restart "idle" may be
+            # stale: also require that the slurmd we just launched has registered.
+            (( SLURMD_LAUNCH == 0 )) && break
+            reg=$(scontrol show node "$NODE" 2>/dev/null | grep -o 'SlurmdStartTime=[^ ]*' | cut -d= -f2)
+            reg=$(date -d "$reg" +%s 2>/dev/null || echo 0)
+            (( reg >= SLURMD_LAUNCH )) && break ;;
         down | drained | draining)
             if (( ! resumed )) && pid_alive "$SLURMD_PID" slurmd; then
                 log "node is $state; resuming it"
