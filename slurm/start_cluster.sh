@@ -15,6 +15,10 @@
 #   T2I_SLURM_DEF_TIME   partition DefaultTime                                    [1-00:00:00]
 #   T2I_SLURM_CRED_EXPIRE  AuthInfo cred_expire: also how long a requeued job waits before
 #                        it may start again (SLURM's default is 120)               [10]
+#   T2I_SLURM_ACCOUNTING 1: also run slurmdbd + a private MariaDB (127.0.0.1:3307, data in
+#                        DIR/mysql) so that `sacct` works -- submitit needs it to notice jobs
+#                        that end without a result (scancel, kill). Installs slurmdbd and
+#                        mariadb-server. 0: no accounting, sacct fails                 [0]
 #   T2I_SLURM_WAIT       seconds to wait for the node to become idle              [60]
 #
 # Files written outside the state dir:
@@ -39,6 +43,7 @@ MAX_TIME=${T2I_SLURM_MAX_TIME:-7-00:00:00}
 DEF_TIME=${T2I_SLURM_DEF_TIME:-1-00:00:00}
 WAIT_S=${T2I_SLURM_WAIT:-60}
 CRED_EXPIRE=${T2I_SLURM_CRED_EXPIRE:-10}
+ACCOUNTING=${T2I_SLURM_ACCOUNTING:-0}
 CONF_DIR=/etc/slurm
 NODE=$(hostname -s)
 PKGS=(slurmctld slurmd slurm-client munge)
@@ -53,6 +58,8 @@ for v in GPUS CPUS MEM_MB MAX_ARRAY WAIT_S CRED_EXPIRE; do
 done
 (( GPUS >= 1 )) || die "T2I_SLURM_GPUS must be >= 1"
 (( MAX_ARRAY >= 1 )) || die "T2I_SLURM_MAX_ARRAY must be >= 1"
+[[ $ACCOUNTING == 0 || $ACCOUNTING == 1 ]] || die "T2I_SLURM_ACCOUNTING must be 0 or 1"
+(( ACCOUNTING )) && PKGS+=(slurmdbd mariadb-server)
 
 # ---------------------------------------------------------------- packages
 pkgs_missing() {
@@ -91,6 +98,16 @@ done
 
 # ---------------------------------------------------------------- config
 if (( GPUS == 1 )); then gpu_files=$DIR/dev/nvidia0; else gpu_files="$DIR/dev/nvidia[0-$((GPUS - 1))]"; fi
+
+if (( ACCOUNTING )); then
+    acct_conf="# slurmdbd (T2I_SLURM_ACCOUNTING=1): sacct works.
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1"
+else
+    acct_conf="# No slurmdbd (T2I_SLURM_ACCOUNTING=0): sacct fails with \"Slurm accounting storage is
+# disabled\"; submitit then logs warnings and reports job state UNKNOWN.
+AccountingStorageType=accounting_storage/none"
+fi
 
 # Everything talks over 127.0.0.1: it is a one-node cluster and this avoids depending on how
 # (or whether) the host name resolves.
@@ -132,8 +149,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 GresTypes=gpu
 
-# No slurmdbd: sacct does not work (submitit warns, then falls back to squeue).
-AccountingStorageType=accounting_storage/none
+$acct_conf
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 
@@ -170,6 +186,30 @@ write_if_changed "$CONF_DIR/slurm.conf" "$slurm_conf"
 write_if_changed "$CONF_DIR/gres.conf" "$gres_conf"
 chmod 644 "$CONF_DIR/slurm.conf" "$CONF_DIR/gres.conf"
 
+# ---------------------------------------------------------------- helpers
+pid_alive() {  # pidfile name
+    local pid
+    [[ -s $1 ]] && pid=$(cat "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$2"
+}
+stop_pid() {  # pidfile name
+    local pid
+    pid_alive "$1" "$2" || return 0
+    pid=$(cat "$1")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    log "$2 (pid $pid) ignored SIGTERM for 10s; sending SIGKILL"
+    kill -9 "$pid" 2>/dev/null || true
+}
+dump_logs() {
+    local f
+    for f in "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" /var/log/munge/munged.log \
+        "$DIR/log/slurmdbd.log" "$DIR/log/mariadbd.log"; do
+        [[ -f $f ]] && { echo "----- tail $f" >&2; tail -n 25 "$f" >&2; }
+    done
+    return 0
+}
+
 # ---------------------------------------------------------------- munge
 munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 if [[ ! -s /etc/munge/munge.key ]]; then
@@ -196,29 +236,77 @@ if ! munge_ok; then
     munge_ok || { tail -n 20 /var/log/munge/munged.log >&2 || true; die "munge -n | unmunge fails"; }
 fi
 
-# ---------------------------------------------------------------- slurm daemons
-pid_alive() {  # pidfile name
-    local pid
-    [[ -s $1 ]] && pid=$(cat "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null &&
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$2"
-}
-stop_pid() {  # pidfile name
-    local pid
-    pid_alive "$1" "$2" || return 0
-    pid=$(cat "$1")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-    log "$2 (pid $pid) ignored SIGTERM for 10s; sending SIGKILL"
-    kill -9 "$pid" 2>/dev/null || true
-}
-dump_logs() {
-    local f
-    for f in "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" /var/log/munge/munged.log; do
-        [[ -f $f ]] && { echo "----- tail $f" >&2; tail -n 25 "$f" >&2; }
-    done
-    return 0
-}
+# ---------------------------------------------------------------- accounting (optional)
+DBD_PID=$DIR/run/slurmdbd.pid
+MYSQL_RUN=$DIR/mysql-run
+MYSQL_PID=$MYSQL_RUN/mariadbd.pid
+sql() { mariadb --no-defaults --socket="$MYSQL_RUN/mysql.sock" -uroot -e "$1"; }
+if (( ACCOUNTING )); then
+    # A private MariaDB instance (own datadir, socket and port): a system MariaDB, if any, is
+    # left alone.
+    if ! pid_alive "$MYSQL_PID" mariadbd; then
+        mkdir -p "$MYSQL_RUN" "$DIR/mysql"
+        chown mysql:mysql "$MYSQL_RUN" "$DIR/mysql"
+        touch "$DIR/log/mariadbd.log" && chown mysql "$DIR/log/mariadbd.log"
+        if [[ ! -d $DIR/mysql/mysql ]]; then
+            log "initialising MariaDB in $DIR/mysql"
+            mariadb-install-db --user=mysql --datadir="$DIR/mysql" --auth-root-authentication-method=socket \
+                --skip-test-db >"$DIR/log/mariadb-install.log" 2>&1 ||
+                { tail -n 20 "$DIR/log/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
+        fi
+        log "starting mariadbd (127.0.0.1:3307)"
+        setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DIR/mysql" \
+            --socket="$MYSQL_RUN/mysql.sock" --pid-file="$MYSQL_PID" --bind-address=127.0.0.1 \
+            --port=3307 --log-error="$DIR/log/mariadbd.log" --innodb-buffer-pool-size=64M \
+            --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 &
+        for _ in $(seq 150); do sql 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
+        sql 'SELECT 1' >/dev/null 2>&1 || { dump_logs; die "mariadbd did not come up"; }
+    fi
+    if [[ ! -s $DIR/run/dbpass ]]; then
+        (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$DIR/run/dbpass")
+    fi
+    dbpass=$(cat "$DIR/run/dbpass")
+    sql "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$dbpass';
+         ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$dbpass';
+         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || die "could not create the MariaDB user for slurmdbd"
+    dbd_conf="$MARK
+AuthType=auth/munge
+DbdHost=$NODE
+DbdAddr=127.0.0.1
+SlurmUser=root
+PidFile=$DBD_PID
+LogFile=$DIR/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=3307
+StorageUser=slurm
+StoragePass=$dbpass
+StorageLoc=slurm_acct_db
+"
+    changed_before=$CHANGED; CHANGED=0
+    write_if_changed "$CONF_DIR/slurmdbd.conf" "$dbd_conf"
+    chmod 600 "$CONF_DIR/slurmdbd.conf"   # slurmdbd insists: it holds the DB password
+    if (( CHANGED )) && pid_alive "$DBD_PID" slurmdbd; then
+        log "slurmdbd.conf changed; restarting slurmdbd"
+        stop_pid "$DBD_PID" slurmdbd
+    fi
+    CHANGED=$changed_before
+    if ! pid_alive "$DBD_PID" slurmdbd; then
+        log "starting slurmdbd"
+        slurmdbd || { dump_logs; die "slurmdbd failed to start"; }
+    fi
+    for _ in $(seq 150); do sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1 && break; sleep 0.2; done
+    clusters=$(sacctmgr -n -P list cluster format=cluster 2>/dev/null) || { dump_logs; die "slurmdbd does not answer"; }
+    if ! grep -qx t2i <<<"$clusters"; then
+        sacctmgr -i add cluster t2i >/dev/null || die "sacctmgr add cluster t2i failed"
+    fi
+else
+    # Accounting off: stop what an earlier T2I_SLURM_ACCOUNTING=1 run started.
+    if pid_alive "$DBD_PID" slurmdbd; then log "stopping slurmdbd (accounting off)"; stop_pid "$DBD_PID" slurmdbd; fi
+    if pid_alive "$MYSQL_PID" mariadbd; then log "stopping mariadbd (accounting off)"; stop_pid "$MYSQL_PID" mariadbd; fi
+fi
 
+# ---------------------------------------------------------------- slurm daemons
 CTLD_PID=$DIR/run/slurmctld.pid
 SLURMD_PID=$DIR/run/slurmd.pid
 ACTION="already running"
@@ -278,5 +366,5 @@ while :; do
 done
 
 T1=$(date +%s.%N)
-log "cluster $ACTION; node $NODE is $state (${GPUS} GPUs, ${CPUS} CPUs, MaxArraySize=$MAX_ARRAY); $PKG_NOTE"
+log "cluster $ACTION; node $NODE is $state (${GPUS} GPUs, ${CPUS} CPUs, MaxArraySize=$MAX_ARRAY, accounting=$ACCOUNTING); $PKG_NOTE"
 awk -v a="$T0" -v b="$T1" 'BEGIN { printf "[start_cluster] ready in %.1fs\n", b - a }' >&2

@@ -2,9 +2,11 @@
 # Stop the one-node SLURM cluster started by slurm/start_cluster.sh. Idempotent: fine when
 # nothing is running.
 #
-#   slurm/stop_cluster.sh              # cancel all jobs, stop slurmd + slurmctld (+ munged if we started it)
+#   slurm/stop_cluster.sh              # cancel all jobs, stop slurmd, slurmctld, slurmdbd + its
+#                                      # MariaDB if running, and munged if start_cluster.sh started it
 #   slurm/stop_cluster.sh --keep-jobs  # do not cancel jobs: queued jobs come back on the next start
-#   slurm/stop_cluster.sh --purge      # also delete the state dir and our /etc/slurm/{slurm,gres}.conf
+#   slurm/stop_cluster.sh --purge      # also delete the state dir (incl. accounting DB) and our
+#                                      # /etc/slurm/{slurm,gres,slurmdbd}.conf
 #
 # Only daemons recorded in the pid files of $T2I_SLURM_DIR (default /var/tmp/t2i-slurm) are
 # stopped; munged only if start_cluster.sh started it. Packages and the munge key stay.
@@ -19,7 +21,7 @@ for a in "$@"; do
     case $a in
         --purge) PURGE=1 ;;
         --keep-jobs) KEEP_JOBS=1 ;;
-        -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a (use --purge, --keep-jobs)" >&2; exit 2 ;;
     esac
 done
@@ -59,6 +61,8 @@ fi
 
 stop_pid "$DIR/run/slurmd.pid" slurmd
 stop_pid "$DIR/run/slurmctld.pid" slurmctld
+stop_pid "$DIR/run/slurmdbd.pid" slurmdbd            # only with T2I_SLURM_ACCOUNTING=1
+stop_pid "$DIR/mysql-run/mariadbd.pid" mariadbd      # idem
 
 if [[ -f $DIR/run/munged.started-by-t2i ]]; then
     if pid=$(pid_of /run/munge/munged.pid munged); then
@@ -72,7 +76,7 @@ fi
 if (( PURGE )); then
     log "purging $DIR and our files in $CONF_DIR"
     rm -rf "$DIR"
-    for f in "$CONF_DIR/slurm.conf" "$CONF_DIR/gres.conf"; do
+    for f in "$CONF_DIR/slurm.conf" "$CONF_DIR/gres.conf" "$CONF_DIR/slurmdbd.conf"; do
         if [[ -f $f ]] && head -n 1 "$f" | grep -qF "$MARK"; then rm -f "$f"; fi
     done
 fi
