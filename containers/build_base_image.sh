@@ -17,7 +17,7 @@ FORCE=0
 for a in "$@"; do
     case $a in
         -f|--force) FORCE=1 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done

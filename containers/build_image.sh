@@ -45,7 +45,7 @@ while [ $# -gt 0 ]; do
         --no-host-ca) HOST_CA=0 ;;
         --no-cache) EXTRA+=(--no-cache) ;;
         --build-arg) EXTRA+=(--build-arg "$2"); shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
