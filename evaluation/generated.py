@@ -5,6 +5,8 @@ anything else (hidden or temporary files, other extensions, sub-folders such as 
 
 Prompt of a generated image (``--seed_start``, default 42):
 
+0. the entry of the folder's ``manifest.csv`` (written by submit.py: index, image_id, seed, file_name,
+   prompt) for that file name, when the folder has one -- exact, also for ids submit.py had to rename;
 1. the row ``seed - seed_start`` of the prompts CSV (0-based, header excluded), if that row has the same
    image_id -- the convention "row i is generated with seed seed_start + i", which also tells apart the
    several captions of one COCO image (``--all_captions``);
@@ -127,8 +129,26 @@ def read_prompts_csv(path: str) -> list[PromptRow]:
     return rows
 
 
+MANIFEST_NAME = "manifest.csv"
+
+
+def read_manifest(folder: str) -> dict[str, PromptRow]:
+    """``file_name -> PromptRow`` from the ``manifest.csv`` submit.py writes in its output folder ({} if none)."""
+    path = os.path.join(folder, MANIFEST_NAME)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8", newline="") as f:
+        return {
+            r["file_name"]: PromptRow(index=int(r["index"]), image_id=r["image_id"], prompt=r["prompt"])
+            for r in csv.DictReader(f)
+        }
+
+
 def match_prompts(
-    images: Sequence[GeneratedImage], rows: Sequence[PromptRow], seed_start: int = 42
+    images: Sequence[GeneratedImage],
+    rows: Sequence[PromptRow],
+    seed_start: int = 42,
+    manifest: dict[str, PromptRow] | None = None,
 ) -> tuple[list[PromptRow | None], list[GeneratedImage]]:
     """The prompt row of each image (``None`` where unmatched) and the list of unmatched images."""
     by_id: dict[str, list[PromptRow]] = {}
@@ -140,10 +160,10 @@ def match_prompts(
     for img in images:
         key = normalize_id(img.image_id)
         idx = img.seed - seed_start
-        row: PromptRow | None = None
-        if 0 <= idx < len(rows) and normalize_id(rows[idx].image_id) == key:
+        row: PromptRow | None = (manifest or {}).get(os.path.basename(img.path))
+        if row is None and 0 <= idx < len(rows) and normalize_id(rows[idx].image_id) == key:
             row = rows[idx]
-        elif len(by_id.get(key, ())) == 1:
+        elif row is None and len(by_id.get(key, ())) == 1:
             row = by_id[key][0]
         matched.append(row)
         if row is None:

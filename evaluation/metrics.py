@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows, prompts = None, None
     if args.prompts_csv:
         rows = gen.read_prompts_csv(args.prompts_csv)
-        matched, unmatched = gen.match_prompts(images, rows, args.seed_start)
+        matched, unmatched = gen.match_prompts(images, rows, args.seed_start, gen.read_manifest(args.generated))
         if not args.no_clip:
             gen.require_all_matched(unmatched, len(images), args.seed_start)
             prompts = [r.prompt for r in matched]  # type: ignore[union-attr]

@@ -167,7 +167,7 @@ def build_report(
     metrics = load_metrics(metrics_path)
     images, ignored = gen.list_generated_images(generated_dir)
     rows = gen.read_prompts_csv(prompts_csv) if prompts_csv else []
-    matched, _ = gen.match_prompts(images, rows, seed_start) if rows else ([None] * len(images), images)
+    matched, _ = gen.match_prompts(images, rows, seed_start, gen.read_manifest(generated_dir)) if rows else ([None] * len(images), images)
 
     warnings = list(metrics.get("warnings") or [])
     m_counts = dict(metrics.get("counts") or {})

@@ -109,3 +109,21 @@ def test_list_reference_images(tmp_path):
     assert [p.rsplit("/", 1)[1] for p in gen.list_reference_images(str(tmp_path), str(lst))] == ["c.png", "b.jpg"]
     with pytest.raises(EvaluationError, match="reference image folder not found"):
         gen.list_reference_images(str(tmp_path / "nope"))
+
+
+def test_manifest_of_the_output_folder_matches_renamed_ids_exactly(tmp_path):
+    import csv
+
+    from evaluation.generated import list_generated_images, match_prompts, read_manifest
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    # submit.py renames unsafe ids ("a/b" -> "a_b-<hash>"); the manifest maps the file back to its prompt.
+    (folder / "a_b-0123456789_seed43.png").write_bytes(b"png")
+    with open(folder / "manifest.csv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "image_id", "seed", "file_name", "prompt"])
+        writer.writerow([1, "a/b", 43, "a_b-0123456789_seed43.png", "a cat, on a mat"])
+    images, _ = list_generated_images(str(folder))
+    matched, unmatched = match_prompts(images, [], 42, read_manifest(str(folder)))
+    assert unmatched == [] and (matched[0].index, matched[0].image_id, matched[0].prompt) == (1, "a/b", "a cat, on a mat")
+    assert match_prompts(images, [], 42)[1] == images  # without the manifest it cannot be matched

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Full evaluation in one command: COCO captions -> prompts.csv -> images -> FID + CLIP score -> report.
+#
+#   USE_MULTIGPU=true GPU_IDS="0 1 2 3" MODEL_PATH=/models/sd15 NUM_SAMPLES=5000 \
+#   COCO_CAPTIONS=annotations/captions_val2014.json COCO_IMAGES=val2014 \
+#   INCEPTION_WEIGHTS=weights/inception-2015-12-05.pt CLIP_MODEL=weights/clip-vit-large-patch14 \
+#   bash run_full_evaluation.sh
+#
+# Every step is resumable: rerun the same command after a crash and only what is missing is done.
+# Variables (defaults in brackets):
+#   MODEL_PATH          diffusers pipeline folder or hub id [required]
+#   OUTPUT_DIR          evaluation folder: prompts.csv, images/, metrics.json, report/ [./evaluation_output]
+#   PROMPTS_CSV         prompts to use; when unset, built from COCO_CAPTIONS into OUTPUT_DIR/prompts.csv
+#   COCO_CAPTIONS       COCO captions JSON (captions_val2014.json / captions_val2017.json)
+#   COCO_IMAGES         folder of the COCO images (FID reference; checked to hold the selected files)
+#   NUM_SAMPLES         number of prompts to generate [all]; from COCO: a seeded subset of that many images
+#   ALL_CAPTIONS        true: every caption of each selected COCO image, not just one [false]
+#   SUBSET_SEED         seed of the COCO subset choice [0]
+#   REFERENCE_DIR       FID reference images [COCO_IMAGES]
+#   REFERENCE_STATS     .npz of reference statistics: used if it exists, else computed and saved there
+#   INCEPTION_WEIGHTS   inception-2015-12-05.pt (FID) [required unless SKIP_FID=true]
+#   CLIP_MODEL          local transformers CLIP folder [required unless SKIP_CLIP=true]
+#   SKIP_FID, SKIP_CLIP true to leave a metric out [false]
+#   CLUSTER             local or slurm [local]
+#   USE_MULTIGPU        local: true = every GPU in GPU_IDS (or every visible GPU), false = the first one [true]
+#   GPU_IDS             local: GPU ids, space-separated [every visible GPU]
+#   GPUS                slurm: number of GPUs (one task each) [8]
+#   SLURM_ARGS          slurm: more submit.py flags, e.g. "--partition gpu --time 720"
+#   DEVICE              auto, cuda or cpu [auto]
+#   SEED_START NUM_INFERENCE_STEPS GUIDANCE_SCALE HEIGHT WIDTH DTYPE CFG_TRUNCATION_STEP ENABLE_HALF_FRAME
+#                       generation settings, as submit.py's flags [42 20 7.5 480 832 bf16 - false]
+#   GENERATE_ARGS       more submit.py flags, e.g. "--batch_size 4 --max_sequence_length 226"
+#   METRICS_DEVICE METRICS_BATCH_SIZE  [auto 64]
+#   ALLOW_INCOMPLETE    true: compute metrics even if some samples failed [false]
+#   PYTHON              the Python to use [.venv/bin/python beside this script if present, else python3]
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$HERE/.venv/bin/python" ]]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
+fi
+
+fail() { echo "run_full_evaluation.sh: error: $*" >&2; exit 2; }
+is_true() { [[ "${1,,}" == "true" || "$1" == "1" || "${1,,}" == "yes" ]]; }
+step() { echo; echo "==== $*"; }
+
+[[ -n "${MODEL_PATH:-}" ]] || fail "set MODEL_PATH to a diffusers pipeline folder or hub id"
+OUTPUT_DIR="${OUTPUT_DIR:-./evaluation_output}"
+CLUSTER="${CLUSTER:-local}"
+[[ "$CLUSTER" == "local" || "$CLUSTER" == "slurm" ]] || fail "CLUSTER must be local or slurm (got $CLUSTER)"
+SKIP_FID="${SKIP_FID:-false}"
+SKIP_CLIP="${SKIP_CLIP:-false}"
+REFERENCE_DIR="${REFERENCE_DIR:-${COCO_IMAGES:-}}"
+is_true "$SKIP_FID" || [[ -n "${INCEPTION_WEIGHTS:-}" ]] || fail "set INCEPTION_WEIGHTS (inception-2015-12-05.pt) or SKIP_FID=true"
+is_true "$SKIP_CLIP" || [[ -n "${CLIP_MODEL:-}" ]] || fail "set CLIP_MODEL (a local CLIP folder) or SKIP_CLIP=true"
+if ! is_true "$SKIP_FID" && [[ -z "$REFERENCE_DIR" ]] && [[ ! -f "${REFERENCE_STATS:-}" ]]; then
+    fail "FID needs reference images (COCO_IMAGES or REFERENCE_DIR) or an existing REFERENCE_STATS file"
+fi
+mkdir -p "$OUTPUT_DIR"
+IMAGES_DIR="$OUTPUT_DIR/images"
+REFERENCE_LIST=""
+
+step "1/4 prompts"
+if [[ -z "${PROMPTS_CSV:-}" ]]; then
+    [[ -n "${COCO_CAPTIONS:-}" ]] || fail "set PROMPTS_CSV, or COCO_CAPTIONS to build it from COCO captions"
+    PROMPTS_CSV="$OUTPUT_DIR/prompts.csv"
+    REFERENCE_LIST="$OUTPUT_DIR/reference_images.txt"
+    prompt_args=(--captions "$COCO_CAPTIONS" --out "$PROMPTS_CSV" --seed "${SUBSET_SEED:-0}"
+                 --reference_list "$REFERENCE_LIST")
+    if is_true "${ALL_CAPTIONS:-false}"; then prompt_args+=(--all_captions); else prompt_args+=(--one_per_image); fi
+    [[ -n "${NUM_SAMPLES:-}" ]] && prompt_args+=(--num_images "$NUM_SAMPLES")
+    [[ -n "${COCO_IMAGES:-}" ]] && prompt_args+=(--images_dir "$COCO_IMAGES")
+    "$PYTHON" -m evaluation.coco_prompts "${prompt_args[@]}"
+fi
+echo "prompts: $PROMPTS_CSV"
+
+step "2/4 generation ($CLUSTER)"
+gen_args=(--cluster "$CLUSTER" --prompts_csv "$PROMPTS_CSV" --output_dir "$IMAGES_DIR" --model_path "$MODEL_PATH"
+          --device "${DEVICE:-auto}" --seed_start "${SEED_START:-42}"
+          --num_inference_steps "${NUM_INFERENCE_STEPS:-20}" --guidance_scale "${GUIDANCE_SCALE:-7.5}"
+          --height "${HEIGHT:-480}" --width "${WIDTH:-832}" --dtype "${DTYPE:-bf16}")
+# From COCO with ALL_CAPTIONS the CSV has more rows than NUM_SAMPLES images: generate them all.
+if [[ -n "${NUM_SAMPLES:-}" && -z "$REFERENCE_LIST" ]]; then gen_args+=(--num_samples "$NUM_SAMPLES"); fi
+[[ -n "${CFG_TRUNCATION_STEP:-}" ]] && gen_args+=(--cfg_truncation_step "$CFG_TRUNCATION_STEP")
+is_true "${ENABLE_HALF_FRAME:-false}" && gen_args+=(--enable_half_frame)
+if [[ "$CLUSTER" == "local" ]]; then
+    if [[ -n "${GPU_IDS:-}" ]]; then
+        read -r -a gpu_list <<< "$GPU_IDS"
+        if is_true "${USE_MULTIGPU:-true}"; then gen_args+=(--gpu_ids "${gpu_list[@]}"); else gen_args+=(--gpu_ids "${gpu_list[0]}"); fi
+    elif ! is_true "${USE_MULTIGPU:-true}"; then
+        gen_args+=(--gpu_ids 0)
+    fi
+else
+    read -r -a slurm_extra <<< "${SLURM_ARGS:-}"
+    gen_args+=(--gpus "${GPUS:-8}" --wait "${slurm_extra[@]}")
+fi
+read -r -a generate_extra <<< "${GENERATE_ARGS:-}"
+gen_args+=("${generate_extra[@]}")
+status=0
+"$PYTHON" "$HERE/submit.py" "${gen_args[@]}" || status=$?
+if [[ $status -ne 0 ]]; then
+    if [[ $status -eq 2 || $status -eq 130 ]] || ! is_true "${ALLOW_INCOMPLETE:-false}"; then
+        echo "run_full_evaluation.sh: generation did not finish (exit $status); fix the cause and rerun this command" >&2
+        exit "$status"
+    fi
+    echo "ALLOW_INCOMPLETE=true: scoring the images that exist" >&2
+fi
+
+step "3/4 metrics"
+metric_args=(--generated "$IMAGES_DIR" --prompts_csv "$PROMPTS_CSV" --out "$OUTPUT_DIR/metrics.json"
+             --seed_start "${SEED_START:-42}" --device "${METRICS_DEVICE:-auto}"
+             --batch_size "${METRICS_BATCH_SIZE:-64}")
+if is_true "$SKIP_FID"; then
+    metric_args+=(--no_fid)
+else
+    metric_args+=(--inception_weights "$INCEPTION_WEIGHTS")
+    if [[ -n "${REFERENCE_STATS:-}" && -f "$REFERENCE_STATS" ]]; then
+        metric_args+=(--reference_stats "$REFERENCE_STATS")
+    else
+        metric_args+=(--reference_dir "$REFERENCE_DIR")
+        [[ -n "$REFERENCE_LIST" ]] && metric_args+=(--reference_list "$REFERENCE_LIST")
+        [[ -n "${REFERENCE_STATS:-}" ]] && metric_args+=(--save_reference_stats "$REFERENCE_STATS")
+    fi
+fi
+if is_true "$SKIP_CLIP"; then metric_args+=(--no_clip); else metric_args+=(--clip_model "$CLIP_MODEL"); fi
+"$PYTHON" -m evaluation.metrics "${metric_args[@]}"
+
+step "4/4 report"
+"$PYTHON" -m evaluation.report --generated "$IMAGES_DIR" --metrics "$OUTPUT_DIR/metrics.json" \
+    --prompts_csv "$PROMPTS_CSV" --out_dir "$OUTPUT_DIR/report" --seed_start "${SEED_START:-42}"
+
+echo
+echo "done: images in $IMAGES_DIR, scores in $OUTPUT_DIR/metrics.json, report in $OUTPUT_DIR/report/report.html"

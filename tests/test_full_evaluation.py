@@ -1,0 +1,82 @@
+"""run_full_evaluation.sh end to end on tiny data: COCO JSON -> prompts -> images -> FID/CLIP -> report."""
+import csv
+import html as html_module
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from _evaluation_helpers import save_tiny_clip, save_tiny_inception, smooth_image
+from conftest import REPO
+
+CAPTIONS = ["A bus on a street.", "Two cats, one \"fluffy\".", "Un café à Paris.", "A dog with a frisbee.",
+            "A plate of food.", "A kitchen,\nwith a window."]
+
+
+def _tiny_coco(root):
+    images_dir = root / "val2014"
+    images_dir.mkdir()
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for n in range(6):
+        name = f"COCO_val2014_{n + 1:012d}.jpg"
+        smooth_image(rng).save(images_dir / name)
+        images.append({"id": n + 1, "file_name": name})
+        annotations += [{"id": 10 * n + k, "image_id": n + 1, "caption": f"{CAPTIONS[n]} ({k})"} for k in (2, 1)]
+    captions = root / "captions_val2014.json"
+    captions.write_text(json.dumps({"images": images, "annotations": annotations}), encoding="utf-8")
+    return str(captions), str(images_dir)
+
+
+def _run(env):
+    return subprocess.run(["bash", os.path.join(REPO, "run_full_evaluation.sh")], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_full_evaluation_end_to_end_and_resume(tmp_path, tiny_sd):
+    captions, images_dir = _tiny_coco(tmp_path)
+    out = tmp_path / "eval"
+    env = dict(os.environ, PYTHON=sys.executable, MODEL_PATH=tiny_sd, OUTPUT_DIR=str(out), NUM_SAMPLES="4",
+               COCO_CAPTIONS=captions, COCO_IMAGES=images_dir, REFERENCE_STATS=str(tmp_path / "ref_stats.npz"),
+               INCEPTION_WEIGHTS=save_tiny_inception(str(tmp_path / "inception.pt")),
+               CLIP_MODEL=save_tiny_clip(str(tmp_path / "clip")),
+               USE_MULTIGPU="true", GPU_IDS="0 1", DEVICE="cpu", NUM_INFERENCE_STEPS="2", HEIGHT="64", WIDTH="64",
+               DTYPE="fp32", METRICS_DEVICE="cpu", METRICS_BATCH_SIZE="4")
+    result = _run(env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+    prompts = (out / "prompts.csv").read_text(encoding="utf-8")
+    assert prompts.startswith("image_id,prompt") and prompts.count("(1)") == 4  # 4 images, lowest annotation id
+    assert len((out / "reference_images.txt").read_text().split()) == 4
+    images = sorted(n for n in os.listdir(out / "images") if n.endswith(".png"))
+    assert len(images) == 4 and all("_seed" in n for n in images)
+    summary = json.loads((out / "images" / "summary.json").read_text())
+    assert summary["num_workers"] == 2 and summary["generated"] == 4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fid"] > 0 and 0 <= metrics["clip_score"] <= 100
+    assert (tmp_path / "ref_stats.npz").exists()
+    report = out / "report"
+    html = (report / "report.html").read_text(encoding="utf-8")
+    shown = [html_module.escape(row["prompt"]) for row in csv.DictReader(io.StringIO(prompts))]
+    assert "FID" in html and "CLIP" in html and all(p.split("\n")[0] in html for p in shown)
+    assert json.loads((report / "report.json").read_text())["scores"]["fid"] == metrics["fid"]
+
+    # Rerun: nothing is generated again, the saved reference statistics are reused, same scores.
+    result = _run(env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "images" / "summary.json").read_text())
+    assert (summary["generated"], summary["skipped"]) == (0, 4)
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["fid"] == metrics["fid"] and again["clip_score"] == metrics["clip_score"]
+
+
+def test_missing_settings_are_refused_before_any_work(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, OUTPUT_DIR=str(tmp_path / "eval"))
+    result = _run(env)
+    assert result.returncode == 2 and "set MODEL_PATH" in result.stderr
+    env["MODEL_PATH"] = "x"
+    result = _run(env)
+    assert result.returncode == 2 and "INCEPTION_WEIGHTS" in result.stderr
