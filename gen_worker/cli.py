@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+from gen_worker.container import RUNTIMES, ContainerError
 from gen_worker.gpus import visible_gpus
 from gen_worker.model_source import ModelPathError, check_model_path
 from gen_worker.prompts import PromptsError, fingerprint, load_samples
@@ -63,7 +64,21 @@ def build_parser():
                      help="text encoder sequence length, for pipelines that take it (default: the pipeline's)")
     gen.add_argument("--allow_settings_change", action="store_true",
                      help="add to an output folder made with other settings or prompts instead of refusing")
+    _add_container_arguments(parser)
     return parser
+
+
+def _add_container_arguments(parser):
+    box = parser.add_argument_group("containers (every worker runs inside the image; see containers/README.md)")
+    box.add_argument("--container", default=None, metavar="IMAGE",
+                     help="image to run the workers in: an Apptainer .sif file or a docker/podman image "
+                          "(e.g. t2i-batch:latest, built by containers/build_image.sh); default: no container")
+    box.add_argument("--container_runtime", choices=("auto", *RUNTIMES), default="auto",
+                     help="auto: apptainer (or singularity) for a .sif file, else podman if installed, else docker")
+    box.add_argument("--container_bind", action="append", default=[], metavar="SRC[:DST]",
+                     help="one more host path to show inside the container (repeatable); the output dir, the "
+                          "prompts CSV, the model folder and the Hugging Face cache are bound at their own paths, "
+                          "a bind that covers one of them with another DST moves it there")
 
 
 def _check_numbers(args):
@@ -136,6 +151,16 @@ def local_gpu_ids(args):
     return found
 
 
+def container_for(args, spec, extra_paths=()):
+    """The checked Container of --container (None without it); ContainerError when it cannot work."""
+    if not args.container:
+        if args.container_runtime != "auto" or args.container_bind:
+            raise UsageError("--container_runtime and --container_bind need --container IMAGE")
+        return None
+    from gen_worker.container import prepare
+    return prepare(args.container, args.container_runtime, args.container_bind, spec, args.cluster, extra_paths)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -148,12 +173,14 @@ def main(argv=None):
         if args.device == "auto":
             args.device = "cpu" if gpu_ids == [""] else "cuda"
         spec, samples = build_spec(args)
+        container = container_for(args, spec)
         lock = prepare_output_dir(spec, samples, args.allow_settings_change)
-    except (UsageError, SettingsMismatch, OutputDirBusy) as err:
+    except (UsageError, SettingsMismatch, OutputDirBusy, ContainerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from gen_worker.local import run_local
     try:
-        return run_local(spec, samples, gpu_ids, lock, command_line(["python", sys.argv[0] or "submit.py", *argv]))
+        return run_local(spec, samples, gpu_ids, lock, command_line(["python", sys.argv[0] or "submit.py", *argv]),
+                         container)
     finally:
         lock.release()

@@ -68,7 +68,10 @@ def run_worker(spec, worker_index, num_workers):
     output_dir = spec.output_dir
     progress = WorkerProgress(output_dir, worker_index, num_workers)
     summary = {"worker_index": worker_index, "num_workers": num_workers, "hostname": socket.gethostname(),
-               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "load_seconds": 0.0,
+               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+               # In a docker/podman container the GPU is renumbered 0: the submitter passes the host's id.
+               "host_gpu": os.environ.get("T2I_HOST_GPU", os.environ.get("CUDA_VISIBLE_DEVICES")),
+               "container": os.environ.get("T2I_CONTAINER"), "load_seconds": 0.0,
                "generate_seconds": 0.0}
     lock = RunLock(output_dir)
     lock.acquire_shared()
