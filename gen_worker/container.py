@@ -103,25 +103,26 @@ class Container:
     def new_name(self, worker_index):
         return f"t2i-batch-{os.getpid()}-{worker_index}-{uuid.uuid4().hex[:6]}"
 
-    def prefix(self, gpu, name, label=None):
-        """The command that runs `python` for one worker given host GPU `gpu` ("" for none)."""
+    def prefix(self, gpu, name, label=None, visible=None):
+        """The command that runs `python` for one worker given host GPU `gpu` ("" for none);
+        `visible`: its CUDA_VISIBLE_DEVICES outside, when not the host's index (SLURM cgroups)."""
         env = dict(self.env, T2I_CONTAINER=self.image, T2I_HOST_GPU=gpu)
         if is_apptainer(self.runtime):
-            return self._apptainer(gpu, env)
-        return self._docker(gpu, env, name, label)
+            return self._apptainer(gpu if visible is None else visible, env)
+        return self._docker(gpu, gpu if visible is None else visible, env, name, label)
 
-    def _apptainer(self, gpu, env):
+    def _apptainer(self, visible, env):
         # GPUs: --nv shows every GPU, CUDA_VISIBLE_DEVICES (same ids as outside) picks this one.
         # --pwd: `python -m gen_worker` must import the image's project, not a checkout in the cwd.
         argv = [self.runtime, "exec", *(["--nv"] if self.gpus else []), "--pwd", IMAGE_WORKDIR]
         binds = [b.src if b.src == b.dst else f"{b.src}:{b.dst}" for b in self.binds]
         if binds:
             argv += ["--bind", ",".join(binds)]
-        env["CUDA_VISIBLE_DEVICES"] = gpu
+        env["CUDA_VISIBLE_DEVICES"] = visible
         argv += [f"--env={k}={v}" for k, v in env.items()]
         return argv + [self.image, "python"]
 
-    def _docker(self, gpu, env, name, label):
+    def _docker(self, gpu, visible, env, name, label):
         argv = [self.runtime, "run", "--rm", "--init", "--name", name, "--network", "host",
                 *([] if self.pull else ["--pull", "never"]), "--user", f"{self.uid}:{self.gid}"]
         if self.runtime == "podman" and os.geteuid() != 0:
@@ -137,7 +138,7 @@ class Container:
             gpu_flags = ["--gpus", f"device={gpu}"] if self.runtime == "docker" else [
                 "--device", f"nvidia.com/gpu={gpu}", "-e", f"NVIDIA_VISIBLE_DEVICES={gpu}"]
         else:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
+            env["CUDA_VISIBLE_DEVICES"] = visible
             gpu_flags = []
         for k, v in env.items():
             argv += ["-e", f"{k}={v}"]

@@ -1,7 +1,9 @@
 """--container without a runtime: the exact command lines each runtime gets, runtime guessing,
 binds and path translation, and the errors given before anything starts."""
 import os
+import signal
 import stat
+import subprocess
 
 import pytest
 
@@ -246,15 +248,56 @@ def test_local_worker_command_runs_inside_the_container(tmp_path, monkeypatch):
     assert "CUDA_VISIBLE_DEVICES=1 in podman img (t2i-w1)" in (out / "logs" / "worker_gpu1.log").read_text()
 
 
-def test_cli_refuses_a_missing_sif_before_anything_starts(tmp_path, capsys):
+def test_cli_refuses_a_missing_sif_before_anything_starts(tmp_path, capsys, monkeypatch):
     from gen_worker.cli import main
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # main() in this process: keep pytest's handlers
     spec = _spec(tmp_path, device="cpu")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
     code = main(["--gpu_ids", "0", "--prompts_csv", spec.prompts_csv, "--output_dir", spec.output_dir,
-                 "--model_path", "org/model", "--device", "cpu", "--container", str(tmp_path / "t2i.sif"),
+                 "--model_path", str(model), "--device", "cpu", "--container", str(tmp_path / "t2i.sif"),
                  "--container_runtime", "apptainer"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: --container") and len(err.splitlines()) == 1
-    assert main(["--prompts_csv", spec.prompts_csv, "--output_dir", spec.output_dir, "--model_path", "org/model",
+    assert main(["--prompts_csv", spec.prompts_csv, "--output_dir", spec.output_dir, "--model_path", str(model),
                  "--container_bind", "/tmp"]) == 2
     assert "--container_bind need --container IMAGE" in capsys.readouterr().err
     assert not os.path.exists(os.path.join(spec.output_dir, "manifest.csv"))  # refused before the folder is touched
+
+
+def _run_launcher(tmp_path, monkeypatch, box, env):
+    """Run the SLURM launcher with a fake runtime that records each call's argv (one line per call)."""
+    from gen_worker.container_slurm import write_launcher
+    calls = tmp_path / "calls"
+    _fake_tools(tmp_path, monkeypatch, box.runtime, script=f'#!/bin/bash\necho "$(basename $0) $*" >> {calls}\n')
+    python = write_launcher(box, "/data/out", str(tmp_path / "submitit"))
+    assert python == f"/bin/bash {tmp_path}/submitit/container_python.sh"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": "/checkout", **env}
+    done = subprocess.run([*python.split(), "-u", "-m", "submitit.core._submit", "/data/out/logs/submitit/%j"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return calls.read_text().splitlines()
+
+
+def test_slurm_launcher_podman_gets_the_tasks_gpu_name_and_slurm_env(tmp_path, monkeypatch):
+    monkeypatch.setattr(ct.os, "geteuid", lambda: 0)
+    box = Container("podman", "t2i:1", [Bind("/data/out", "/data/out")], uid=1000, gid=100, pull=True)
+    env = {"CUDA_VISIBLE_DEVICES": "0", "SLURM_JOB_GPUS": "6", "SLURM_JOB_ID": "77", "SLURM_PROCID": "0",
+           "SUBMITIT_EXECUTOR": "slurm"}
+    run, remove = _run_launcher(tmp_path, monkeypatch, box, env)
+    expected = box.prefix("6", "t2i-batch-77-0-0", label="/data/out", visible="0")
+    image = expected.index("t2i:1")
+    slurm_env = sorted(run.split()[image:-6][1::2])  # the -e NAME flags before the image
+    assert run.split()[:image] == expected[:image]
+    assert slurm_env == ["SLURM_JOB_GPUS", "SLURM_JOB_ID", "SLURM_PROCID", "SUBMITIT_EXECUTOR"]
+    assert run.split()[-6:] == ["t2i:1", "python", "-u", "-m", "submitit.core._submit", "/data/out/logs/submitit/%j"]
+    assert "--device nvidia.com/gpu=6" in run and "CUDA_VISIBLE_DEVICES=0" in run and "T2I_HOST_GPU=6" in run
+    assert remove == "podman rm -f --ignore t2i-batch-77-0-0"  # on exit, whatever happened
+
+
+def test_slurm_launcher_apptainer_keeps_the_tasks_cuda_visible_devices(tmp_path, monkeypatch):
+    box = Container("apptainer", "/s/t2i.sif", [Bind("/data/out", "/data/out")])
+    [run] = _run_launcher(tmp_path, monkeypatch, box, {"CUDA_VISIBLE_DEVICES": "0", "SLURM_JOB_GPUS": "3"})
+    assert run.split() == box.prefix("3", None, visible="0") + ["-u", "-m", "submitit.core._submit",
+                                                                 "/data/out/logs/submitit/%j"]
