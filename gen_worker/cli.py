@@ -151,14 +151,14 @@ def local_gpu_ids(args):
     return found
 
 
-def container_for(args, spec, extra_paths=()):
+def container_for(args, spec, same_path=()):
     """The checked Container of --container (None without it); ContainerError when it cannot work."""
     if not args.container:
         if args.container_runtime != "auto" or args.container_bind:
             raise UsageError("--container_runtime and --container_bind need --container IMAGE")
         return None
     from gen_worker.container import prepare
-    return prepare(args.container, args.container_runtime, args.container_bind, spec, args.cluster, extra_paths)
+    return prepare(args.container, args.container_runtime, args.container_bind, spec, args.cluster, same_path)
 
 
 def main(argv=None):

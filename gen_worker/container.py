@@ -10,9 +10,9 @@ import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional
 
-from gen_worker.container_binds import BindError, check_binds, check_links, check_visible, parse_bind, plan_binds, to_container
+from gen_worker.container_binds import (Bind, BindError, check_binds, check_links, check_visible, parse_bind,
+                                        plan_binds, to_container)
 
 RUNTIMES = ("apptainer", "singularity", "docker", "podman")
 APPTAINER_URIS = ("docker://", "docker-archive://", "docker-daemon://", "library://", "oras://", "shub://")
@@ -153,14 +153,20 @@ class Container:
         return [self.runtime, "rm", "-f", *(["--ignore"] if self.runtime == "podman" else []), *names]
 
 
-def prepare(image, runtime, bind_args, spec, cluster="local", extra_paths=()):
-    """Check the runtime, the image and the paths; the Container the workers run in. ContainerError."""
+def prepare(image, runtime, bind_args, spec, cluster="local", same_path=()):
+    """Check the runtime, the image and the paths; the Container the workers run in. ContainerError.
+    `same_path`: folders that must be seen at their own path inside (submitit's: its sbatch script
+    names it), whatever --container_bind moves."""
     runtime = choose_runtime(image, runtime)
     check_runtime(runtime, image, cluster)
     try:
         user = [parse_bind(text) for text in bind_args or ()]
+        for path in same_path:
+            os.makedirs(path, exist_ok=True)
+            if to_container(path, user) not in (None, path):
+                user.insert(0, Bind(path, path))
         model_dir = spec.model_path if os.path.isabs(spec.model_path) else None
-        needed = [spec.output_dir, spec.prompts_csv, *([model_dir] if model_dir else []), *extra_paths]
+        needed = [spec.output_dir, spec.prompts_csv, *([model_dir] if model_dir else []), *same_path]
         caches = _hf_cache_dirs(model_is_hub=model_dir is None)
         binds = plan_binds(needed + list(caches.values()), user)
         check_binds(binds)

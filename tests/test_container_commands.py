@@ -301,3 +301,14 @@ def test_slurm_launcher_apptainer_keeps_the_tasks_cuda_visible_devices(tmp_path,
     [run] = _run_launcher(tmp_path, monkeypatch, box, {"CUDA_VISIBLE_DEVICES": "0", "SLURM_JOB_GPUS": "3"})
     assert run.split() == box.prefix("3", None, visible="0") + ["-u", "-m", "submitit.core._submit",
                                                                  "/data/out/logs/submitit/%j"]
+
+
+def test_submitit_folder_stays_at_its_own_path_when_the_output_dir_is_moved(tmp_path, monkeypatch):
+    """The sbatch script names submitit's folder by its host path: it must be there inside too."""
+    _fake_tools(tmp_path, monkeypatch, "podman")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-cache"))
+    spec = _spec(tmp_path, device="cpu")
+    folder = os.path.join(spec.output_dir, "logs", "submitit")
+    box = prepare("t2i:1", "podman", [f"{spec.output_dir}:/data/out"], spec, "slurm", same_path=[folder])
+    assert box.path(folder) == folder and box.inside_spec(spec).output_dir == "/data/out"
+    assert box.binds[:2] == [Bind(folder, folder), Bind(spec.output_dir, "/data/out")]
