@@ -150,7 +150,8 @@ class Container:
         """Force-remove containers left running (their `run` client was killed)."""
         if is_apptainer(self.runtime) or not names:
             return None
-        return [self.runtime, "rm", "-f", *(["--ignore"] if self.runtime == "podman" else []), *names]
+        # podman's rm -f first waits 10 s for SIGTERM; SLURM's KillWait may be shorter: kill at once.
+        return [self.runtime, "rm", "-f", *(["--time", "0", "--ignore"] if self.runtime == "podman" else []), *names]
 
 
 def prepare(image, runtime, bind_args, spec, cluster="local", same_path=()):

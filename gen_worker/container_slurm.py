@@ -32,10 +32,12 @@ done
 child=
 # A `run` client killed outright leaves its container running: remove it when this task ends.
 trap '{remove} >/dev/null 2>&1' EXIT
-# scancel and the time-limit signal (USR2) are handed on to the client, which hands them to the
-# container; waiting for the client keeps the removal above after the worker's own clean-up.
-trap 'kill -s TERM $child 2>/dev/null' TERM INT
-trap 'kill -s USR2 $child 2>/dev/null' USR2
+# SLURM signals every process of the step: the client hands each signal to the container, and
+# this script only has to outlive them. But on scancel or the time limit, SIGTERM is ignored by
+# submitit in the task, and the SIGKILL that follows (KillWait later) would reach this script and
+# the client but not the container: so remove the container at once, as that SIGKILL would.
+trap '{remove} >/dev/null 2>&1' TERM INT
+trap ':' HUP USR1 USR2
 {run} ${{passed[@]+"${{passed[@]}}"}} {image_python} "$@" &
 child=$!
 while true; do

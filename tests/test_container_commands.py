@@ -114,7 +114,7 @@ def test_docker_command_line_on_a_gpu_and_on_cpu():
 
 
 def test_remove_command_per_runtime():
-    assert Container("podman", "i", []).remove_command(["a", "b"]) == ["podman", "rm", "-f", "--ignore", "a", "b"]
+    assert Container("podman", "i", []).remove_command(["a", "b"]) == ["podman", "rm", "-f", "--time", "0", "--ignore", "a", "b"]
     assert Container("docker", "i", []).remove_command(["a"]) == ["docker", "rm", "-f", "a"]
     assert Container("apptainer", "i.sif", []).remove_command(["a"]) is None
 
@@ -293,7 +293,7 @@ def test_slurm_launcher_podman_gets_the_tasks_gpu_name_and_slurm_env(tmp_path, m
     assert slurm_env == ["SLURM_JOB_GPUS", "SLURM_JOB_ID", "SLURM_PROCID", "SUBMITIT_EXECUTOR"]
     assert run.split()[-6:] == ["t2i:1", "python", "-u", "-m", "submitit.core._submit", "/data/out/logs/submitit/%j"]
     assert "--device nvidia.com/gpu=6" in run and "CUDA_VISIBLE_DEVICES=0" in run and "T2I_HOST_GPU=6" in run
-    assert remove == "podman rm -f --ignore t2i-batch-77-0-0"  # on exit, whatever happened
+    assert remove == "podman rm -f --time 0 --ignore t2i-batch-77-0-0"  # on exit, whatever happened
 
 
 def test_slurm_launcher_apptainer_keeps_the_tasks_cuda_visible_devices(tmp_path, monkeypatch):
