@@ -1,4 +1,5 @@
 """The output folder's records, locks and atomic writes (no model needed)."""
+import json
 import os
 import subprocess
 import sys
@@ -49,6 +50,19 @@ def test_settings_change_is_refused_unless_allowed(tmp_path):
     prepare_output_dir(_spec(tmp_path, num_inference_steps=30), samples, allow_settings_change=True).release()
     with pytest.raises(SettingsMismatch, match="num_inference_steps: 30 -> 20"):
         prepare_output_dir(_spec(tmp_path), samples)
+
+
+def test_a_setting_newer_than_the_record_counts_as_its_default(tmp_path):
+    samples = load_samples(write_prompts(tmp_path / "p.csv", [("1", "a")]), 42)
+    prepare_output_dir(_spec(tmp_path), samples).release()
+    path = os.path.join(_spec(tmp_path).output_dir, layout.SETTINGS_FILE)
+    record = json.load(open(path))
+    del record["settings"]["vae_tiling"]  # a folder made before the setting existed
+    open(path, "w").write(json.dumps(record))
+    prepare_output_dir(_spec(tmp_path), samples).release()
+    with pytest.raises(SettingsMismatch, match="vae_tiling: False -> True"):
+        prepare_output_dir(_spec(tmp_path, vae_tiling=True), samples)
+    prepare_output_dir(_spec(tmp_path, compile=True, channels_last=True), samples).release()  # speed: not guarded
 
 
 def test_changed_prompts_are_refused_but_more_samples_are_fine(tmp_path):
