@@ -140,8 +140,18 @@ def cfg_truncation_callback(step):
     return callback
 
 
+def to_pil(array):
+    """An HxWxC float image in [0, 1] (output_type "np") as PIL, exactly as diffusers' "pil" output."""
+    from diffusers.image_processor import VaeImageProcessor
+    return VaeImageProcessor.numpy_to_pil(array[None])[0]
+
+
 class ImageMaker:
-    """Calls the pipeline with the run's settings; `make(samples)` returns one PIL image per sample."""
+    """Calls the pipeline with the run's settings; `make(samples)` returns one image array per sample.
+
+    The arrays are HxWxC floats in [0, 1]; `to_pil` turns them into images. Converting after the
+    call lets the worker do it in its writer threads, off the GPU's critical path.
+    """
 
     def __init__(self, pipe, spec):
         self.pipe = pipe
@@ -153,7 +163,7 @@ class ImageMaker:
             "guidance_scale": spec.guidance_scale,
             "height": spec.height,
             "width": spec.width,
-            "output_type": "pil",
+            "output_type": "np",
         }
         if self.is_video:
             frames = spec.num_frames
