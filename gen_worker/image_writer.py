@@ -1,10 +1,10 @@
 """Background image writing: PNG encoding and disk writes off the GPU's critical path.
 
 The generation loop hands each image to `put` and goes on with the next pipeline call; writer
-threads convert, encode and write it (atomically: the write function is save_png_once) and
-report each outcome through `on_done`. The queue is bounded: when the disk is slower than the
-GPU, `put` waits (counted in `wait_seconds`) instead of piling images up in memory.
-Pillow releases the GIL while it compresses into a real file, so the threads run in parallel.
+threads convert, encode and write it (the worker's write function: png.py, then save_png_once)
+and report each outcome through `on_done`. The queue is bounded: when the disk is slower than
+the GPU, `put` waits (counted in `wait_seconds`) instead of piling images up in memory. The
+write function must release the GIL for its heavy work, as numpy, zlib and file I/O do.
 """
 import queue
 import threading

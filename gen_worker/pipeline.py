@@ -140,17 +140,11 @@ def cfg_truncation_callback(step):
     return callback
 
 
-def to_pil(array):
-    """An HxWxC float image in [0, 1] (output_type "np") as PIL, exactly as diffusers' "pil" output."""
-    from diffusers.image_processor import VaeImageProcessor
-    return VaeImageProcessor.numpy_to_pil(array[None])[0]
-
-
 class ImageMaker:
-    """Calls the pipeline with the run's settings; `make(samples)` returns one image array per sample.
+    """Calls the pipeline with the run's settings; `make(samples)` returns one image per sample.
 
-    The arrays are HxWxC floats in [0, 1]; `to_pil` turns them into images. Converting after the
-    call lets the worker do it in its writer threads, off the GPU's critical path.
+    The images are HxWxC float arrays in [0, 1] (output_type "np"): the worker turns them into
+    8-bit pixels and PNG files in its writer threads (png.py), off the GPU's critical path.
     """
 
     def __init__(self, pipe, spec):

@@ -17,6 +17,7 @@ from gen_worker import layout
 from gen_worker.atomic_files import replace_json, save_png_once
 from gen_worker.image_writer import ImageWriter
 from gen_worker.oom import SplitOnOutOfMemory
+from gen_worker.png import to_uint8
 from gen_worker.progress import WorkerProgress
 from gen_worker.prompts import fingerprint, load_samples
 from gen_worker.run_lock import RunLock
@@ -179,11 +180,9 @@ def _make_images(spec, worker_index, num_workers, progress, summary, started, pi
 
 def _generate(spec, maker, todo, done, outcomes, summary):
     """The loop: one pipeline call per block, while writer threads save the images of the last ones."""
-    from gen_worker.pipeline import to_pil
-
     def save(item):
         sample, image = item
-        return save_png_once(to_pil(image), os.path.join(spec.output_dir, sample.file_name))
+        return save_png_once(to_uint8(image), os.path.join(spec.output_dir, sample.file_name))
 
     make = SplitOnOutOfMemory(maker.make)
     # Two blocks of images may wait: the GPU never waits for the disk unless the disk is slower.

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen_worker.atomic_files import save_png_once
+from gen_worker.atomic_files import create_once, save_png_once
 from gen_worker.image_writer import ImageWriter, WriterError
-from gen_worker.pipeline import to_pil
+from gen_worker.png import to_uint8
 
 
 def _collector():
@@ -26,7 +26,7 @@ def test_writes_everything_and_reports_each_outcome(tmp_path):
     done, on_done = _collector()
     rng = np.random.default_rng(0)
     images = {f"{i}.png": rng.random((8, 8, 3), dtype=np.float32) for i in range(10)}
-    writer = ImageWriter(lambda name: save_png_once(to_pil(images[name]), str(tmp_path / name)), on_done,
+    writer = ImageWriter(lambda name: save_png_once(to_uint8(images[name]), str(tmp_path / name)), on_done,
                          max_pending=3)
     for name in images:
         writer.put(name)
@@ -36,7 +36,7 @@ def test_writes_everything_and_reports_each_outcome(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(images)
     for name, array in images.items():
         with Image.open(tmp_path / name) as saved:
-            assert np.array_equal(np.asarray(saved), np.asarray(to_pil(array)))
+            assert np.array_equal(np.asarray(saved), to_uint8(array))
 
 
 def test_a_failed_write_is_reported_and_the_others_go_on():
@@ -97,12 +97,11 @@ def test_close_with_a_timeout_drops_what_is_queued_and_returns_in_time():
 
 
 def test_a_write_stopped_midway_leaves_no_image(tmp_path):
-    class Interrupted:
-        def save(self, f, format):
-            f.write(b"\x89PNG partial")
-            raise OSError("device went away")
+    def interrupted(f):
+        f.write(b"\x89PNG partial")
+        raise OSError("device went away")
     done, on_done = _collector()
-    writer = ImageWriter(lambda item: save_png_once(Interrupted(), str(tmp_path / "a.png")), on_done, max_pending=1)
+    writer = ImageWriter(lambda item: create_once(str(tmp_path / "a.png"), interrupted), on_done, max_pending=1)
     writer.put("a")
     writer.close()
     assert isinstance(done[0][2], OSError)

@@ -4,12 +4,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import write_prompts
 from gen_worker import layout
-from gen_worker.atomic_files import save_png_once
+from gen_worker.atomic_files import create_once, save_png_once
 from gen_worker.prompts import load_samples
 from gen_worker.run_lock import OutputDirBusy, RunLock
 from gen_worker.run_record import SettingsMismatch, prepare_output_dir, read_manifest
@@ -24,20 +25,23 @@ def _spec(tmp_path, **changes):
 
 def test_image_is_never_overwritten_and_no_temp_is_left(tmp_path):
     path = str(tmp_path / "a.png")
-    assert save_png_once(Image.new("RGB", (4, 4), "red"), path)
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    assert save_png_once(red, path)
     first = open(path, "rb").read()
-    assert not save_png_once(Image.new("RGB", (4, 4), "blue"), path)
+    assert not save_png_once(np.zeros((4, 4, 3), np.uint8), path)
     assert open(path, "rb").read() == first
     assert os.listdir(tmp_path) == ["a.png"]
+    with Image.open(path) as im:
+        assert np.array_equal(np.asarray(im), red)
 
 
 def test_failed_write_leaves_nothing(tmp_path):
-    class Broken:
-        def save(self, f, format):
-            f.write(b"\x89PNG partial")
-            raise KeyboardInterrupt
+    def broken(f):
+        f.write(b"\x89PNG partial")
+        raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        save_png_once(Broken(), str(tmp_path / "a.png"))
+        create_once(str(tmp_path / "a.png"), broken)
     assert os.listdir(tmp_path) == []
 
 

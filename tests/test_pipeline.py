@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from gen_worker.pipeline import (ImageMaker, PipelineSetupError, apply_speed_options, half_frame_count, load_pipeline,
-                                 to_pil)
+from gen_worker.pipeline import ImageMaker, PipelineSetupError, apply_speed_options, half_frame_count, load_pipeline
+from gen_worker.png import to_uint8
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec
 
@@ -45,7 +45,7 @@ def _count_denoiser_rows(pipe, denoiser_name):
 
 def _pixels(images):
     """8-bit pixels of make()'s float images, as the worker saves them."""
-    return [np.asarray(to_pil(im), dtype=np.int16) for im in images]
+    return [to_uint8(im).astype(np.int16) for im in images]
 
 
 def test_each_sample_has_its_own_seed(sd_pipe):
@@ -90,7 +90,7 @@ def test_video_pipeline_saves_first_frame_and_half_frame(wan_pipe, caplog):
     maker = ImageMaker(wan_pipe, _spec("-", max_sequence_length=16))
     assert maker.is_video and maker.call_kwargs["num_frames"] == 1
     images = maker.make(SAMPLES)
-    assert [to_pil(im).size for im in images] == [(64, 64), (64, 64)]
+    assert [im.shape for im in images] == [(64, 64, 3), (64, 64, 3)]
     assert ImageMaker(wan_pipe, _spec("-", num_frames=9, enable_half_frame=True)).call_kwargs["num_frames"] == 5
     assert ImageMaker(wan_pipe, _spec("-", num_frames=81, enable_half_frame=True)).call_kwargs["num_frames"] == 41
     assert [half_frame_count(n, 4) for n in (1, 5, 9, 17, 81)] == [1, 1, 5, 9, 41]
