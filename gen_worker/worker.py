@@ -15,7 +15,7 @@ import traceback
 
 from gen_worker import layout
 from gen_worker.atomic_files import replace_json, save_png_once
-from gen_worker.image_writer import ImageWriter
+from gen_worker.image_writer import ImageWriter, WriterError
 from gen_worker.oom import SplitOnOutOfMemory
 from gen_worker.png import to_uint8
 from gen_worker.progress import WorkerProgress
@@ -208,6 +208,10 @@ def _generate(spec, maker, todo, done, outcomes, summary):
         finished = True
     finally:
         # Done: write every image. Stopped (Ctrl+C, error): what is not written within seconds is dropped.
-        writer.close(timeout=None if finished else STOP_WRITING_SECONDS)
+        try:
+            writer.close(timeout=None if finished else STOP_WRITING_SECONDS)
+        except WriterError:
+            if finished:
+                raise  # else the error that stopped the loop is the one to report
         summary.update(generate_seconds=round(time.time() - generate_start, 3),
                        writer_wait_seconds=round(writer.wait_seconds, 3))
