@@ -159,11 +159,10 @@ def _make_images(spec, worker_index, num_workers, progress, summary, started, pi
     from gen_worker.pipeline import ImageMaker, apply_speed_options, load_pipeline, resolve_device
     _set_torch_threads(spec.cpu_threads)
     device = summary["device"] = resolve_device(spec.device)
-    if todo:
-        _import_diffusers()
-    summary["import_seconds"] = round(time.time() - import_start, 3)
     if not todo:
         return
+    _import_diffusers()
+    summary["import_seconds"] = round(time.time() - import_start, 3)
     summary.update(_environment(device))
     load_start = time.time()
     if pipe is None:
