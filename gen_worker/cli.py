@@ -61,13 +61,29 @@ def build_parser():
     gen.add_argument("--negative_prompt", default=None, help="negative prompt for every sample (default: none)")
     gen.add_argument("--max_sequence_length", type=int, default=None,
                      help="text encoder sequence length, for pipelines that take it (default: the pipeline's)")
+    gen.add_argument("--batch_size", type=int, default=1,
+                     help="prompts per pipeline call, one generator (seed) per sample; images are the same for any "
+                          "number of GPUs at a given batch size, but may differ in the last bits between batch sizes")
+    gen.add_argument("--vae_tiling", action="store_true",
+                     help="decode large images tile by tile to save memory (changes the images slightly at the seams)")
     gen.add_argument("--allow_settings_change", action="store_true",
                      help="add to an output folder made with other settings or prompts instead of refusing")
+    speed = parser.add_argument_group(
+        "speed (not recorded: like the GPU model, they may change the last bits of a pixel, not the image)")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the denoiser (unet/transformer): faster on GPU after a warm-up of minutes")
+    speed.add_argument("--tf32", action="store_true",
+                       help="TF32 matmuls on Ampere and newer GPUs: only --dtype fp32 is affected (faster, less precise)")
+    speed.add_argument("--channels_last", action="store_true",
+                       help="channels-last memory format for convolutional denoisers and VAEs (UNet models)")
+    speed.add_argument("--vae_slicing", action="store_true",
+                       help="decode the images of a batch one at a time: less memory at large --batch_size")
     return parser
 
 
 def _check_numbers(args):
-    positive = ("num_inference_steps", "height", "width", "num_frames", "cpu_threads", "max_sequence_length")
+    positive = ("num_inference_steps", "height", "width", "num_frames", "cpu_threads", "max_sequence_length",
+                "batch_size")
     for name in positive:
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -114,8 +130,9 @@ def build_spec(args):
         cfg_truncation_step=args.cfg_truncation_step, enable_half_frame=args.enable_half_frame,
         num_frames=args.num_frames, negative_prompt=args.negative_prompt,
         max_sequence_length=args.max_sequence_length, id_column=args.id_column,
-        prompt_column=args.prompt_column, device=args.device, cpu_threads=args.cpu_threads,
-        samples_fingerprint=fingerprint(samples))
+        batch_size=args.batch_size, vae_tiling=args.vae_tiling, prompt_column=args.prompt_column,
+        device=args.device, cpu_threads=args.cpu_threads, compile=args.compile, tf32=args.tf32,
+        channels_last=args.channels_last, vae_slicing=args.vae_slicing, samples_fingerprint=fingerprint(samples))
     return spec, samples
 
 

@@ -13,6 +13,7 @@ import time
 from gen_worker import layout
 from gen_worker.atomic_files import replace_file, replace_json
 from gen_worker.naming import is_temp_name
+from gen_worker.spec import guarded_defaults
 
 MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")
 
@@ -33,7 +34,7 @@ def check_and_record_settings(output_dir, spec, allow_change=False):
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
-        old = record.get("settings", {})
+        old = {**guarded_defaults(), **record.get("settings", {})}
         history = record.get("history", [])
         changes = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
         if not changes:
