@@ -6,6 +6,7 @@ Two layouts, one GPU per task either way:
   tasks  one job with N tasks (--ntasks=N --gpus-per-task=1, run by srun), rank r = worker r.
 A rerun queues only the workers that still have images to make.
 """
+import functools
 import math
 import os
 import shlex
@@ -38,7 +39,8 @@ MANAGED_SBATCH = {
     "gpus": "one GPU per task is how t2i-batch runs", "gpus-per-node": "one GPU per task is how t2i-batch runs",
     "gpus-per-task": "one GPU per task is how t2i-batch runs", "gres": "one GPU per task is how t2i-batch runs",
     "output": "logs go under --output_dir", "error": "logs go under --output_dir",
-    "open-mode": "logs go under --output_dir", "signal": "submitit's requeue needs it", "wrap": "submitit writes the script",
+    "open-mode": "logs go under --output_dir", "signal": "submitit's requeue needs it",
+    "wrap": "submitit writes the script",
     "partition": "use --partition", "account": "use --account", "qos": "use --qos", "time": "use --time",
     "mem": "use --mem_gb", "mem-per-gpu": "use --mem_gb", "mem-per-cpu": "use --mem_gb",
     "cpus-per-task": "use --cpus_per_task", "constraint": "use --constraint", "exclude": "use --exclude",
@@ -160,9 +162,8 @@ def _executor(output_dir, params):
     return executor
 
 
-def _jobs_plan(opts, workers, max_array):
+def _jobs_plan(opts, workers, max_array, time_min):
     """[(workers, parameters), ...]: one entry per SLURM job to queue."""
-    time_min = _time_limit(opts)
     if opts.mode == "tasks":
         return [(workers, _parameters(opts, time_min, "tasks", len(workers)))]
     return [(chunk, _parameters(opts, time_min, "array", len(chunk), cap))
@@ -170,17 +171,18 @@ def _jobs_plan(opts, workers, max_array):
 
 
 def check_with_cluster(spec, opts):
-    """Everything SLURM can tell before anything is queued: limits, then sbatch --test-only."""
+    """Everything SLURM can tell before anything is queued: limits, then sbatch --test-only.
+    Returns (MaxArraySize, time limit in minutes)."""
     try:
-        max_array = max_array_size()
-        plan = _jobs_plan(opts, list(range(opts.gpus)), max_array)
+        max_array, time_min = max_array_size(), _time_limit(opts)
+        plan = _jobs_plan(opts, list(range(opts.gpus)), max_array, time_min)
         workers, params = plan[0]
         folder = _submitit_folder(spec.output_dir)
         map_count = len(workers) if opts.mode == "array" and len(workers) > 1 else None
         test_submission(_make_sbatch_string(command="true", folder=folder, map_count=map_count, **params))
     except SlurmError as err:
         raise UsageError(str(err)) from None
-    return max_array
+    return max_array, time_min
 
 
 def workers_with_work(samples, num_workers, batch_size, on_disk):
@@ -190,10 +192,10 @@ def workers_with_work(samples, num_workers, batch_size, on_disk):
                    for i in b)]
 
 
-def _queue(spec, opts, workers, max_array):
+def _queue(spec, opts, workers, max_array, time_min):
     """Submit the jobs; returns (tasks, error): what was queued, and why the rest was not."""
     tasks = []
-    for chunk, params in _jobs_plan(opts, workers, max_array):
+    for chunk, params in _jobs_plan(opts, workers, max_array, time_min):
         executor = _executor(spec.output_dir, params)
         try:
             with submitit.helpers.clean_env():  # from inside a job: do not inherit its allocation
@@ -235,20 +237,15 @@ def _print_submitted(spec, opts, submission):
     sys.stdout.flush()
 
 
-def _print_follow_hints(output_dir, file=sys.stdout):
-    print(f"Progress: python submit.py status --output_dir {shlex.quote(output_dir)}  (add --wait to follow it)", file=file)
-    print(f"Cancel:   python submit.py cancel --output_dir {shlex.quote(output_dir)}", file=file)
-
-
 def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False):
     """Check, prepare the folder, queue what is missing; then follow it (--wait) or return. Exit status."""
-    from gen_worker.slurm_status import follow_run, summarize_run
+    from gen_worker.slurm_status import follow_hints, follow_run, summarize_run
 
     out = spec.output_dir
-    max_array = check_with_cluster(spec, opts)
-    check = lambda: refuse_if_jobs_alive(out)  # noqa: E731 -- again under the lock: two submitters may race
-    check()
-    lock = prepare_output_dir(spec, samples, allow_settings_change, check=check)
+    max_array, time_min = check_with_cluster(spec, opts)
+    refuse_if_jobs_alive(out)
+    # Again under the lock, before the folder changes: two submitters may race.
+    lock = prepare_output_dir(spec, samples, allow_settings_change, check=functools.partial(refuse_if_jobs_alive, out))
     try:
         started = time.time()
         workers = workers_with_work(samples, opts.gpus, spec.batch_size, existing_images(out))
@@ -262,7 +259,7 @@ def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False):
         for k in workers:  # a task's GPU and job ids from an earlier run would mislead status
             if os.path.exists(layout.slurm_task_file(out, k)):
                 os.remove(layout.slurm_task_file(out, k))
-        tasks, error = _queue(spec, opts, workers, max_array)
+        tasks, error = _queue(spec, opts, workers, max_array, time_min)
         submission.update(job_ids=sorted({t["job_id"] for t in tasks}, key=int), tasks=tasks)
         if tasks:
             add_submission(out, submission)
@@ -275,9 +272,10 @@ def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False):
         left = describe_workers([k for k in workers if k not in queued])
         print(f"error: sbatch refused the job for tasks {left}: {error}", file=sys.stderr)
         if tasks:
-            print("The tasks above are queued; once they end, rerun the same command to queue the rest.", file=sys.stderr)
+            print("The tasks above are queued; once they end, rerun the same command to queue the rest.",
+                  file=sys.stderr)
         return 1
     if not opts.wait:
-        _print_follow_hints(out)
+        print("\n".join(follow_hints(out)))
         return 0
     return follow_run(out)

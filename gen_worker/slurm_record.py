@@ -59,7 +59,8 @@ def refuse_if_jobs_alive(output_dir, required=True):
         alive = alive_slurm_ids(output_dir)
     except SlurmError as err:
         if required:
-            raise SlurmJobsAlive(f"cannot check whether the SLURM jobs recorded in {output_dir} still run: {err}") from None
+            raise SlurmJobsAlive(
+                f"cannot check whether the SLURM jobs recorded in {output_dir} still run: {err}") from None
         return
     if alive:
         jobs = ", ".join(sorted({i.split("_")[0] for i in alive}))

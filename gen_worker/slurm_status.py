@@ -43,18 +43,22 @@ def worker_files(output_dir, submission):
 
 
 def _ended_reason(task, progress):
+    """Why a task left the queue unfinished: SLURM's own line in its stderr, else what it last said."""
     try:
         with open(task["stderr"], "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 65536))
-            found = _SLURM_END.findall(f.read().decode("utf-8", "replace"))
+            tail = f.read().decode("utf-8", "replace")
     except OSError:
-        found = []
+        tail = ""
+    found = _SLURM_END.findall(tail)
     if found:
         return f"SLURM: {found[-1]}"
+    last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
+    said = f": {last[:200]}" if last else ""
     if not progress:
-        return "left the queue without starting"
-    return f"ended while {progress['state']} (killed?)"
+        return f"left the queue without starting{said} (log: {task['stderr']})"
+    return f"ended while {progress['state']}{said} (log: {task['stderr']})"
 
 
 def task_views(output_dir, submission, states):
@@ -118,7 +122,7 @@ def _exit_status(summary, views):
     return 0 if ok else 1
 
 
-def _hints(output_dir):
+def follow_hints(output_dir):
     d = shlex.quote(output_dir)
     return [f"  follow: python submit.py status --output_dir {d} --wait",
             f"  cancel: python submit.py cancel --output_dir {d}"]
@@ -154,7 +158,7 @@ def follow_run(output_dir):
     except KeyboardInterrupt:
         bars.close()
         print("\nDetached: the SLURM jobs keep running.", file=sys.stderr)
-        print("\n".join(_hints(output_dir)), file=sys.stderr)
+        print("\n".join(follow_hints(output_dir)), file=sys.stderr)
         return 130
     bars.close()
     summary, lines = summarize_run(output_dir, submission, views)
@@ -167,9 +171,9 @@ def show_status(output_dir):
     submission = latest_submission(output_dir)
     states = _queue_or_none(submission)
     views = task_views(output_dir, submission, states)
-    jobs = ", ".join(submission["job_ids"])
+    jobs = ("jobs " if len(submission["job_ids"]) > 1 else "job ") + ", ".join(submission["job_ids"])
     print(f"SLURM run in {output_dir}: {len(views)} of {submission['num_workers']} tasks queued "
-          f"({submission['mode']} mode) at {submission['submitted_at']}, job {jobs}")
+          f"({submission['mode']} mode) at {submission['submitted_at']}, {jobs}")
     print(f"  command: {submission['command']}")
     for v in views:
         if v["finished"]:
@@ -191,7 +195,7 @@ def show_status(output_dir):
         summary, lines = summarize_run(output_dir, submission, views, finished_at=last)
         print("Finished. " + "\n".join(lines))
         return _exit_status(summary, views)
-    print("Still running.\n" + "\n".join(_hints(output_dir)))
+    print("Still running.\n" + "\n".join(follow_hints(output_dir)))
     return 0
 
 
