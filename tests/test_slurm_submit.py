@@ -235,3 +235,17 @@ def test_bad_slurm_options_are_refused_before_anything_is_queued(tiny_sd, tmp_pa
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert not os.path.exists(os.path.join(out, layout.SLURM_JOBS_FILE))
     assert not os.path.isdir(out) or not images_in(out)
+
+
+def test_setup_lines_run_and_a_task_that_cannot_start_says_why(tiny_sd, tmp_path):
+    csv = write_prompts(tmp_path / "p.csv", PROMPTS9[:2])
+    out = str(tmp_path / "out")
+    result = run_submit(*SLURM, "--gpus", "2", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd,
+                        *FAST, "--slurm_setup", "echo setup ran >&2",
+                        "--slurm_setup", "echo 'module: cuda/99 not found' >&2; exit 3", "--wait")
+    assert result.returncode == 1, result.stderr
+    for k in (0, 1):
+        assert f"task {k} (worker {k}) stopped: left the queue without starting: module: cuda/99 not found" \
+            in result.stderr
+    assert "Rerun the same command" in result.stderr
+    assert "setup ran" in open(_submissions(out)[0]["tasks"][0]["stderr"]).read()
