@@ -136,7 +136,10 @@ def _time_limit(opts):
 
 def _parameters(opts, time_min, mode, num_tasks, array_cap=None):
     """submitit SlurmExecutor parameters for one job: num_tasks array tasks or ranks."""
-    setup = [*opts.setup, f"export PYTHONPATH={shlex.quote(PACKAGE_PARENT)}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    # `python -m submitit...` puts the job's directory first on sys.path: started in the submit
+    # directory, a task would import any other gen_worker found there (another checkout).
+    checkout = shlex.quote(PACKAGE_PARENT)
+    setup = [*opts.setup, f"export PYTHONPATH={checkout}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {checkout}"]
     params = dict(job_name=opts.job_name, time=time_min, cpus_per_task=opts.cpus_per_task,
                   mem_per_gpu=_mem(opts.mem_gb), setup=setup, partition=opts.partition, account=opts.account,
                   qos=opts.qos, constraint=opts.constraint, exclude=opts.exclude,

@@ -54,7 +54,8 @@ def _ended_reason(task, progress):
     found = _SLURM_END.findall(tail)
     if found:
         return f"SLURM: {found[-1]}"
-    last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
+    last = next((line.strip() for line in reversed(tail.splitlines())
+                 if line.strip() and not line.startswith(("srun:", "slurmstepd"))), "")
     said = f": {last[:200]}" if last else ""
     if not progress:
         return f"left the queue without starting{said} (log: {task['stderr']})"

@@ -114,14 +114,18 @@ def test_array_of_8_split_by_max_array_size_matches_local_run(tiny_sd, reference
 
 def test_tasks_mode_submitted_from_inside_a_job(tiny_sd, reference, tmp_path):
     """One job of 3 srun tasks, one GPU each. Submitted from inside another job (with --mem):
-    without a clean environment its SLURM_MEM_PER_NODE would make the inner srun fail."""
+    without a clean environment its SLURM_MEM_PER_NODE would make the inner srun fail. And from a
+    folder holding another gen_worker (another checkout): the tasks must not import that one."""
     csv, expected = reference
     out = str(tmp_path / "out")
+    decoy = tmp_path / "other_checkout"
+    (decoy / "gen_worker").mkdir(parents=True)
+    (decoy / "gen_worker" / "__init__.py").write_text('raise ImportError("the decoy gen_worker was imported")\n')
     submit = [sys.executable, SUBMIT, *SLURM, "--slurm_mode", "tasks", "--gpus", "3", "--prompts_csv", csv,
               "--output_dir", out, "--model_path", tiny_sd, *FAST, "--no_wait"]
     outer_log = tmp_path / "outer.log"
     subprocess.run(["sbatch", "--wait", "--mem=500M", "--cpus-per-task=1", "--time=5", f"--output={outer_log}",
-                    f"--chdir={REPO}", "--wrap", subprocess.list2cmdline(submit)], check=True, timeout=120,
+                    f"--chdir={decoy}", "--wrap", subprocess.list2cmdline(submit)], check=True, timeout=120,
                    capture_output=True)
     assert "Submitted 3 SLURM tasks (tasks mode" in outer_log.read_text(), outer_log.read_text()
     result = run_submit("status", "--output_dir", out, "--wait")
