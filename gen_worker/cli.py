@@ -210,6 +210,9 @@ def main(argv=None):
             args.device = "cpu" if gpu_ids == [""] else "cuda"
         spec, samples = build_spec(args)
         # SLURM tasks queued into this folder earlier may start any time: not together with a local run.
+        # Checked first (running tasks hold the lock, whose message would name their long-gone
+        # submitter), and again under the lock.
+        refuse_if_jobs_alive(spec.output_dir, required=False)
         lock = prepare_output_dir(spec, samples, args.allow_settings_change,
                                   check=lambda: refuse_if_jobs_alive(spec.output_dir, required=False))
     except (UsageError, SettingsMismatch, OutputDirBusy, SlurmJobsAlive) as err:

@@ -139,13 +139,16 @@ def test_tasks_mode_submitted_from_inside_a_job(tiny_sd, reference, tmp_path):
 
 
 def test_status_cancel_requeue_and_resubmission(tiny_sd, tmp_path):
-    """3 array tasks of 4 images. While they run: a rerun is refused; task 0 gets submitit's
-    preemption signal (checkpoint + requeue) and resumes; task 1 is cancelled. The rerun then
-    queues only task 1, which makes only its missing images; nothing else is touched."""
+    """3 array tasks of 4 images, 2 at a time. While they run: a rerun (SLURM or local) is refused;
+    pending task 2 is cancelled; task 0 gets submitit's preemption signal (checkpoint + `scontrol
+    requeue`) after its first image and resumes where it stopped. The rerun then queues only task 2,
+    which makes its images; no other image is touched. (A task is cancelled while pending because a
+    running one keeps working for SLURM's KillWait: submitit ignores SIGTERM so that it can requeue.)"""
     rows = [(str(i), f"prompt {i}, a photo of a dog") for i in range(12)]
     csv = write_prompts(tmp_path / "p.csv", rows)
     out = str(tmp_path / "out")
-    args = [*SLURM, "--gpus", "3", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *SLOW]
+    args = [*SLURM, "--gpus", "3", "--array_parallelism", "2", "--prompts_csv", csv, "--output_dir", out,
+            "--model_path", tiny_sd, *SLOW]
     first = run_submit(*args)  # not a terminal: does not wait
     assert first.returncode == 0, first.stderr
     assert "status --output_dir" in first.stdout and "cancel --output_dir" in first.stdout
@@ -159,15 +162,17 @@ def test_status_cancel_requeue_and_resubmission(tiny_sd, tmp_path):
                        "--model_path", tiny_sd, *SLOW)
     assert local.returncode == 2 and "still queued or running" in local.stderr, local.stderr
 
-    _wait_for(lambda: _progress(out, 0).get("generated", 0) >= 1 and _progress(out, 1).get("generated", 0) >= 1,
-              what="tasks 0 and 1 to make an image")
     status = run_submit("status", "--output_dir", out)
     assert status.returncode == 0 and "Still running" in status.stdout, status.stdout
-    assert re.search(r"task 1 \(GPU \d\) +\S+ +[1-3]/4 images +RUNNING", status.stdout), status.stdout
+    assert re.search(r"task 2 +\S+ +0/4 images +PENDING", status.stdout), status.stdout
+    cancel = run_submit("cancel", "--output_dir", out, "--task", "2")
+    assert cancel.returncode == 0 and f"Cancelled {ids[2]}" in cancel.stdout, cancel.stdout + cancel.stderr
+
+    _wait_for(lambda: _progress(out, 0).get("generated", 0) >= 1, what="task 0's first image")
     # What a timeout or preemption does: submitit's signal, checkpoint, `scontrol requeue`.
     subprocess.run(["scancel", "--signal=USR2", ids[0]], check=True)
-    cancel = run_submit("cancel", "--output_dir", out, "--task", "1")
-    assert cancel.returncode == 0 and f"Cancelled {ids[1]}" in cancel.stdout, cancel.stdout + cancel.stderr
+    status = run_submit("status", "--output_dir", out)
+    assert re.search(r"task 0 \(GPU \d\) +\S+ +[1-4]/4 images +(?!done)", status.stdout), status.stdout
     _wait_for(lambda: not _in_queue(submission["job_ids"]), what="the jobs to end")
 
     assert json.load(open(layout.slurm_task_file(out, 0)))["restart_count"] >= 1  # requeued, and ran again
@@ -175,20 +180,20 @@ def test_status_cancel_requeue_and_resubmission(tiny_sd, tmp_path):
     assert resumed["state"] == "done" and resumed["skipped"] >= 1 and resumed["generated"] + resumed["skipped"] == 4
     status = run_submit("status", "--output_dir", out)
     assert status.returncode == 1, status.stdout
-    assert re.search(r"task 1 .*stopped: SLURM: CANCELLED", status.stdout), status.stdout
-    assert re.search(r"task 2 \(GPU \d\) +\S+ +4/4 images +done", status.stdout), status.stdout
-    task1_files = {r["file_name"] for r in _manifest_rows(out) if int(r["index"]) % 3 == 1}
+    assert re.search(r"task 2 .*stopped: left the queue without starting", status.stdout), status.stdout
+    assert re.search(r"task 1 \(GPU \d\) +\S+ +4/4 images +done", status.stdout), status.stdout
+    task2_files = {r["file_name"] for r in _manifest_rows(out) if int(r["index"]) % 3 == 2}
     before = _stamps(out)
-    assert task1_files - set(before), "task 1 was cancelled after it had finished"
+    assert sorted(set(before)) == sorted({r["file_name"] for r in _manifest_rows(out)} - task2_files)
 
     rerun = run_submit(*args, "--wait")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr[-3000:]
-    assert [t["worker"] for t in _submissions(out)[-1]["tasks"]] == [1]
+    assert [t["worker"] for t in _submissions(out)[-1]["tasks"]] == [2]
     after = _stamps(out)
     assert len(after) == 12
     assert {n: after[n] for n in before} == before  # not one existing image rewritten
-    assert set(after) - set(before) <= task1_files
-    assert json.load(open(layout.summary_file(out, 1)))["generated"] == len(set(after) - set(before))
+    assert set(after) - set(before) == task2_files
+    assert json.load(open(layout.summary_file(out, 2)))["generated"] == 4
 
 
 def _manifest_rows(out):
