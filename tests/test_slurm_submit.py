@@ -203,7 +203,8 @@ def _manifest_rows(out):
 
 
 def test_ctrl_c_detaches_and_cancel_stops_everything(tiny_sd, tmp_path):
-    csv = write_prompts(tmp_path / "p.csv", PROMPTS9)
+    # 12 images a task: far more than a task could make in SLURM's KillWait after the cancel.
+    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt {i}, a photo of a bird") for i in range(24)])
     out = str(tmp_path / "out")
     waiting = subprocess.Popen([sys.executable, SUBMIT, *SLURM, "--slurm_mode", "tasks", "--gpus", "2",
                                 "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *SLOW, "--wait"],
