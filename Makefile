@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_MODEL ?= demo_model
 DEMO_OUTPUT ?= demo_output
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test bench clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: $(VENV)/.installed $(DEMO_MODEL)/model_index.json
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# CPU benchmarks on the tiny model (about 12 minutes); prints a table, writes bench/results_cpu.json.
+bench: $(VENV)/.installed
+	$(PY) bench/run_benchmarks.py
 
 clean-demo:
 	rm -rf $(DEMO_MODEL) $(DEMO_OUTPUT)

@@ -27,13 +27,17 @@ def build_parser():
         prog="submit.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Generate one image per CSV prompt with a diffusers pipeline, one worker per GPU. "
                     "Sample i (CSV data row i) gets seed seed_start+i and is saved as "
-                    "{image_id}_seed{seed}.png; rerunning the same command makes only what is missing.")
+                    "{image_id}_seed{seed}.png; rerunning the same command makes only what is missing.",
+        epilog="SLURM runs: `submit.py status --output_dir D [--wait]` shows (or follows) the tasks of the "
+               "run in D; `submit.py cancel --output_dir D [--task K ...]` cancels its jobs.")
     run = parser.add_argument_group("where to run")
     run.add_argument("--cluster", choices=("local", "slurm"), default="local",
                      help="local: one subprocess per GPU on this machine; slurm: submit through submitit")
     run.add_argument("--gpu_ids", nargs="+", default=None, metavar="ID",
                      help="GPUs to use, one worker each (local mode); default: every visible GPU. "
                           "With --device cpu they still set the number of workers")
+    run.add_argument("--gpus", type=int, default=None,
+                     help="number of SLURM tasks, one GPU each (slurm mode; None: 8)")
     run.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when a GPU is visible")
     run.add_argument("--cpu_threads", type=int, default=1,
                      help="torch CPU threads per worker; fixed so images do not depend on the number of workers")
@@ -62,10 +66,72 @@ def build_parser():
     gen.add_argument("--negative_prompt", default=None, help="negative prompt for every sample (default: none)")
     gen.add_argument("--max_sequence_length", type=int, default=None,
                      help="text encoder sequence length, for pipelines that take it (default: the pipeline's)")
+    gen.add_argument("--batch_size", type=int, default=1,
+                     help="prompts per pipeline call, one generator (seed) per sample; images are the same for any "
+                          "number of GPUs at a given batch size, but may differ in the last bits between batch sizes")
+    gen.add_argument("--vae_tiling", action="store_true",
+                     help="decode large images tile by tile to save memory (changes the images slightly at the seams)")
     gen.add_argument("--allow_settings_change", action="store_true",
                      help="add to an output folder made with other settings or prompts instead of refusing")
+    speed = parser.add_argument_group(
+        "speed (not recorded: like the GPU model, they may change the last bits of a pixel, not the image)")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the denoiser (unet/transformer): faster on GPU after a warm-up of minutes")
+    speed.add_argument("--tf32", action="store_true",
+                       help="TF32 matmuls on Ampere and newer GPUs: only --dtype fp32 is affected (faster, less precise)")
+    speed.add_argument("--channels_last", action="store_true",
+                       help="channels-last memory format for convolutional denoisers and VAEs (UNet models)")
+    speed.add_argument("--vae_slicing", action="store_true",
+                       help="decode the images of a batch one at a time: less memory at large --batch_size")
     _add_container_arguments(parser)
+    _add_slurm_arguments(parser)
     return parser
+
+
+def _add_slurm_arguments(parser):
+    slurm = parser.add_argument_group("SLURM (--cluster slurm; --output_dir must be on a file system the nodes share)")
+    slurm.add_argument("--slurm_mode", choices=("array", "tasks"), default="array",
+                       help="array: a job array of --gpus tasks that start as GPUs free up; "
+                            "tasks: one job of --gpus tasks (srun), all starting together")
+    slurm.add_argument("--gpus_per_node", type=int, default=8, help="tasks mode: tasks per node (sets the node count)")
+    slurm.add_argument("--array_parallelism", type=int, default=None,
+                       help="array mode: at most this many tasks run at once (None: no cap)")
+    slurm.add_argument("--partition", default=None, help="partition (None: the cluster's default partition)")
+    slurm.add_argument("--account", default=None, help="account to charge")
+    slurm.add_argument("--qos", default=None, help="quality of service")
+    slurm.add_argument("--time", type=int, default=None,
+                       help="time limit per task in minutes (None: 4320 = 3 days, or the partition's "
+                            "limit if lower); a task that runs out is requeued and resumes")
+    slurm.add_argument("--mem_gb", type=float, default=64, help="CPU memory per task (per GPU), in GB")
+    slurm.add_argument("--cpus_per_task", type=int, default=8, help="CPU cores per task")
+    slurm.add_argument("--constraint", default=None, help="node features, e.g. 'a100|h100'")
+    slurm.add_argument("--exclude", default=None, help="nodes not to use, e.g. 'node[01-03]'")
+    slurm.add_argument("--job_name", default="t2i-batch", help="SLURM job name")
+    slurm.add_argument("--slurm_setup", action="append", default=None, metavar="LINE",
+                       help="a shell line run before each task, e.g. 'module load cuda' (repeat for more)")
+    slurm.add_argument("--sbatch_option", action="append", default=None, metavar="NAME[=VALUE]",
+                       help="any other sbatch option, passed through, e.g. mail-type=END or reservation=r1 (repeatable)")
+    slurm.add_argument("--wait", dest="wait", action="store_true", default=None,
+                       help="after submitting, show one progress bar per task until the run ends "
+                            "(None: wait when stdout is a terminal); Ctrl+C detaches, the jobs keep running")
+    slurm.add_argument("--no_wait", dest="wait", action="store_false", default=None, help="submit and return")
+
+
+def _check_mode_flags(args, parser):
+    """A flag of the other mode is a mistake to point out, not to ignore."""
+    if args.cluster == "slurm":
+        if args.gpu_ids is not None:
+            raise UsageError("--gpu_ids is for --cluster local; with --cluster slurm use --gpus N (the number of tasks)")
+        return
+    if args.gpus is not None:
+        raise UsageError("--gpus is for --cluster slurm; with --cluster local use --gpu_ids (e.g. --gpu_ids 0 1)")
+    slurm_group = next(g for g in parser._action_groups if g.title.startswith("SLURM"))
+    given = [a.option_strings[0] for a in slurm_group._group_actions
+             if a.dest != "wait" and getattr(args, a.dest) != a.default]
+    if args.wait is not None:
+        given.append("--wait" if args.wait else "--no_wait")
+    if given:
+        raise UsageError(f"{', '.join(given)} only applies to --cluster slurm")
 
 
 def _add_container_arguments(parser):
@@ -82,7 +148,8 @@ def _add_container_arguments(parser):
 
 
 def _check_numbers(args):
-    positive = ("num_inference_steps", "height", "width", "num_frames", "cpu_threads", "max_sequence_length")
+    positive = ("num_inference_steps", "height", "width", "num_frames", "cpu_threads", "max_sequence_length",
+                "batch_size")
     for name in positive:
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -129,8 +196,9 @@ def build_spec(args):
         cfg_truncation_step=args.cfg_truncation_step, enable_half_frame=args.enable_half_frame,
         num_frames=args.num_frames, negative_prompt=args.negative_prompt,
         max_sequence_length=args.max_sequence_length, id_column=args.id_column,
-        prompt_column=args.prompt_column, device=args.device, cpu_threads=args.cpu_threads,
-        samples_fingerprint=fingerprint(samples))
+        batch_size=args.batch_size, vae_tiling=args.vae_tiling, prompt_column=args.prompt_column,
+        device=args.device, cpu_threads=args.cpu_threads, compile=args.compile, tf32=args.tf32,
+        channels_last=args.channels_last, vae_slicing=args.vae_slicing, samples_fingerprint=fingerprint(samples))
     return spec, samples
 
 
@@ -163,24 +231,38 @@ def container_for(args, spec, same_path=()):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    if argv and argv[0] in ("status", "cancel"):
+        from gen_worker.slurm_status import main as status_main
+        return status_main(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     # A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    command = command_line(["python", sys.argv[0] or "submit.py", *argv])
+    from gen_worker.slurm_record import SlurmJobsAlive, refuse_if_jobs_alive
     try:
-        if args.cluster != "local":
-            raise UsageError("--cluster slurm is not available yet")
+        _check_mode_flags(args, parser)
+        if args.cluster == "slurm":
+            from gen_worker.slurm import slurm_options, submit_to_slurm
+            options = slurm_options(args)  # --device auto stays auto: the submit host may have no GPU
+            spec, samples = build_spec(args)
+            return submit_to_slurm(spec, samples, options, command, args.allow_settings_change)
         gpu_ids = local_gpu_ids(args)
         if args.device == "auto":
             args.device = "cpu" if gpu_ids == [""] else "cuda"
         spec, samples = build_spec(args)
+        # SLURM tasks queued into this folder earlier may start any time: not together with a local run.
+        # Checked first (running tasks hold the lock, whose message would name their long-gone
+        # submitter), and again under the lock.
+        refuse_if_jobs_alive(spec.output_dir, required=False)
         container = container_for(args, spec)
-        lock = prepare_output_dir(spec, samples, args.allow_settings_change)
-    except (UsageError, SettingsMismatch, OutputDirBusy, ContainerError) as err:
+        lock = prepare_output_dir(spec, samples, args.allow_settings_change,
+                                  check=lambda: refuse_if_jobs_alive(spec.output_dir, required=False))
+    except (UsageError, SettingsMismatch, OutputDirBusy, SlurmJobsAlive, ContainerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from gen_worker.local import run_local
     try:
-        return run_local(spec, samples, gpu_ids, lock, command_line(["python", sys.argv[0] or "submit.py", *argv]),
-                         container)
+        return run_local(spec, samples, gpu_ids, lock, command, container)
     finally:
         lock.release()

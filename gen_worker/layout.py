@@ -7,6 +7,8 @@
       failed_prompts_gpu{k}.txt         one JSON line per failed sample of worker k
       summary_gpu{k}.json, summary.json per-worker and per-run summaries
       logs/                             worker logs, live progress, previous runs' reports
+      logs/slurm_jobs.json              SLURM mode: the jobs each submission queued
+      logs/submitit/<job id>/           SLURM mode: submitit's files and logs, one folder per job
 """
 import os
 
@@ -16,6 +18,8 @@ RUN_SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".t2i-batch.lock"
 LOGS_DIR = "logs"
 PREVIOUS_REPORTS_DIR = os.path.join(LOGS_DIR, "previous")
+SLURM_JOBS_FILE = os.path.join(LOGS_DIR, "slurm_jobs.json")
+SUBMITIT_DIR = os.path.join(LOGS_DIR, "submitit")
 
 
 def failed_file(output_dir, worker_index):
@@ -32,6 +36,11 @@ def progress_file(output_dir, worker_index):
 
 def worker_log(output_dir, worker_index):
     return os.path.join(output_dir, LOGS_DIR, f"worker_gpu{worker_index}.log")
+
+
+def slurm_task_file(output_dir, worker_index):
+    """Where a SLURM task records its job ids, host and GPU when it starts."""
+    return os.path.join(output_dir, LOGS_DIR, f"slurm_task_gpu{worker_index}.json")
 
 
 def is_report_file(name):

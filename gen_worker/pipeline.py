@@ -34,20 +34,79 @@ def _dtype_argument_name():
 
 
 def load_pipeline(model_path, dtype, device):
-    """Safetensors weights only, and never code from the model folder or the hub."""
+    """Safetensors weights only, and never code from the model folder or the hub.
+
+    On a GPU the weights are read straight into GPU memory (device_map), not built on the CPU first.
+    """
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()  # per-component bars only clutter the worker log
+    kwargs = {"use_safetensors": True, "trust_remote_code": False, _dtype_argument_name(): TORCH_DTYPES[dtype]}
     try:
-        pipe = DiffusionPipeline.from_pretrained(
-            model_path, use_safetensors=True, trust_remote_code=False,
-            **{_dtype_argument_name(): TORCH_DTYPES[dtype]})
+        pipe = None
+        if _device_map(device):
+            try:
+                pipe = DiffusionPipeline.from_pretrained(model_path, **kwargs, **_device_map(device))
+            except Exception as err:  # e.g. pipelines made of pipelines take no device_map
+                log.warning("cannot load straight to %s (%s); loading on the CPU first", device, err)
+        if pipe is None:
+            pipe = DiffusionPipeline.from_pretrained(model_path, **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:
         raise PipelineSetupError(f"cannot load a diffusers pipeline from {model_path}: {err}") from err
-    pipe.to(device)
+    pipe.to(device)  # whatever device_map left on the CPU
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _device_map(device):
+    return {"device_map": device} if device != "cpu" else {}
+
+
+def denoiser(pipe):
+    """The model the denoising loop calls at every step: the one worth compiling."""
+    for name in ("unet", "transformer"):
+        model = getattr(pipe, name, None)
+        if model is not None:
+            return model
+    return None
+
+
+def _is_2d_convolutional(model):
+    params = list(model.parameters())
+    return any(p.dim() == 4 for p in params) and not any(p.dim() == 5 for p in params)
+
+
+def apply_speed_options(pipe, spec, device):
+    """Apply the speed flags at load time; returns the names of those that took effect."""
+    applied = []
+    if spec.tf32 and device == "cuda":
+        torch.set_float32_matmul_precision("high")  # matmuls; cuDNN convolutions use TF32 by default
+        applied.append("tf32")
+    vae = getattr(pipe, "vae", None)
+    for flag, method in (("vae_slicing", "enable_slicing"), ("vae_tiling", "enable_tiling")):
+        if getattr(spec, flag):
+            if hasattr(vae, method):
+                getattr(vae, method)()
+                applied.append(flag)
+            else:
+                log.warning("--%s has no effect: %s has no VAE that supports it", flag, type(pipe).__name__)
+    model = denoiser(pipe)
+    if spec.channels_last:
+        # Only 2-D convolutions have a channels-last layout (a 3-D video VAE or a transformer has none).
+        changed = [m for m in (model, vae) if m is not None and _is_2d_convolutional(m)]
+        for m in changed:
+            m.to(memory_format=torch.channels_last)
+        if changed:
+            applied.append("channels_last")
+        else:
+            log.warning("--channels_last has no effect: %s has no 2-D convolutional model", type(pipe).__name__)
+    if spec.compile:
+        if model is None:
+            raise PipelineSetupError(f"--compile: {type(pipe).__name__} has no unet or transformer to compile")
+        model.compile()  # in place: the pipeline keeps its module; compiling happens at the first call
+        applied.append("compile")
+    return applied
 
 
 def half_frame_count(num_frames, temporal_factor):
@@ -82,7 +141,11 @@ def cfg_truncation_callback(step):
 
 
 class ImageMaker:
-    """Calls the pipeline with the run's settings; `make(samples)` returns one PIL image per sample."""
+    """Calls the pipeline with the run's settings; `make(samples)` returns one image per sample.
+
+    The images are HxWxC float arrays in [0, 1] (output_type "np"): the worker turns them into
+    8-bit pixels and PNG files in its writer threads (png.py), off the GPU's critical path.
+    """
 
     def __init__(self, pipe, spec):
         self.pipe = pipe
@@ -94,7 +157,7 @@ class ImageMaker:
             "guidance_scale": spec.guidance_scale,
             "height": spec.height,
             "width": spec.width,
-            "output_type": "pil",
+            "output_type": "np",
         }
         if self.is_video:
             frames = spec.num_frames

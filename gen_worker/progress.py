@@ -1,6 +1,7 @@
 """Live progress of a worker, as a small JSON file any process can read (local bars, SLURM status)."""
 import os
 import socket
+import threading
 import time
 
 from gen_worker import layout
@@ -10,9 +11,14 @@ STATES_FINISHED = ("done", "error", "interrupted")
 
 
 class WorkerProgress:
-    """Counts of one worker; `save()` writes them to logs/progress_gpu{k}.json atomically."""
+    """Counts of one worker; `save()` writes them to logs/progress_gpu{k}.json atomically.
+
+    The generation loop and the image writer threads both count: `lock` keeps the counts and the
+    file writes (which share one temporary name per process) in order.
+    """
 
     def __init__(self, output_dir, worker_index, num_workers):
+        self.lock = threading.RLock()
         self.path = layout.progress_file(output_dir, worker_index)
         self.data = {
             "worker_index": worker_index, "num_workers": num_workers, "state": "starting",
@@ -25,15 +31,18 @@ class WorkerProgress:
         return self.data[key]
 
     def update(self, **changes):
-        self.data.update(changes)
-        self.save()
+        with self.lock:
+            self.data.update(changes)
+            self.save()
 
     def add(self, key, amount=1):
-        self.data[key] += amount
+        with self.lock:
+            self.data[key] += amount
 
     def save(self):
-        self.data["updated_at"] = time.time()
-        replace_json(self.path, self.data)
+        with self.lock:
+            self.data["updated_at"] = time.time()
+            replace_json(self.path, self.data)
 
 
 def read_progress(output_dir, worker_index):

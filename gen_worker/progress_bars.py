@@ -14,9 +14,14 @@ BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{
 
 
 class ProgressBars:
-    def __init__(self, output_dir, labels, totals, already_done, file=None):
-        """labels[k], totals[k], already_done[k]: worker k's name ("GPU 2"), sample count, images on disk."""
+    def __init__(self, output_dir, labels, totals, already_done, file=None, worker_indices=None):
+        """labels[k], totals[k], already_done[k]: worker k's name ("GPU 2"), sample count, images on disk.
+
+        worker_indices: the worker each bar shows, when not simply 0, 1, 2, ... (a SLURM rerun
+        queues only the workers with something left).
+        """
         self.output_dir = output_dir
+        self.worker_indices = list(range(len(labels))) if worker_indices is None else list(worker_indices)
         file = file or sys.stderr
         self.interactive = file.isatty()
         interactive = self.interactive
@@ -28,13 +33,22 @@ class ProgressBars:
         for bar, done in zip(self.bars, already_done):
             bar.set_postfix_str(f"success: {done}, failed: 0, starting", refresh=False)
 
-    def refresh(self):
-        for k, bar in enumerate(self.bars):
+    def set_label(self, position, label):
+        self.bars[position].set_description_str(label, refresh=False)
+
+    def refresh(self, notes=None):
+        """notes: {bar position: text shown instead of the worker's state} (e.g. a SLURM queue state)."""
+        notes = notes or {}
+        for position, (k, bar) in enumerate(zip(self.worker_indices, self.bars)):
             progress = read_progress(self.output_dir, k)
+            note = notes.get(position)
             if progress is None:
+                if note:
+                    bar.set_postfix_str(f"success: {bar.n}, failed: 0, {note}", refresh=self.interactive)
                 continue
             success = progress["skipped"] + progress["generated"]
             state = "" if progress["state"] in ("generating", "done") else f", {progress['state']}"
+            state = f", {note}" if note else state
             bar.set_postfix_str(f"success: {success}, failed: {progress['failed']}{state}", refresh=False)
             bar.update(max(0, success + progress["failed"] - bar.n))
             if self.interactive:  # in a log file, update() alone prints at most every mininterval

@@ -13,6 +13,7 @@ import time
 from gen_worker import layout
 from gen_worker.atomic_files import replace_file, replace_json
 from gen_worker.naming import is_temp_name
+from gen_worker.spec import guarded_defaults
 
 MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")
 
@@ -33,7 +34,7 @@ def check_and_record_settings(output_dir, spec, allow_change=False):
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
-        old = record.get("settings", {})
+        old = {**guarded_defaults(), **record.get("settings", {})}
         history = record.get("history", [])
         changes = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
         if not changes:
@@ -111,11 +112,12 @@ def existing_images(output_dir):
     return {n for n in os.listdir(output_dir) if n.endswith(".png") and not n.startswith(".")}
 
 
-def prepare_output_dir(spec, samples, allow_settings_change=False):
+def prepare_output_dir(spec, samples, allow_settings_change=False, check=None):
     """Make the folder ready for a run and return its RunLock, held exclusively.
 
     Refuses a folder that another run is using, or that holds images of other settings or
     prompts; then clears leftovers of killed workers and moves the last run's reports aside.
+    `check()`, if given, runs once the lock is held and before anything changes (it raises to refuse).
     """
     from gen_worker.progress import clear_progress
     from gen_worker.run_lock import RunLock
@@ -124,6 +126,8 @@ def prepare_output_dir(spec, samples, allow_settings_change=False):
     lock = RunLock(spec.output_dir)
     lock.acquire_exclusive()
     try:
+        if check is not None:
+            check()
         check_and_record_settings(spec.output_dir, spec, allow_settings_change)
         check_and_write_manifest(spec.output_dir, samples, allow_settings_change)
         remove_stale_temp_files(spec.output_dir)

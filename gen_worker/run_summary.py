@@ -12,16 +12,20 @@ def read_worker_summary(output_dir, worker_index):
     return read_json_if_any(layout.summary_file(output_dir, worker_index))
 
 
-def write_run_summary(output_dir, samples, workers, started, command, interrupted=False):
-    """workers: one dict per worker with at least 'label' and 'exit_code' (None while unknown)."""
+def write_run_summary(output_dir, samples, workers, started, command, interrupted=False, finished=None):
+    """workers: one dict per worker with at least 'label' and 'exit_code' (None while unknown).
+
+    finished: when the run ended (default: now), for a summary written after the fact.
+    """
     on_disk = existing_images(output_dir)
     missing = [s for s in samples if s.file_name not in on_disk]
     per_worker = []
     for k, info in enumerate(workers):
-        summary = read_worker_summary(output_dir, k) or {"worker_index": k, "state": "no summary (crashed?)"}
+        summary = read_worker_summary(output_dir, k) or {"worker_index": k, "state": "no summary (crashed?)", **info}
         per_worker.append({**info, **summary})
     totals = {key: sum(w.get(key) or 0 for w in per_worker) for key in ("generated", "skipped", "failed")}
-    wall = time.time() - started
+    finished = time.time() if finished is None else finished
+    wall = finished - started
     summary = {
         "command": command, "output_dir": output_dir, "num_workers": len(workers),
         "num_samples": len(samples), "missing": len(missing), **totals,
@@ -30,7 +34,7 @@ def write_run_summary(output_dir, samples, workers, started, command, interrupte
         "interrupted": interrupted, "wall_seconds": round(wall, 3),
         "images_per_second": round(totals["generated"] / wall, 4) if wall > 0 else None,
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished)),
         "workers": per_worker,
     }
     replace_json(os.path.join(output_dir, layout.RUN_SUMMARY_FILE), summary)

@@ -2,7 +2,9 @@
 
 The submitter builds it once from the command line; local workers read it from a JSON file,
 SLURM tasks get it pickled by submitit. GUARDED_SETTINGS are the fields that change the images:
-they are recorded in the output folder and a rerun with other values is refused.
+they are recorded in the output folder and a rerun with other values is refused. The speed
+options (compile, tf32, channels_last, vae_slicing) are not guarded: like the device or the GPU
+model, they may change the last bits of a pixel, not what the image shows (README, "Speed").
 """
 import dataclasses
 import json
@@ -16,8 +18,14 @@ DEVICES = ("auto", "cuda", "cpu")
 GUARDED_SETTINGS = (
     "model_path", "seed_start", "num_inference_steps", "guidance_scale", "height", "width", "dtype",
     "cfg_truncation_step", "enable_half_frame", "num_frames", "negative_prompt", "max_sequence_length",
-    "batch_size",
+    "batch_size", "vae_tiling",
 )
+
+
+def guarded_defaults():
+    """What a folder recorded before a guarded setting existed was made with: that setting's default."""
+    return {f.name: f.default for f in dataclasses.fields(JobSpec)
+            if f.name in GUARDED_SETTINGS and f.default is not dataclasses.MISSING}
 
 
 @dataclass
@@ -38,10 +46,15 @@ class JobSpec:
     negative_prompt: Optional[str] = None
     max_sequence_length: Optional[int] = None
     batch_size: int = 1
+    vae_tiling: bool = False  # decodes large images tile by tile: visibly different seams, so guarded
     id_column: Optional[str] = None
     prompt_column: Optional[str] = None
     device: str = "auto"
     cpu_threads: int = 1
+    compile: bool = False
+    tf32: bool = False
+    channels_last: bool = False
+    vae_slicing: bool = False
     samples_fingerprint: str = ""  # prompts.fingerprint() of the samples, checked by each worker
 
     def guarded_settings(self):

@@ -26,7 +26,7 @@ def _byte_level_characters():
     return [chr(c) for c in codes]
 
 
-def _clip_tokenizer(workdir):
+def clip_tokenizer(workdir):
     """A CLIP tokenizer with a byte-level vocabulary and no merges: encodes any text, Unicode included."""
     from transformers import CLIPTokenizer
 
@@ -64,7 +64,7 @@ def build_sd(folder):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with tempfile.TemporaryDirectory() as workdir:
-        tokenizer = _clip_tokenizer(workdir)
+        tokenizer = clip_tokenizer(workdir)
         torch.manual_seed(0)
         unet = UNet2DConditionModel(
             block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,

@@ -1,8 +1,10 @@
 """The worker: load the pipeline once, then make this worker's share of the samples.
 
 One clear loop, in the spirit of EDM's generate.py: for each block of samples that is not on
-disk yet, call the pipeline with one generator per sample, save each image atomically, count,
-and report. A sample that raises is written to failed_prompts_gpu{k}.txt and the loop goes on.
+disk yet, call the pipeline with one generator per sample and hand the images to writer threads,
+which save each one atomically and count it once it is on disk; the next call starts at once.
+A sample that raises is written to failed_prompts_gpu{k}.txt and the loop goes on; a block that
+runs out of GPU memory is split and retried (oom.py).
 """
 import json
 import logging
@@ -13,6 +15,9 @@ import traceback
 
 from gen_worker import layout
 from gen_worker.atomic_files import replace_json, save_png_once
+from gen_worker.image_writer import ImageWriter, WriterError
+from gen_worker.oom import SplitOnOutOfMemory
+from gen_worker.png import to_uint8
 from gen_worker.progress import WorkerProgress
 from gen_worker.prompts import fingerprint, load_samples
 from gen_worker.run_lock import RunLock
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 # When this many samples failed and none worked, the setup is broken: stop instead of
 # logging the same error for every remaining sample.
 ABORT_AFTER_FAILURES_WITHOUT_SUCCESS = 5
+# After Ctrl+C or an error, images still queued for writing get this long (the submitter waits 10 s).
+STOP_WRITING_SECONDS = 5
 
 
 class WorkerError(RuntimeError):
@@ -62,8 +69,12 @@ def _environment(device):
     return env
 
 
-def run_worker(spec, worker_index, num_workers):
-    """Make worker `worker_index`'s share of the run; returns the summary (also written to disk)."""
+def run_worker(spec, worker_index, num_workers, pipe=None):
+    """Make worker `worker_index`'s share of the run; returns the summary (also written to disk).
+
+    pipe: a pipeline already loaded (and set up with apply_speed_options) to use instead of loading
+    spec.model_path: benchmarks reuse one across runs.
+    """
     started = time.time()
     output_dir = spec.output_dir
     progress = WorkerProgress(output_dir, worker_index, num_workers)
@@ -71,13 +82,12 @@ def run_worker(spec, worker_index, num_workers):
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                # In a docker/podman container the GPU is renumbered 0: the submitter passes the host's id.
                "host_gpu": os.environ.get("T2I_HOST_GPU", os.environ.get("CUDA_VISIBLE_DEVICES")),
-               "container": os.environ.get("T2I_CONTAINER"), "load_seconds": 0.0,
-               "generate_seconds": 0.0}
+               "container": os.environ.get("T2I_CONTAINER"), "batch_size": spec.batch_size,
+               "import_seconds": 0.0, "load_seconds": 0.0, "generate_seconds": 0.0}
     lock = RunLock(output_dir)
     lock.acquire_shared()
     try:
-        _set_torch_threads(spec.cpu_threads)
-        summary.update(_make_images(spec, worker_index, num_workers, progress, summary))
+        _make_images(spec, worker_index, num_workers, progress, summary, started, pipe)
         progress.update(state="done")
     except KeyboardInterrupt:
         progress.update(state="interrupted", message="stopped by a signal")
@@ -96,9 +106,49 @@ def run_worker(spec, worker_index, num_workers):
     return summary
 
 
-def _make_images(spec, worker_index, num_workers, progress, summary):
-    from gen_worker.pipeline import ImageMaker, load_pipeline, resolve_device
+class _Outcomes:
+    """Counts each sample's outcome; called by the generation loop and by the writer threads."""
 
+    def __init__(self, spec, worker_index, progress, summary, started):
+        self.output_dir, self.worker_index, self.progress = spec.output_dir, worker_index, progress
+        self.summary, self.started = summary, started
+        self.last_error = None
+
+    def failed(self, failures):
+        """failures: (sample, exception) pairs."""
+        with self.progress.lock:
+            for sample, err in failures:
+                record_failure(self.output_dir, self.worker_index, sample, err)
+            self.progress.add("failed", len(failures))
+            self.progress.save()
+        self.last_error = failures[-1][1]
+        log.warning("samples %s failed: %s", [s.index for s, _ in failures], _one_line(self.last_error))
+
+    def written(self, item, created, error):
+        """The image writer's report on one (sample, image) item."""
+        if error is not None:
+            self.failed([(item[0], error)])
+            return
+        with self.progress.lock:
+            self.progress.add("generated" if created else "skipped")
+            self.progress.save()
+        self.summary.setdefault("first_image_seconds", round(time.time() - self.started, 3))
+
+    def nothing_works(self, writer):
+        if self.progress["generated"] or self.progress["failed"] < ABORT_AFTER_FAILURES_WITHOUT_SUCCESS:
+            return False
+        writer.flush()  # images still queued may yet be written
+        return self.progress["generated"] == 0
+
+
+def _import_diffusers():
+    """Import diffusers' pipelines up front, so that their cost is reported apart from loading."""
+    import diffusers
+    diffusers.DiffusionPipeline  # noqa: B018 (diffusers imports lazily: this is the slow part)
+
+
+def _make_images(spec, worker_index, num_workers, progress, summary, started, pipe=None):
+    """Generate into the output folder; fills `summary` as it goes (so it is right after a crash too)."""
     samples = load_samples(spec.prompts_csv, spec.seed_start, spec.num_samples, spec.id_column, spec.prompt_column)
     if spec.samples_fingerprint and fingerprint(samples) != spec.samples_fingerprint:
         raise WorkerError(f"{spec.prompts_csv} changed after the run was submitted; submit again")
@@ -106,40 +156,64 @@ def _make_images(spec, worker_index, num_workers, progress, summary):
               for block in worker_blocks(len(samples), worker_index, num_workers, spec.batch_size)]
     done = existing_images(spec.output_dir)
     todo = [b for b in blocks if any(s.file_name not in done for s in b)]
-    total = sum(len(b) for b in blocks)
-    progress.update(state="loading", total=total, skipped=total - sum(len(b) for b in todo))
-    device = resolve_device(spec.device)
-    info = {"device": device}
+    on_disk = sum(s.file_name in done for b in blocks for s in b)
+    progress.update(state="loading", total=sum(len(b) for b in blocks), skipped=on_disk)
+    import_start = time.time()
+    from gen_worker.pipeline import ImageMaker, apply_speed_options, load_pipeline, resolve_device
+    _set_torch_threads(spec.cpu_threads)
+    device = summary["device"] = resolve_device(spec.device)
     if not todo:
-        return info
-    info.update(_environment(device))
+        return
+    _import_diffusers()
+    summary["import_seconds"] = round(time.time() - import_start, 3)
+    summary.update(_environment(device))
     load_start = time.time()
-    maker = ImageMaker(load_pipeline(spec.model_path, spec.dtype, device), spec)
-    info["load_seconds"] = round(time.time() - load_start, 3)
-    summary.update(info)
-    log.info("worker %d/%d: %s on %s, %d samples to make, %d already on disk",
-             worker_index, num_workers, maker.name, device, total - progress["skipped"], progress["skipped"])
+    if pipe is None:
+        pipe = load_pipeline(spec.model_path, spec.dtype, device)
+        summary["speed_options"] = apply_speed_options(pipe, spec, device)
+    maker = ImageMaker(pipe, spec)
+    summary["load_seconds"] = round(time.time() - load_start, 3)
+    log.info("worker %d/%d: %s on %s, batch size %d, speed options %s: %d samples to make, %d already on disk",
+             worker_index, num_workers, maker.name, device, spec.batch_size, summary.get("speed_options"),
+             progress["total"] - on_disk, on_disk)
     progress.update(state="generating")
+    _generate(spec, maker, todo, done, _Outcomes(spec, worker_index, progress, summary, started), summary)
+
+
+def _generate(spec, maker, todo, done, outcomes, summary):
+    """The loop: one pipeline call per block, while writer threads save the images of the last ones."""
+    def save(item):
+        sample, image = item
+        return save_png_once(to_uint8(image), os.path.join(spec.output_dir, sample.file_name))
+
+    make = SplitOnOutOfMemory(maker.make)
+    # Two blocks of images may wait: the GPU never waits for the disk unless the disk is slower.
+    writer = ImageWriter(save, outcomes.written, max_pending=max(4, 2 * spec.batch_size))
     generate_start = time.time()
-    for block in todo:
+    finished = False
+    try:
+        for block in todo:
+            call_start = time.time()
+            results = make(block)
+            summary.setdefault("warmup_seconds", round(time.time() - call_start, 3))  # the first call
+            failures = [(s, r) for s, r in results if isinstance(r, Exception) and s.file_name not in done]
+            if failures:
+                outcomes.failed(failures)
+            for sample, image in results:
+                if not isinstance(image, Exception) and sample.file_name not in done:
+                    writer.put((sample, image))  # the rest of a partly made block is made only to keep the batch
+            summary.update(generate_seconds=round(time.time() - generate_start, 3), oom_splits=make.splits,
+                           writer_wait_seconds=round(writer.wait_seconds, 3))
+            if outcomes.nothing_works(writer):
+                raise WorkerError(f"the first {outcomes.progress['failed']} samples all failed, stopping; "
+                                  f"last error: {_one_line(outcomes.last_error)}")
+        finished = True
+    finally:
+        # Done: write every image. Stopped (Ctrl+C, error): what is not written within seconds is dropped.
         try:
-            images = maker.make(block)
-        except Exception as err:  # one bad sample (or OOM) must not stop the run
-            log.warning("samples %s failed: %s", [s.index for s in block], _one_line(err))
-            for sample in block:
-                record_failure(spec.output_dir, worker_index, sample, err)
-            progress.add("failed", len(block))
-            progress.save()
-            if progress["generated"] == 0 and progress["failed"] >= ABORT_AFTER_FAILURES_WITHOUT_SUCCESS:
-                raise WorkerError(f"the first {progress['failed']} samples all failed, stopping; "
-                                  f"last error: {_one_line(err)}") from err
-            continue
-        for sample, image in zip(block, images):
-            if sample.file_name in done:
-                continue  # the rest of a partly finished block: made again only to keep the batch identical
-            path = os.path.join(spec.output_dir, sample.file_name)
-            progress.add("generated" if save_png_once(image, path) else "skipped")
-        info["generate_seconds"] = round(time.time() - generate_start, 3)
-        summary.update(info)
-        progress.save()
-    return info
+            writer.close(timeout=None if finished else STOP_WRITING_SECONDS)
+        except WriterError:
+            if finished:
+                raise  # else the error that stopped the loop is the one to report
+        summary.update(generate_seconds=round(time.time() - generate_start, 3),
+                       writer_wait_seconds=round(writer.wait_seconds, 3))

@@ -1,5 +1,6 @@
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -62,3 +63,28 @@ def images_in(folder):
     """{file name: bytes} of the finished images in a folder."""
     return {n: open(os.path.join(folder, n), "rb").read()
             for n in sorted(os.listdir(folder)) if n.endswith(".png") and not n.startswith(".")}
+
+
+def slurm_unavailable_reason():
+    """Why no SLURM cluster can be used here, or None when one answers with a usable node."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "no SLURM commands on PATH (start a test cluster with slurm/start_cluster.sh)"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"sinfo does not answer ({err})"
+    if out.returncode != 0:
+        return f"sinfo fails: {out.stderr.strip()[:200]} (start one with slurm/start_cluster.sh)"
+    if not any(s in ("idle", "mixed", "allocated") for s in out.stdout.split()):
+        return f"no usable SLURM node (sinfo states: {' '.join(out.stdout.split()) or 'none'})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """Skips a test that needs a SLURM cluster when none answers; fails instead under T2I_REQUIRE_SLURM=1 (CI)."""
+    reason = slurm_unavailable_reason()
+    if reason:
+        if os.environ.get("T2I_REQUIRE_SLURM") == "1":
+            pytest.fail(f"T2I_REQUIRE_SLURM=1 but {reason}")
+        pytest.skip(reason)

@@ -33,6 +33,7 @@ def _assert_refused(result, seconds, message):
     ("image_id,prompt\n1,a\n", ("--height", "60"), "--height must be a multiple of 8"),
     ("image_id,prompt\n1,a\n", ("--num_inference_steps", "0"), "--num_inference_steps must be at least 1"),
     ("image_id,prompt\n1,a\n", ("--cfg_truncation_step", "-1"), "--cfg_truncation_step must be 0 or more"),
+    ("image_id,prompt\n1,a\n", ("--batch_size", "0"), "--batch_size must be at least 1"),
 ])
 def test_bad_prompts_and_settings(tmp_path, tiny_sd, content, extra, message):
     csv = tmp_path / "p.csv"
@@ -96,7 +97,9 @@ def test_help_documents_every_flag_with_its_default():
     for flag, default in [("--cluster", "local"), ("--gpu_ids", "None"), ("--device", "auto"),
                           ("--num_samples", "None"), ("--seed_start", "42"), ("--num_inference_steps", "20"),
                           ("--guidance_scale", "7.5"), ("--height", "480"), ("--width", "832"), ("--dtype", "bf16"),
-                          ("--cfg_truncation_step", "None"), ("--enable_half_frame", "False")]:
+                          ("--cfg_truncation_step", "None"), ("--enable_half_frame", "False"),
+                          ("--batch_size", "1"), ("--vae_tiling", "False"), ("--compile", "False"),
+                          ("--tf32", "False"), ("--channels_last", "False"), ("--vae_slicing", "False")]:
         assert flag in text
         section = text[text.index(flag + " "):]
         assert f"(default: {default})" in section[:600], flag

@@ -69,6 +69,32 @@ def test_sd_images_identical_for_any_number_of_workers(tiny_sd, sd_reference, tm
     assert f"success: {summaries[0]['total']}, failed: 0]" in result.stderr
 
 
+def test_sd_batch_of_3_images_identical_for_1_2_3_workers_and_resume_inside_a_block(tiny_sd, sd_reference, tmp_path):
+    csv, _, batch_1 = sd_reference
+    outputs = []
+    for gpu_ids in (["0"], ["0", "1"], ["0", "1", "2"]):
+        out = str(tmp_path / f"out{len(gpu_ids)}")
+        _run(tiny_sd, csv, out, gpu_ids, extra=("--batch_size", "3"))
+        outputs.append(images_in(out))
+    assert outputs[0] == outputs[1] == outputs[2]
+    # The same files as at batch size 1; their last bits may differ (another batch composition).
+    assert sorted(outputs[0]) == sorted(batch_1)
+    summaries = _summaries(str(tmp_path / "out3"))
+    assert [s["total"] for s in summaries] == [3, 3, 1]  # blocks [0-2], [3-5], [6]
+    assert all(s["batch_size"] == 3 and s["warmup_seconds"] > 0 and s["first_image_seconds"] > 0
+               and s["import_seconds"] > 0 for s in summaries)
+    # Sample 4 is missing: its block [3-5] is made again whole (same batch, same bits), only it is written.
+    out = str(tmp_path / "out1")
+    os.remove(os.path.join(out, "000004_seed46.png"))
+    _run(tiny_sd, csv, out, ["0", "1"], extra=("--batch_size", "3"))
+    assert images_in(out) == outputs[0]
+    summaries = _summaries(out)
+    assert (sum(s["generated"] for s in summaries), sum(s["skipped"] for s in summaries)) == (1, len(PROMPTS) - 1)
+    refused = run_submit("--gpu_ids", "0", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd,
+                         *FAST, "--batch_size", "2")
+    assert refused.returncode == 2 and "batch_size: 3 -> 2" in refused.stderr
+
+
 def test_wan_images_identical_for_1_2_3_workers(tiny_wan, tmp_path, prompts_csv):
     outputs = []
     for gpu_ids in (["0"], ["0", "1"], ["0", "1", "2"]):

@@ -1,14 +1,16 @@
 """The output folder's records, locks and atomic writes (no model needed)."""
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import write_prompts
 from gen_worker import layout
-from gen_worker.atomic_files import save_png_once
+from gen_worker.atomic_files import create_once, save_png_once
 from gen_worker.prompts import load_samples
 from gen_worker.run_lock import OutputDirBusy, RunLock
 from gen_worker.run_record import SettingsMismatch, prepare_output_dir, read_manifest
@@ -23,20 +25,23 @@ def _spec(tmp_path, **changes):
 
 def test_image_is_never_overwritten_and_no_temp_is_left(tmp_path):
     path = str(tmp_path / "a.png")
-    assert save_png_once(Image.new("RGB", (4, 4), "red"), path)
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    assert save_png_once(red, path)
     first = open(path, "rb").read()
-    assert not save_png_once(Image.new("RGB", (4, 4), "blue"), path)
+    assert not save_png_once(np.zeros((4, 4, 3), np.uint8), path)
     assert open(path, "rb").read() == first
     assert os.listdir(tmp_path) == ["a.png"]
+    with Image.open(path) as im:
+        assert np.array_equal(np.asarray(im), red)
 
 
 def test_failed_write_leaves_nothing(tmp_path):
-    class Broken:
-        def save(self, f, format):
-            f.write(b"\x89PNG partial")
-            raise KeyboardInterrupt
+    def broken(f):
+        f.write(b"\x89PNG partial")
+        raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        save_png_once(Broken(), str(tmp_path / "a.png"))
+        create_once(str(tmp_path / "a.png"), broken)
     assert os.listdir(tmp_path) == []
 
 
@@ -49,6 +54,19 @@ def test_settings_change_is_refused_unless_allowed(tmp_path):
     prepare_output_dir(_spec(tmp_path, num_inference_steps=30), samples, allow_settings_change=True).release()
     with pytest.raises(SettingsMismatch, match="num_inference_steps: 30 -> 20"):
         prepare_output_dir(_spec(tmp_path), samples)
+
+
+def test_a_setting_newer_than_the_record_counts_as_its_default(tmp_path):
+    samples = load_samples(write_prompts(tmp_path / "p.csv", [("1", "a")]), 42)
+    prepare_output_dir(_spec(tmp_path), samples).release()
+    path = os.path.join(_spec(tmp_path).output_dir, layout.SETTINGS_FILE)
+    record = json.load(open(path))
+    del record["settings"]["vae_tiling"]  # a folder made before the setting existed
+    open(path, "w").write(json.dumps(record))
+    prepare_output_dir(_spec(tmp_path), samples).release()
+    with pytest.raises(SettingsMismatch, match="vae_tiling: False -> True"):
+        prepare_output_dir(_spec(tmp_path, vae_tiling=True), samples)
+    prepare_output_dir(_spec(tmp_path, compile=True, channels_last=True), samples).release()  # speed: not guarded
 
 
 def test_changed_prompts_are_refused_but_more_samples_are_fine(tmp_path):

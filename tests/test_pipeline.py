@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from gen_worker.pipeline import ImageMaker, PipelineSetupError, half_frame_count, load_pipeline
+from gen_worker.pipeline import ImageMaker, PipelineSetupError, apply_speed_options, half_frame_count, load_pipeline
+from gen_worker.png import to_uint8
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec
 
@@ -43,7 +44,8 @@ def _count_denoiser_rows(pipe, denoiser_name):
 
 
 def _pixels(images):
-    return [np.asarray(im, dtype=np.int16) for im in images]
+    """8-bit pixels of make()'s float images, as the worker saves them."""
+    return [to_uint8(im).astype(np.int16) for im in images]
 
 
 def test_each_sample_has_its_own_seed(sd_pipe):
@@ -88,7 +90,7 @@ def test_video_pipeline_saves_first_frame_and_half_frame(wan_pipe, caplog):
     maker = ImageMaker(wan_pipe, _spec("-", max_sequence_length=16))
     assert maker.is_video and maker.call_kwargs["num_frames"] == 1
     images = maker.make(SAMPLES)
-    assert [im.size for im in images] == [(64, 64), (64, 64)]
+    assert [im.shape for im in images] == [(64, 64, 3), (64, 64, 3)]
     assert ImageMaker(wan_pipe, _spec("-", num_frames=9, enable_half_frame=True)).call_kwargs["num_frames"] == 5
     assert ImageMaker(wan_pipe, _spec("-", num_frames=81, enable_half_frame=True)).call_kwargs["num_frames"] == 41
     assert [half_frame_count(n, 4) for n in (1, 5, 9, 17, 81)] == [1, 1, 5, 9, 41]
@@ -115,3 +117,32 @@ def test_only_safetensors_are_loaded(tiny_sd, tmp_path):
     (unet / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(PipelineSetupError, match="cannot load"):
         load_pipeline(str(copy), "fp32", "cpu")
+
+
+def test_speed_options_are_applied_and_change_only_the_last_bits(tiny_sd, sd_pipe):
+    torch.set_num_threads(1)
+    pipe = load_pipeline(tiny_sd, "fp32", "cpu")  # its own copy: the options change the modules
+    spec = _spec("-", channels_last=True, vae_slicing=True, tf32=True)
+    assert apply_speed_options(pipe, spec, "cpu") == ["vae_slicing", "channels_last"]  # no TF32 on a CPU
+    assert pipe.vae.use_slicing and not pipe.vae.use_tiling
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    fast = _pixels(ImageMaker(pipe, spec).make(SAMPLES))
+    plain = _pixels(ImageMaker(sd_pipe, _spec("-")).make(SAMPLES))
+    assert all(np.abs(a - b).max() <= 1 for a, b in zip(fast, plain))
+    assert apply_speed_options(pipe, _spec("-", compile=True), "cpu") == ["compile"]
+    assert pipe.unet._compiled_call_impl is not None  # compiled at its first call
+
+
+def test_speed_options_a_model_cannot_use_are_reported(wan_pipe, caplog):
+    assert apply_speed_options(wan_pipe, _spec("-", channels_last=True), "cpu") == []
+    assert "--channels_last has no effect" in caplog.text
+
+
+@pytest.mark.parametrize("device_map, loads_straight", [("cpu", True), ("nonsense", False)])
+def test_loading_straight_to_the_device_and_the_fallback(tiny_sd, monkeypatch, caplog, device_map, loads_straight):
+    import gen_worker.pipeline as pipeline
+    # On a GPU, device_map="cuda"; here the same path is taken with "cpu", and with a map that fails.
+    monkeypatch.setattr(pipeline, "_device_map", lambda device: {"device_map": device_map})
+    pipe = load_pipeline(tiny_sd, "fp32", "cpu")
+    assert pipe.unet.device.type == "cpu"
+    assert ("loading on the CPU first" in caplog.text) != loads_straight

@@ -1,0 +1,284 @@
+"""--cluster slurm: check the options against the cluster, then queue one task per worker via submitit.
+
+Two layouts, one GPU per task either way:
+  array  one job array, task i = worker i (--gpus-per-node=1); split into several arrays when
+         the cluster's MaxArraySize is smaller than the number of tasks;
+  tasks  one job with N tasks (--ntasks=N --gpus-per-task=1, run by srun), rank r = worker r.
+A rerun queues only the workers that still have images to make.
+"""
+import functools
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import submitit
+from submitit.core.utils import JobPaths
+# submitit's own sbatch script writer, so that --test-only checks exactly what will be queued.
+from submitit.slurm.slurm import _make_sbatch_string
+
+from gen_worker import layout
+from gen_worker.cli import UsageError
+from gen_worker.run_record import existing_images, prepare_output_dir
+from gen_worker.sharding import worker_blocks
+from gen_worker.slurm_queue import SlurmError, max_array_size, partition_time_limit, test_submission
+from gen_worker.slurm_record import add_submission, refuse_if_jobs_alive
+from gen_worker.slurm_task import SlurmTask
+
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_TIME_MINUTES = 3 * 24 * 60  # capped at the partition's MaxTime
+MIN_TIME_MINUTES = 5  # submitit asks SLURM for a requeue signal 90 s before the end
+MAX_TIMEOUT_REQUEUES = 10  # submitit's default (3) ends long runs on short partitions early
+# sbatch options that decide the one-GPU-per-task layout or the log files, or have their own flag.
+MANAGED_SBATCH = {
+    "array": "set from --gpus and --array_parallelism", "nodes": "set from --gpus_per_node",
+    "ntasks": "set from --gpus", "ntasks-per-node": "set from --gpus_per_node",
+    "gpus": "one GPU per task is how t2i-batch runs", "gpus-per-node": "one GPU per task is how t2i-batch runs",
+    "gpus-per-task": "one GPU per task is how t2i-batch runs", "gres": "one GPU per task is how t2i-batch runs",
+    "output": "logs go under --output_dir", "error": "logs go under --output_dir",
+    "open-mode": "logs go under --output_dir", "signal": "submitit's requeue needs it",
+    "wrap": "submitit writes the script",
+    "partition": "use --partition", "account": "use --account", "qos": "use --qos", "time": "use --time",
+    "mem": "use --mem_gb", "mem-per-gpu": "use --mem_gb", "mem-per-cpu": "use --mem_gb",
+    "cpus-per-task": "use --cpus_per_task", "constraint": "use --constraint", "exclude": "use --exclude",
+    "job-name": "use --job_name",
+}
+
+
+@dataclass
+class SlurmOptions:
+    gpus: int = 8
+    mode: str = "array"
+    gpus_per_node: int = 8
+    array_parallelism: Optional[int] = None
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    time: Optional[int] = None
+    mem_gb: float = 64
+    cpus_per_task: int = 8
+    constraint: Optional[str] = None
+    exclude: Optional[str] = None
+    job_name: str = "t2i-batch"
+    setup: list = field(default_factory=list)
+    sbatch: dict = field(default_factory=dict)
+    wait: bool = False
+
+
+def _sbatch_options(items):
+    """--sbatch_option mail-type=END / --sbatch_option=--requeue -> {"mail-type": "END", "requeue": True}."""
+    options = {}
+    for item in items or []:
+        key, has_value, value = item.lstrip("-").partition("=")
+        key = key.strip().replace("_", "-")
+        if not key:
+            raise UsageError(f"--sbatch_option {item!r}: expected NAME=VALUE or NAME")
+        if key in MANAGED_SBATCH:
+            raise UsageError(f"--sbatch_option {item!r}: --{key} is not passed through ({MANAGED_SBATCH[key]})")
+        options[key] = value if has_value else True
+    return options
+
+
+def slurm_options(args):
+    """SlurmOptions from submit.py's arguments; UsageError for anything wrong (no cluster needed)."""
+    for name in ("gpus", "gpus_per_node", "array_parallelism", "cpus_per_task"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be at least 1 (got {value})")
+    if args.time is not None and args.time < MIN_TIME_MINUTES:
+        raise UsageError(f"--time is in minutes and must be at least {MIN_TIME_MINUTES} (got {args.time})")
+    if args.mem_gb <= 0:
+        raise UsageError(f"--mem_gb must be more than 0 (got {args.mem_gb})")
+    for line in args.slurm_setup or []:
+        if "\n" in line:
+            raise UsageError("--slurm_setup takes one line each; repeat the flag for more lines")
+    return SlurmOptions(
+        gpus=args.gpus or 8, mode=args.slurm_mode, gpus_per_node=args.gpus_per_node,
+        array_parallelism=args.array_parallelism, partition=args.partition, account=args.account, qos=args.qos,
+        time=args.time, mem_gb=args.mem_gb, cpus_per_task=args.cpus_per_task, constraint=args.constraint,
+        exclude=args.exclude, job_name=args.job_name, setup=list(args.slurm_setup or []),
+        sbatch=_sbatch_options(args.sbatch_option),
+        wait=sys.stdout.isatty() if args.wait is None else args.wait)
+
+
+def array_chunks(workers, max_size, parallelism=None):
+    """[(workers, cap), ...]: arrays of at most max_size tasks; a --array_parallelism cap is shared
+    among them in proportion to their sizes (at least 1 each), so the total stays at the cap."""
+    chunks = [workers[i:i + max_size] for i in range(0, len(workers), max_size)]
+    sizes = [len(c) for c in chunks]
+    if parallelism is None:
+        return list(zip(chunks, sizes))
+    caps = [max(1, min(size, parallelism * size // len(workers))) for size in sizes]
+    i = 0
+    while sum(caps) < min(parallelism, len(workers)):
+        if caps[i % len(caps)] < sizes[i % len(caps)]:
+            caps[i % len(caps)] += 1
+        i += 1
+    return list(zip(chunks, caps))
+
+
+def _mem(gb):
+    return f"{int(gb)}GB" if gb == int(gb) else f"{int(gb * 1024)}MB"
+
+
+def _time_limit(opts):
+    limit = partition_time_limit(opts.partition)
+    if opts.time is None:
+        return min(DEFAULT_TIME_MINUTES, limit) if limit else DEFAULT_TIME_MINUTES
+    if limit is not None and opts.time > limit:
+        where = f"partition {opts.partition}" if opts.partition else "the default partition"
+        raise UsageError(f"--time {opts.time} is more than the {limit} minutes {where} allows")
+    return opts.time
+
+
+def _parameters(opts, time_min, mode, num_tasks, array_cap=None):
+    """submitit SlurmExecutor parameters for one job: num_tasks array tasks or ranks."""
+    # `python -m submitit...` puts the job's directory first on sys.path: started in the submit
+    # directory, a task would import any other gen_worker found there (another checkout).
+    checkout = shlex.quote(PACKAGE_PARENT)
+    setup = [*opts.setup, f"export PYTHONPATH={checkout}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {checkout}"]
+    params = dict(job_name=opts.job_name, time=time_min, cpus_per_task=opts.cpus_per_task,
+                  mem_per_gpu=_mem(opts.mem_gb), setup=setup, partition=opts.partition, account=opts.account,
+                  qos=opts.qos, constraint=opts.constraint, exclude=opts.exclude,
+                  signal_delay_s=90, additional_parameters=dict(opts.sbatch))
+    if mode == "array":
+        params.update(gpus_per_node=1, array_parallelism=array_cap or num_tasks)
+    else:  # --gpus-per-task=1 + srun binds one GPU per rank; --gpus or --gpus-per-node would not
+        params.update(nodes=math.ceil(num_tasks / opts.gpus_per_node), gpus_per_task=1)
+        params["additional_parameters"]["ntasks"] = num_tasks
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _submitit_folder(output_dir):
+    return os.path.join(output_dir, layout.SUBMITIT_DIR, "%j")  # one folder per job (array task)
+
+
+def _executor(output_dir, params):
+    try:
+        executor = submitit.SlurmExecutor(folder=_submitit_folder(output_dir), max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    except RuntimeError as err:  # no srun
+        raise UsageError(f"--cluster slurm: {err}") from None
+    executor.update_parameters(**params)
+    return executor
+
+
+def _jobs_plan(opts, workers, max_array, time_min):
+    """[(workers, parameters), ...]: one entry per SLURM job to queue."""
+    if opts.mode == "tasks":
+        return [(workers, _parameters(opts, time_min, "tasks", len(workers)))]
+    return [(chunk, _parameters(opts, time_min, "array", len(chunk), cap))
+            for chunk, cap in array_chunks(workers, max_array, opts.array_parallelism)]
+
+
+def check_with_cluster(spec, opts):
+    """Everything SLURM can tell before anything is queued: limits, then sbatch --test-only.
+    Returns (MaxArraySize, time limit in minutes)."""
+    try:
+        max_array, time_min = max_array_size(), _time_limit(opts)
+        plan = _jobs_plan(opts, list(range(opts.gpus)), max_array, time_min)
+        workers, params = plan[0]
+        folder = _submitit_folder(spec.output_dir)
+        map_count = len(workers) if opts.mode == "array" and len(workers) > 1 else None
+        test_submission(_make_sbatch_string(command="true", folder=folder, map_count=map_count, **params))
+    except SlurmError as err:
+        raise UsageError(str(err)) from None
+    return max_array, time_min
+
+
+def workers_with_work(samples, num_workers, batch_size, on_disk):
+    """Worker indices that still have an image to make (the others are not queued)."""
+    return [k for k in range(num_workers)
+            if any(samples[i].file_name not in on_disk for b in worker_blocks(len(samples), k, num_workers, batch_size)
+                   for i in b)]
+
+
+def _queue(spec, opts, workers, max_array, time_min):
+    """Submit the jobs; returns (tasks, error): what was queued, and why the rest was not."""
+    tasks = []
+    for chunk, params in _jobs_plan(opts, workers, max_array, time_min):
+        executor = _executor(spec.output_dir, params)
+        try:
+            with submitit.helpers.clean_env():  # from inside a job: do not inherit its allocation
+                if opts.mode == "tasks":
+                    jobs = [executor.submit(SlurmTask(spec, opts.gpus, rank_workers=chunk))] * len(chunk)
+                else:
+                    jobs = executor.map_array(SlurmTask(spec, opts.gpus), chunk)
+        except Exception as err:  # sbatch refused (submitit raises its own error types)
+            return tasks, " ".join(str(err).split())[:500]
+        for rank, (worker, job) in enumerate(zip(chunk, jobs)):
+            task_rank = rank if opts.mode == "tasks" else 0
+            paths = JobPaths(_submitit_folder(spec.output_dir), job.job_id, task_rank)
+            tasks.append({"worker": worker, "slurm_id": job.job_id, "job_id": job.job_id.split("_")[0],
+                          "rank": task_rank, "stdout": str(paths.stdout), "stderr": str(paths.stderr)})
+    return tasks, None
+
+
+def describe_workers(workers):
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    parts, start = [], None
+    for i, k in enumerate(workers):
+        if start is None:
+            start = k
+        if i + 1 == len(workers) or workers[i + 1] != k + 1:
+            parts.append(str(start) if start == k else f"{start}-{k}")
+            start = None
+    return ",".join(parts)
+
+
+def _print_submitted(spec, opts, submission):
+    by_job = {}
+    for t in submission["tasks"]:
+        by_job.setdefault(t["job_id"], []).append(t["worker"])
+    jobs = ", ".join(f"job {j} (tasks {describe_workers(w)})" for j, w in by_job.items())
+    out = spec.output_dir
+    print(f"Submitted {len(submission['tasks'])} SLURM tasks ({opts.mode} mode, one GPU each): {jobs}")
+    print(f"Logs: {os.path.join(out, layout.SUBMITIT_DIR)}/<job id>/ (SLURM output), "
+          f"{os.path.join(out, layout.LOGS_DIR)}/worker_gpu<task>.log")
+    sys.stdout.flush()
+
+
+def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False):
+    """Check, prepare the folder, queue what is missing; then follow it (--wait) or return. Exit status."""
+    from gen_worker.slurm_status import follow_hints, follow_run, summarize_run
+
+    out = spec.output_dir
+    max_array, time_min = check_with_cluster(spec, opts)
+    refuse_if_jobs_alive(out)
+    # Again under the lock, before the folder changes: two submitters may race.
+    lock = prepare_output_dir(spec, samples, allow_settings_change, check=functools.partial(refuse_if_jobs_alive, out))
+    try:
+        started = time.time()
+        workers = workers_with_work(samples, opts.gpus, spec.batch_size, existing_images(out))
+        submission = {"submitted_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+                      "submitted_unix": started, "command": command, "mode": opts.mode, "num_workers": opts.gpus,
+                      "num_samples": len(samples), "batch_size": spec.batch_size, "job_ids": [], "tasks": []}
+        if not workers:
+            print(f"Nothing to submit: every image is in {out}.")
+            print("\n".join(summarize_run(out, submission, [])[1]), file=sys.stderr)
+            return 0
+        for k in workers:  # a task's GPU and job ids from an earlier run would mislead status
+            if os.path.exists(layout.slurm_task_file(out, k)):
+                os.remove(layout.slurm_task_file(out, k))
+        tasks, error = _queue(spec, opts, workers, max_array, time_min)
+        submission.update(job_ids=sorted({t["job_id"] for t in tasks}, key=int), tasks=tasks)
+        if tasks:
+            add_submission(out, submission)
+    finally:
+        lock.release()  # the tasks take it shared while they run
+    if tasks:
+        _print_submitted(spec, opts, submission)
+    if error:
+        queued = {t["worker"] for t in tasks}
+        left = describe_workers([k for k in workers if k not in queued])
+        print(f"error: sbatch refused the job for tasks {left}: {error}", file=sys.stderr)
+        if tasks:
+            print("The tasks above are queued; once they end, rerun the same command to queue the rest.",
+                  file=sys.stderr)
+        return 1
+    if not opts.wait:
+        print("\n".join(follow_hints(out)))
+        return 0
+    return follow_run(out)

@@ -1,0 +1,70 @@
+"""logs/slurm_jobs.json: what each SLURM submission into an output folder queued.
+
+    {"submissions": [{"submitted_at": ..., "submitted_unix": ..., "command": ..., "mode": "array",
+                      "num_workers": 8, "num_samples": 5000, "batch_size": 1, "job_ids": ["12", "13"],
+                      "tasks": [{"worker": 0, "slurm_id": "12_0", "job_id": "12", "rank": 0,
+                                 "stdout": ..., "stderr": ...}, ...]}, ...]}
+
+A task is one worker index: an array task ("12_3") or one rank of a multi-task job ("14", rank 2).
+status, cancel, --wait and reruns all start from here; the last submission is "the run".
+"""
+import os
+
+from gen_worker import layout
+from gen_worker.atomic_files import read_json_if_any, replace_json
+from gen_worker.slurm_queue import SlurmError, queue_states
+
+
+class SlurmJobsAlive(RuntimeError):
+    pass
+
+
+def record_path(output_dir):
+    return os.path.join(output_dir, layout.SLURM_JOBS_FILE)
+
+
+def read_submissions(output_dir):
+    return (read_json_if_any(record_path(output_dir)) or {}).get("submissions", [])
+
+
+def latest_submission(output_dir):
+    submissions = read_submissions(output_dir)
+    return submissions[-1] if submissions else None
+
+
+def add_submission(output_dir, submission):
+    submissions = read_submissions(output_dir)
+    replace_json(record_path(output_dir), {"submissions": submissions + [submission]})
+
+
+def all_slurm_ids(output_dir):
+    return sorted({t["slurm_id"] for s in read_submissions(output_dir) for t in s["tasks"]})
+
+
+def alive_slurm_ids(output_dir):
+    """Recorded tasks that squeue still lists (queued, running, requeued, completing)."""
+    ids = all_slurm_ids(output_dir)
+    states = queue_states(ids)
+    return [i for i in ids if i in states]
+
+
+def refuse_if_jobs_alive(output_dir, required=True):
+    """Refuse to start a run while SLURM jobs of an earlier submission may still write here.
+
+    required=False (local mode): a machine without SLURM commands cannot check, and goes on.
+    """
+    if not os.path.exists(record_path(output_dir)):
+        return
+    try:
+        alive = alive_slurm_ids(output_dir)
+    except SlurmError as err:
+        if required:
+            raise SlurmJobsAlive(
+                f"cannot check whether the SLURM jobs recorded in {output_dir} still run: {err}") from None
+        return
+    if alive:
+        jobs = ", ".join(sorted({i.split("_")[0] for i in alive}))
+        raise SlurmJobsAlive(
+            f"{output_dir} has SLURM jobs still queued or running (job {jobs}); follow them with "
+            f"`python submit.py status --output_dir {output_dir}`, or stop them with "
+            f"`python submit.py cancel --output_dir {output_dir}`, then rerun")

@@ -1,0 +1,251 @@
+"""The tasks of a SLURM run, seen from the output folder: status, cancel, and --wait's bars.
+
+Liveness comes from squeue (never from submitit's job.result(), which blocks forever for a job
+that ended without a result when sacct is missing); progress from the files the tasks write.
+A task is finished once it has left squeue, or once it reports done with its summary written.
+
+    python submit.py status --output_dir D [--wait]
+    python submit.py cancel --output_dir D [--task K ...]
+"""
+import argparse
+import os
+import re
+import shlex
+import sys
+import time
+
+from gen_worker import layout
+from gen_worker.atomic_files import read_json_if_any
+from gen_worker.progress import read_progress
+from gen_worker.progress_bars import ProgressBars
+from gen_worker.run_record import existing_images, read_manifest
+from gen_worker.run_summary import final_lines, read_worker_summary, write_run_summary
+from gen_worker.sharding import worker_blocks
+from gen_worker.slurm_queue import SlurmError, cancel, queue_states
+from gen_worker.slurm_record import latest_submission
+
+SQUEUE_EVERY_SECONDS = 3.0
+# Tasks report done a moment before their jobs leave squeue; wait that long (at most) so that a
+# rerun right after --wait is not refused as "still running".
+LEAVE_QUEUE_GRACE_SECONDS = 30
+CANCEL_WAIT_SECONDS = 30
+# slurmstepd's line in a task's stderr when SLURM ends it, e.g.
+# "slurmstepd: error: *** JOB 12 ON node1 CANCELLED AT 2026-11-26T20:40:01 DUE TO TIME LIMIT ***"
+_SLURM_END = re.compile(r"\*\*\* (?:JOB|STEP) \S+ ON \S+ (.+?) \*\*\*")
+
+
+def worker_files(output_dir, submission):
+    """{worker index: its image file names}, from manifest.csv (status does not reread the CSV)."""
+    manifest = read_manifest(output_dir)
+    n, workers = submission["num_samples"], submission["num_workers"]
+    return {k: [manifest[i]["file_name"] for block in worker_blocks(n, k, workers, submission["batch_size"])
+                for i in block] for k in range(workers)}
+
+
+def _ended_reason(task, progress):
+    """Why a task left the queue unfinished: SLURM's own line in its stderr, else what it last said."""
+    try:
+        with open(task["stderr"], "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        tail = ""
+    found = _SLURM_END.findall(tail)
+    if found:
+        return f"SLURM: {found[-1]}"
+    last = next((line.strip() for line in reversed(tail.splitlines())
+                 if line.strip() and not line.startswith(("srun:", "slurmstepd"))), "")
+    said = f": {last[:200]}" if last else ""
+    if not progress:
+        return f"left the queue without starting{said} (log: {task['stderr']})"
+    return f"ended while {progress['state']}{said} (log: {task['stderr']})"
+
+
+def task_views(output_dir, submission, states):
+    """One dict per queued task. states: squeue's answer, or None when squeue could not be asked."""
+    files = worker_files(output_dir, submission)
+    on_disk = existing_images(output_dir)
+    views = []
+    for task in submission["tasks"]:
+        k = task["worker"]
+        progress = read_progress(output_dir, k) or {}
+        gpu = (read_json_if_any(layout.slurm_task_file(output_dir, k)) or {}).get("cuda_visible_devices")
+        queued = None if states is None else states.get(task["slurm_id"])
+        reported_done = progress.get("state") == "done" and read_worker_summary(output_dir, k) is not None
+        finished = reported_done or (states is not None and queued is None)
+        view = {"worker": k, "slurm_id": task["slurm_id"], "task": task, "progress": progress, "queue": queued,
+                "label": f"task {k}" + (f" (GPU {gpu})" if gpu else ""), "gpu": gpu,
+                "done": sum(name in on_disk for name in files[k]), "total": len(files[k]),
+                "finished": finished, "ok": finished and progress.get("state") == "done", "message": ""}
+        if finished and not view["ok"]:
+            view["message"] = (progress.get("message") if progress.get("state") in ("error", "interrupted")
+                               else None) or _ended_reason(task, progress)
+        views.append(view)
+    return views
+
+
+def _queue_or_none(submission):
+    try:
+        return queue_states([t["slurm_id"] for t in submission["tasks"]])
+    except SlurmError as err:
+        print(f"warning: {err}", file=sys.stderr)
+        return None
+
+
+def summarize_run(output_dir, submission, views, finished_at=None):
+    """summary.json for the run (every worker, queued or not) and its final lines."""
+    manifest = read_manifest(output_dir)
+    samples = [_Sample(manifest[i]["file_name"]) for i in range(submission["num_samples"])]
+    files = worker_files(output_dir, submission)
+    by_worker = {v["worker"]: v for v in views}
+    workers = []
+    for k in range(submission["num_workers"]):
+        v = by_worker.get(k)
+        if v is None:  # not queued: all its images were there
+            workers.append({"label": f"task {k}", "slurm_id": None, "exit_code": None, "state": "nothing left",
+                            "skipped": len(files[k])})
+        else:
+            workers.append({"label": v["label"], "slurm_id": v["slurm_id"], "exit_code": 0 if v["ok"] else 1,
+                            "message": v["message"]})
+    summary = write_run_summary(output_dir, samples, workers, submission["submitted_unix"], submission["command"],
+                                finished=finished_at)
+    return summary, final_lines(summary)
+
+
+class _Sample:  # what write_run_summary needs of a sample
+    def __init__(self, file_name):
+        self.file_name = file_name
+
+
+def _exit_status(summary, views):
+    ok = summary["missing"] == 0 and summary["failed"] == 0 and all(v["ok"] for v in views)
+    return 0 if ok else 1
+
+
+def follow_hints(output_dir):
+    d = shlex.quote(output_dir)
+    return [f"  follow: python submit.py status --output_dir {d} --wait",
+            f"  cancel: python submit.py cancel --output_dir {d}"]
+
+
+def follow_run(output_dir):
+    """One bar per task until every task is finished; then summary.json and the final lines.
+    Ctrl+C detaches: the jobs keep running. Returns the exit status."""
+    submission = latest_submission(output_dir)
+    views = task_views(output_dir, submission, {})
+    bars = ProgressBars(output_dir, [v["label"] for v in views], [v["total"] for v in views],
+                        [v["done"] for v in views], worker_indices=[v["worker"] for v in views])
+    states, next_poll, all_done_at = None, 0.0, None
+    try:
+        while True:
+            if time.monotonic() >= next_poll:
+                states = _queue_or_none(submission)
+                next_poll = time.monotonic() + (1.0 if all_done_at else SQUEUE_EVERY_SECONDS)
+            views = task_views(output_dir, submission, states)
+            notes = {}
+            for position, v in enumerate(views):
+                bars.set_label(position, v["label"])
+                if v["finished"] and not v["ok"]:
+                    notes[position] = f"stopped: {v['message']}"
+                elif v["queue"] and not v["queue"].startswith("RUNNING"):
+                    notes[position] = v["queue"].lower()
+            bars.refresh(notes)
+            if all(v["finished"] for v in views):
+                all_done_at = all_done_at or time.monotonic()
+                if states is not None and not states or time.monotonic() - all_done_at > LEAVE_QUEUE_GRACE_SECONDS:
+                    break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        bars.close()
+        print("\nDetached: the SLURM jobs keep running.", file=sys.stderr)
+        print("\n".join(follow_hints(output_dir)), file=sys.stderr)
+        return 130
+    bars.close()
+    summary, lines = summarize_run(output_dir, submission, views)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return _exit_status(summary, views)
+
+
+def show_status(output_dir):
+    submission = latest_submission(output_dir)
+    states = _queue_or_none(submission)
+    views = task_views(output_dir, submission, states)
+    jobs = ("jobs " if len(submission["job_ids"]) > 1 else "job ") + ", ".join(submission["job_ids"])
+    print(f"SLURM run in {output_dir}: {len(views)} of {submission['num_workers']} tasks queued "
+          f"({submission['mode']} mode) at {submission['submitted_at']}, {jobs}")
+    print(f"  command: {submission['command']}")
+    for v in views:
+        if v["finished"]:
+            state = "done" if v["ok"] else f"stopped: {v['message']}"
+        else:
+            state = v["queue"] or "unknown (squeue did not answer)"
+            if v["progress"].get("state") and v["queue"] and v["queue"].startswith("RUNNING"):
+                state += f", {v['progress']['state']}"
+        failed = v["progress"].get("failed") or 0
+        images = f"{v['done']}/{v['total']} images" + (f", {failed} failed" if failed else "")
+        print(f"  {v['label']:<16} {v['slurm_id']:<10} {images:<24} {state}")
+    others = submission["num_workers"] - len(views)
+    if others:
+        print(f"  ({others} other tasks had nothing left to make and were not queued)")
+    print(f"Logs: {os.path.join(output_dir, layout.LOGS_DIR)}/worker_gpu<task>.log, "
+          f"SLURM output: {os.path.join(output_dir, layout.SUBMITIT_DIR)}/<job id>/")
+    if all(v["finished"] for v in views):
+        last = max([submission["submitted_unix"]] + [v["progress"].get("updated_at") or 0 for v in views])
+        summary, lines = summarize_run(output_dir, submission, views, finished_at=last)
+        print("Finished. " + "\n".join(lines))
+        return _exit_status(summary, views)
+    print("Still running.\n" + "\n".join(follow_hints(output_dir)))
+    return 0
+
+
+def cancel_run(output_dir, workers=None):
+    submission = latest_submission(output_dir)
+    tasks = submission["tasks"]
+    if workers:
+        if submission["mode"] == "tasks":
+            print("error: a tasks-mode job's tasks are cancelled together; leave out --task", file=sys.stderr)
+            return 2
+        unknown = sorted(set(workers) - {t["worker"] for t in tasks})
+        if unknown:
+            print(f"error: task {unknown[0]} was not queued by the last submission", file=sys.stderr)
+            return 2
+        tasks = [t for t in tasks if t["worker"] in workers]
+    states = queue_states([t["slurm_id"] for t in tasks])
+    alive = [t for t in tasks if t["slurm_id"] in states]
+    if not alive:
+        print(f"Nothing to cancel: no task of {output_dir} is queued or running.")
+        return 0
+    # Whole jobs when cancelling everything (one scancel per array), else the array tasks named.
+    ids = sorted({t["job_id"] for t in alive}) if not workers else [t["slurm_id"] for t in alive]
+    cancel(ids)
+    print(f"Cancelled {', '.join(ids)} (tasks {', '.join(str(t['worker']) for t in alive)}).")
+    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+    while time.monotonic() < deadline and any(t["slurm_id"] in queue_states(ids) for t in alive):
+        time.sleep(1)
+    print("Rerun the submit command to make what is missing.")
+    return 0
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog=f"submit.py {argv[0]}", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", required=True, help="the --output_dir of the SLURM run")
+    if argv[0] == "status":
+        parser.add_argument("--wait", action="store_true", help="follow the run with progress bars until it ends")
+    else:
+        parser.add_argument("--task", type=int, nargs="+", default=None, metavar="K",
+                            help="cancel only these tasks (array mode; default: every job of the run)")
+    args = parser.parse_args(argv[1:])
+    output_dir = os.path.abspath(args.output_dir)
+    if latest_submission(output_dir) is None:
+        print(f"error: no SLURM submission is recorded in {output_dir} ({layout.SLURM_JOBS_FILE})", file=sys.stderr)
+        return 2
+    try:
+        if argv[0] == "cancel":
+            return cancel_run(output_dir, args.task)
+        return follow_run(output_dir) if args.wait else show_status(output_dir)
+    except SlurmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
