@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+from gen_worker import layout
 from gen_worker.container import RUNTIMES, ContainerError
 from gen_worker.gpus import visible_gpus
 from gen_worker.model_source import ModelPathError, check_model_path
@@ -246,7 +247,9 @@ def main(argv=None):
             from gen_worker.slurm import slurm_options, submit_to_slurm
             options = slurm_options(args)  # --device auto stays auto: the submit host may have no GPU
             spec, samples = build_spec(args)
-            return submit_to_slurm(spec, samples, options, command, args.allow_settings_change)
+            # submitit's folder is named by its host path in the sbatch script: seen there inside too.
+            container = container_for(args, spec, same_path=[os.path.join(spec.output_dir, layout.SUBMITIT_DIR)])
+            return submit_to_slurm(spec, samples, options, command, args.allow_settings_change, container)
         gpu_ids = local_gpu_ids(args)
         if args.device == "auto":
             args.device = "cpu" if gpu_ids == [""] else "cuda"

@@ -113,3 +113,50 @@ def test_ctrl_c_stops_the_containers_and_removes_them(image, tiny_sd, tmp_path):
     assert [json.load(open(layout.summary_file(out, k)))["state"] for k in (0, 1)] == ["interrupted"] * 2
     assert _leftover_containers(out) == []
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+def test_slurm_array_in_podman_gives_the_same_bytes_owned_by_the_caller(image, slurm_cluster, tiny_sd, reference,
+                                                                       tmp_path):
+    """Each array task's python is the image's (submitit's `python` hook): same bytes as without it."""
+    csv, expected = reference
+    out = str(tmp_path / "out")
+    result = run_submit("--cluster", "slurm", "--gpus", "2", "--cpus_per_task", "1", "--mem_gb", "1", "--time", "15",
+                        "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *FAST,
+                        "--container", image, "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert images_in(out) == expected
+    summaries = [json.load(open(layout.summary_file(out, k))) for k in (0, 1)]
+    assert [s["container"] for s in summaries] == [image, image]
+    assert all(s["slurm_job_id"] and s["host_gpu"].isdigit() for s in summaries)
+    assert len({s["host_gpu"] for s in summaries}) == 2  # one GPU each, as SLURM gave them
+    launcher = os.path.join(out, layout.SUBMITIT_DIR, "container_python.sh")
+    assert f"/bin/bash {launcher} -u -m submitit.core._submit" in "".join(
+        open(os.path.join(root, n)).read() for root, _, names in os.walk(os.path.join(out, layout.SUBMITIT_DIR))
+        for n in names if n.endswith("_submission.sh"))
+    for root, dirs, files in os.walk(out):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(root, name))
+            assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid()), os.path.join(root, name)
+    assert _leftover_containers(out) == []
+
+
+def test_slurm_cancel_removes_the_tasks_container(image, slurm_cluster, tiny_sd, tmp_path):
+    """submitit ignores SIGTERM and SLURM's SIGKILL never reaches a container: the launcher removes it."""
+    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt {i}") for i in range(16)])
+    out = str(tmp_path / "out")
+    slow = ["--device", "cpu", "--num_inference_steps", "20", "--height", "64", "--width", "64", "--dtype", "fp32"]
+    result = run_submit("--cluster", "slurm", "--gpus", "1", "--cpus_per_task", "1", "--mem_gb", "1", "--time", "15",
+                        "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *slow,
+                        "--container", image, "--no_wait")
+    assert result.returncode == 0, result.stderr[-3000:]
+    deadline = time.monotonic() + 180
+    while not images_in(out):
+        assert time.monotonic() < deadline, "no image made"
+        time.sleep(0.2)
+    assert len(_leftover_containers(out)) == 1
+    assert run_submit("cancel", "--output_dir", out).returncode == 0
+    deadline = time.monotonic() + 20
+    while _leftover_containers(out):
+        assert time.monotonic() < deadline, "the container outlived its cancelled task"
+        time.sleep(0.2)
+    assert len(images_in(out)) < 16
