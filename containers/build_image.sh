@@ -10,7 +10,10 @@
 #   --base IMAGE         base image                                  [BASE_IMAGE]
 #   --torch SPEC         pip requirement for torch, empty = keep base's torch   [TORCH_SPEC]
 #   --local-cpu          base localhost/t2i-base:bookworm (built if missing), torch from the local
-#                        CPU wheel (TORCH_SPEC=torch==<wheel version>)          [T2I_LOCAL_CPU=1]
+#                        CPU wheel (TORCH_SPEC=torch==<wheel version>), pinned --pin-from the
+#                        repo's .venv when it exists                           [T2I_LOCAL_CPU=1]
+#   --pin-from PYTHON    install the exact versions that PYTHON's environment has (torch, diffusers,
+#                        transformers, numpy, Pillow, ...): same numbers, same PNG bytes [T2I_PIN_FROM]
 #   --wheels DIR         folder of wheels for pip --find-links during the build (podman only; not
 #                        copied into the image). --local-cpu default: pip's find-links (/opt/wheels)
 #   --engine podman|docker                                           [CONTAINER_ENGINE]
@@ -31,6 +34,8 @@ WHEELS=""
 ENGINE=${CONTAINER_ENGINE:-}
 NETWORK=${T2I_BUILD_NETWORK:-}
 HOST_CA=1
+PIN_FROM=${T2I_PIN_FROM:-}
+PIN_ARGS=()  # before EXTRA: an explicit --build-arg wins
 EXTRA=()
 
 while [ $# -gt 0 ]; do
@@ -45,7 +50,8 @@ while [ $# -gt 0 ]; do
         --no-host-ca) HOST_CA=0 ;;
         --no-cache) EXTRA+=(--no-cache) ;;
         --build-arg) EXTRA+=(--build-arg "$2"); shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --pin-from) PIN_FROM=$2; shift ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -71,7 +77,8 @@ if [ "$LOCAL_CPU" = 1 ]; then
         WHEELS=$(pip config get global.find-links 2>/dev/null || true)
         WHEELS=${WHEELS:-/opt/wheels}
     fi
-    if [ "$TORCH" = __unset__ ]; then
+    if [ -z "$PIN_FROM" ] && [ -x "$REPO/.venv/bin/python" ]; then PIN_FROM=$REPO/.venv/bin/python; fi
+    if [ "$TORCH" = __unset__ ] && [ -z "$PIN_FROM" ]; then
         # newest local CPU torch wheel for the base's python (bookworm: cp311)
         whl=$(ls "$WHEELS"/torch-*-cp311-*linux*_x86_64.whl 2>/dev/null | sort -V | tail -n1 || true)
         if [ -n "$whl" ]; then
@@ -82,6 +89,32 @@ if [ "$LOCAL_CPU" = 1 ]; then
             EXTRA+=(--build-arg "PIP_EXTRA_ARGS=--extra-index-url https://download.pytorch.org/whl/cpu")
         fi
     fi
+fi
+
+# --- pins from a host environment ------------------------------------------------------------------
+if [ -n "$PIN_FROM" ]; then
+    # "torch==V" then "NAME==V ..." for every other distribution (build tools and the project excluded).
+    pins=$("$PIN_FROM" - <<'PYEOF'
+import importlib.metadata as md, re
+found = {}
+for dist in md.distributions():
+    name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
+    if name and name not in ("t2i-batch", "pip", "setuptools", "wheel"):
+        found[name] = dist.version
+print(f"torch=={found.pop('torch')}" if "torch" in found else "torch")
+print(" ".join(f"{n}=={v}" for n, v in sorted(found.items()) if not n.startswith("nvidia-") and n != "triton"))
+PYEOF
+) || { log "--pin-from $PIN_FROM: cannot read its packages"; exit 1; }
+    [ "$TORCH" = __unset__ ] && TORCH=$(head -n1 <<<"$pins")
+    others=$(tail -n1 <<<"$pins")
+    # The Dockerfile's own *_VERSION pins must agree with them.
+    for arg in DIFFUSERS:diffusers TRANSFORMERS:transformers ACCELERATE:accelerate SAFETENSORS:safetensors \
+               SUBMITIT:submitit CLOUDPICKLE:cloudpickle PANDAS:pandas PILLOW:pillow TQDM:tqdm HF_HUB:huggingface-hub; do
+        v=$(tr ' ' '\n' <<<"$others" | sed -n "s/^${arg#*:}==//p")
+        PIN_ARGS+=(--build-arg "${arg%%:*}_VERSION=$v")
+    done
+    PIN_ARGS+=(--build-arg "EXTRA_PINS=$others")
+    log "pinned to $PIN_FROM's versions ($TORCH, $(wc -w <<<"$others") more)"
 fi
 [ "$TORCH" = __unset__ ] && TORCH=""
 
@@ -101,7 +134,7 @@ if [ "$ENGINE" = podman ]; then
 elif [ -n "$WHEELS" ]; then
     log "docker build cannot mount $WHEELS; torch comes from the index (set --torch/--build-arg PIP_EXTRA_ARGS)"
 fi
-ARGS+=("${EXTRA[@]}" "$REPO")
+ARGS+=("${PIN_ARGS[@]}" "${EXTRA[@]}" "$REPO")
 
 log "$ENGINE ${ARGS[*]}"
 start=$(date +%s.%N)

@@ -15,6 +15,8 @@
 #   DIFFUSERS_VERSION TRANSFORMERS_VERSION ACCELERATE_VERSION SAFETENSORS_VERSION SUBMITIT_VERSION
 #   CLOUDPICKLE_VERSION PANDAS_VERSION PILLOW_VERSION TQDM_VERSION HF_HUB_VERSION
 #                  "1.2.3" -> ==1.2.3; ">=1.2" (any operator) used as is; empty -> unpinned
+#   EXTRA_PINS     more constraints, space-separated ("numpy==2.4.6 tokenizers==0.23.3"; empty or
+#                  "none": nothing): build_image.sh --pin-from copies a host environment's versions
 #   /build-extra   optional build-time mount (podman build -v ...:/build-extra:ro), nothing of it
 #                  stays in the image: wheels/ -> pip --find-links, ca.crt -> CA bundle for pip
 #                  (hosts behind a TLS-intercepting proxy)
@@ -76,6 +78,7 @@ deps)
               huggingface-hub:${HF_HUB_VERSION:-}; do
         spec "${kv%%:*}" "${kv#*:}"
     done >> "$CONSTRAINTS"
+    [ "${EXTRA_PINS:-none}" = none ] || echo "$EXTRA_PINS" | tr -s ' ' '\n' | grep . >> "$CONSTRAINTS"
     echo "[install] constraints:"; sed 's/^/    /' "$CONSTRAINTS"
 
     # Requirements = pyproject's [project].dependencies (single source of truth) + cloudpickle

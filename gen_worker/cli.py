@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+from gen_worker import layout
+from gen_worker.container import RUNTIMES, ContainerError
 from gen_worker.gpus import visible_gpus
 from gen_worker.model_source import ModelPathError, check_model_path
 from gen_worker.prompts import PromptsError, fingerprint, load_samples
@@ -82,6 +84,7 @@ def build_parser():
                        help="channels-last memory format for convolutional denoisers and VAEs (UNet models)")
     speed.add_argument("--vae_slicing", action="store_true",
                        help="decode the images of a batch one at a time: less memory at large --batch_size")
+    _add_container_arguments(parser)
     _add_slurm_arguments(parser)
     return parser
 
@@ -130,6 +133,19 @@ def _check_mode_flags(args, parser):
         given.append("--wait" if args.wait else "--no_wait")
     if given:
         raise UsageError(f"{', '.join(given)} only applies to --cluster slurm")
+
+
+def _add_container_arguments(parser):
+    box = parser.add_argument_group("containers (every worker runs inside the image; see containers/README.md)")
+    box.add_argument("--container", default=None, metavar="IMAGE",
+                     help="image to run the workers in: an Apptainer .sif file or a docker/podman image "
+                          "(e.g. t2i-batch:latest, built by containers/build_image.sh); default: no container")
+    box.add_argument("--container_runtime", choices=("auto", *RUNTIMES), default="auto",
+                     help="auto: apptainer (or singularity) for a .sif file, else podman if installed, else docker")
+    box.add_argument("--container_bind", action="append", default=[], metavar="SRC[:DST]",
+                     help="one more host path to show inside the container (repeatable); the output dir, the "
+                          "prompts CSV, the model folder and the Hugging Face cache are bound at their own paths, "
+                          "a bind that covers one of them with another DST moves it there")
 
 
 def _check_numbers(args):
@@ -204,6 +220,16 @@ def local_gpu_ids(args):
     return found
 
 
+def container_for(args, spec, same_path=()):
+    """The checked Container of --container (None without it); ContainerError when it cannot work."""
+    if not args.container:
+        if args.container_runtime != "auto" or args.container_bind:
+            raise UsageError("--container_runtime and --container_bind need --container IMAGE")
+        return None
+    from gen_worker.container import prepare
+    return prepare(args.container, args.container_runtime, args.container_bind, spec, args.cluster, same_path)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("status", "cancel"):
@@ -221,7 +247,9 @@ def main(argv=None):
             from gen_worker.slurm import slurm_options, submit_to_slurm
             options = slurm_options(args)  # --device auto stays auto: the submit host may have no GPU
             spec, samples = build_spec(args)
-            return submit_to_slurm(spec, samples, options, command, args.allow_settings_change)
+            # submitit's folder is named by its host path in the sbatch script: seen there inside too.
+            container = container_for(args, spec, same_path=[os.path.join(spec.output_dir, layout.SUBMITIT_DIR)])
+            return submit_to_slurm(spec, samples, options, command, args.allow_settings_change, container)
         gpu_ids = local_gpu_ids(args)
         if args.device == "auto":
             args.device = "cpu" if gpu_ids == [""] else "cuda"
@@ -230,13 +258,14 @@ def main(argv=None):
         # Checked first (running tasks hold the lock, whose message would name their long-gone
         # submitter), and again under the lock.
         refuse_if_jobs_alive(spec.output_dir, required=False)
+        container = container_for(args, spec)
         lock = prepare_output_dir(spec, samples, args.allow_settings_change,
                                   check=lambda: refuse_if_jobs_alive(spec.output_dir, required=False))
-    except (UsageError, SettingsMismatch, OutputDirBusy, SlurmJobsAlive) as err:
+    except (UsageError, SettingsMismatch, OutputDirBusy, SlurmJobsAlive, ContainerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from gen_worker.local import run_local
     try:
-        return run_local(spec, samples, gpu_ids, lock, command)
+        return run_local(spec, samples, gpu_ids, lock, command, container)
     finally:
         lock.release()

@@ -26,19 +26,40 @@ def _die_with_parent():
         pass
 
 
-def start_worker(spec_path, output_dir, worker_index, num_workers, cuda_visible_devices):
+def start_worker(spec_path, output_dir, worker_index, num_workers, cuda_visible_devices, container=None, name=None):
+    """One worker process; with a container, `name` is the container's (so that it can be removed)."""
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=cuda_visible_devices, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    where = ""
+    if container is None:
+        python = [sys.executable]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    else:  # the image's own Python environment: apptainer would pass these through
+        python = container.prefix(cuda_visible_devices, name, label=output_dir)
+        spec_path = container.path(spec_path)
+        for key in ("PYTHONPATH", "PYTHONHOME"):
+            env.pop(key, None)
+        where = f" in {container.runtime} {container.image}" + (f" ({name})" if name else "")
     log_path = layout.worker_log(output_dir, worker_index)
     with open(log_path, "ab") as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} worker {worker_index}/{num_workers} "
-                  f"CUDA_VISIBLE_DEVICES={cuda_visible_devices}\n".encode())
+                  f"CUDA_VISIBLE_DEVICES={cuda_visible_devices}{where}\n".encode())
         log.flush()
         return subprocess.Popen(
-            [sys.executable, "-m", "gen_worker", "--spec", spec_path,
+            [*python, "-m", "gen_worker", "--spec", spec_path,
              "--worker_index", str(worker_index), "--num_workers", str(num_workers)],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent)
+
+
+def remove_containers(container, names):
+    """A killed `podman/docker run` client leaves its container running: remove it by name."""
+    command = container.remove_command(names) if container else None
+    if command:
+        try:
+            subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
 
 
 def stop_workers(procs):
@@ -63,13 +84,16 @@ def _tail(path, lines=15):
         return []
 
 
-def run_local(spec, samples, gpu_ids, lock, command):
-    """Run one worker per entry of gpu_ids (a CUDA_VISIBLE_DEVICES value each); returns the exit status."""
+def run_local(spec, samples, gpu_ids, lock, command, container=None):
+    """Run one worker per entry of gpu_ids (a CUDA_VISIBLE_DEVICES value each), each inside
+    `container` if given (a container.Container); returns the exit status."""
     started = time.time()
     output_dir = spec.output_dir
     num_workers = len(gpu_ids)
     spec_path = os.path.join(output_dir, layout.LOGS_DIR, "spec.json")
-    replace_file(spec_path, spec.to_json().encode("utf-8"))
+    worker_spec = container.inside_spec(spec) if container else spec
+    replace_file(spec_path, worker_spec.to_json().encode("utf-8"))
+    names = [container.new_name(k) if container else None for k in range(num_workers)]
     labels = [f"GPU {g}" if g else "CPU" for g in gpu_ids]
     on_disk = existing_images(output_dir)
     blocks = [worker_blocks(len(samples), k, num_workers, spec.batch_size) for k in range(num_workers)]
@@ -77,7 +101,8 @@ def run_local(spec, samples, gpu_ids, lock, command):
     done = [sum(samples[i].file_name in on_disk for b in bs for i in b) for bs in blocks]
 
     lock.downgrade_to_shared()  # workers share it; a second submitter is still refused
-    procs = [start_worker(spec_path, output_dir, k, num_workers, g) for k, g in enumerate(gpu_ids)]
+    procs = [start_worker(spec_path, output_dir, k, num_workers, g, container, names[k])
+             for k, g in enumerate(gpu_ids)]
     bars = ProgressBars(output_dir, labels, totals, done)
     interrupted = False
     try:
@@ -90,6 +115,8 @@ def run_local(spec, samples, gpu_ids, lock, command):
     finally:
         bars.refresh()
         bars.close()
+        if interrupted or any(p.returncode != 0 for p in procs):
+            remove_containers(container, names)
 
     workers = [{"label": label, "gpu_id": g, "exit_code": p.returncode} for label, g, p in zip(labels, gpu_ids, procs)]
     summary = write_run_summary(output_dir, samples, workers, started, command, interrupted)

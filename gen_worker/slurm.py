@@ -22,6 +22,7 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 from gen_worker import layout
 from gen_worker.cli import UsageError
+from gen_worker.container_slurm import write_launcher
 from gen_worker.run_record import existing_images, prepare_output_dir
 from gen_worker.sharding import worker_blocks
 from gen_worker.slurm_queue import SlurmError, max_array_size, partition_time_limit, test_submission
@@ -156,9 +157,11 @@ def _submitit_folder(output_dir):
     return os.path.join(output_dir, layout.SUBMITIT_DIR, "%j")  # one folder per job (array task)
 
 
-def _executor(output_dir, params):
+def _executor(output_dir, params, python=None):
+    """python: the command that runs python in each task (default: this Python)."""
     try:
-        executor = submitit.SlurmExecutor(folder=_submitit_folder(output_dir), max_num_timeout=MAX_TIMEOUT_REQUEUES)
+        executor = submitit.SlurmExecutor(folder=_submitit_folder(output_dir), max_num_timeout=MAX_TIMEOUT_REQUEUES,
+                                          python=python)
     except RuntimeError as err:  # no srun
         raise UsageError(f"--cluster slurm: {err}") from None
     executor.update_parameters(**params)
@@ -195,17 +198,21 @@ def workers_with_work(samples, num_workers, batch_size, on_disk):
                    for i in b)]
 
 
-def _queue(spec, opts, workers, max_array, time_min):
+def _queue(spec, opts, workers, max_array, time_min, container=None):
     """Submit the jobs; returns (tasks, error): what was queued, and why the rest was not."""
     tasks = []
+    task_spec, python = spec, None
+    if container is not None:  # the image's python runs the task, given the paths as it sees them
+        task_spec = container.inside_spec(spec)
+        python = write_launcher(container, spec.output_dir, os.path.join(spec.output_dir, layout.SUBMITIT_DIR))
     for chunk, params in _jobs_plan(opts, workers, max_array, time_min):
-        executor = _executor(spec.output_dir, params)
+        executor = _executor(spec.output_dir, params, python)
         try:
             with submitit.helpers.clean_env():  # from inside a job: do not inherit its allocation
                 if opts.mode == "tasks":
-                    jobs = [executor.submit(SlurmTask(spec, opts.gpus, rank_workers=chunk))] * len(chunk)
+                    jobs = [executor.submit(SlurmTask(task_spec, opts.gpus, rank_workers=chunk))] * len(chunk)
                 else:
-                    jobs = executor.map_array(SlurmTask(spec, opts.gpus), chunk)
+                    jobs = executor.map_array(SlurmTask(task_spec, opts.gpus), chunk)
         except Exception as err:  # sbatch refused (submitit raises its own error types)
             return tasks, " ".join(str(err).split())[:500]
         for rank, (worker, job) in enumerate(zip(chunk, jobs)):
@@ -240,8 +247,9 @@ def _print_submitted(spec, opts, submission):
     sys.stdout.flush()
 
 
-def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False):
-    """Check, prepare the folder, queue what is missing; then follow it (--wait) or return. Exit status."""
+def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False, container=None):
+    """Check, prepare the folder, queue what is missing; then follow it (--wait) or return. Exit status.
+    `container` (a checked container.Container): every task runs inside it."""
     from gen_worker.slurm_status import follow_hints, follow_run, summarize_run
 
     out = spec.output_dir
@@ -254,7 +262,8 @@ def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False):
         workers = workers_with_work(samples, opts.gpus, spec.batch_size, existing_images(out))
         submission = {"submitted_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
                       "submitted_unix": started, "command": command, "mode": opts.mode, "num_workers": opts.gpus,
-                      "num_samples": len(samples), "batch_size": spec.batch_size, "job_ids": [], "tasks": []}
+                      "num_samples": len(samples), "batch_size": spec.batch_size,
+                      "container": container.image if container else None, "job_ids": [], "tasks": []}
         if not workers:
             print(f"Nothing to submit: every image is in {out}.")
             print("\n".join(summarize_run(out, submission, [])[1]), file=sys.stderr)
@@ -262,7 +271,7 @@ def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False):
         for k in workers:  # a task's GPU and job ids from an earlier run would mislead status
             if os.path.exists(layout.slurm_task_file(out, k)):
                 os.remove(layout.slurm_task_file(out, k))
-        tasks, error = _queue(spec, opts, workers, max_array, time_min)
+        tasks, error = _queue(spec, opts, workers, max_array, time_min, container)
         submission.update(job_ids=sorted({t["job_id"] for t in tasks}, key=int), tasks=tasks)
         if tasks:
             add_submission(out, submission)

@@ -70,7 +70,8 @@ def task_views(output_dir, submission, states):
     for task in submission["tasks"]:
         k = task["worker"]
         progress = read_progress(output_dir, k) or {}
-        gpu = (read_json_if_any(layout.slurm_task_file(output_dir, k)) or {}).get("cuda_visible_devices")
+        started = read_json_if_any(layout.slurm_task_file(output_dir, k)) or {}
+        gpu = started.get("host_gpu", started.get("cuda_visible_devices"))
         queued = None if states is None else states.get(task["slurm_id"])
         reported_done = progress.get("state") == "done" and read_worker_summary(output_dir, k) is not None
         finished = reported_done or (states is not None and queued is None)

@@ -53,7 +53,9 @@ def _log_to_worker_file(output_dir, worker_index):
 
 def _record_task(output_dir, worker_index, gpu):
     env = os.environ
+    # host_gpu: the host's index, also in a docker/podman container (where the GPU is renumbered 0).
     info = {"worker_index": worker_index, "host": socket.gethostname(), "cuda_visible_devices": gpu,
+            "host_gpu": env.get("T2I_HOST_GPU", gpu),
             "slurm_job_id": env.get("SLURM_JOB_ID"), "array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
             "array_task_id": env.get("SLURM_ARRAY_TASK_ID"), "procid": env.get("SLURM_PROCID"),
             "restart_count": int(env.get("SLURM_RESTART_COUNT", "0")), "started_at": time.time()}

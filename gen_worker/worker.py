@@ -79,7 +79,10 @@ def run_worker(spec, worker_index, num_workers, pipe=None):
     output_dir = spec.output_dir
     progress = WorkerProgress(output_dir, worker_index, num_workers)
     summary = {"worker_index": worker_index, "num_workers": num_workers, "hostname": socket.gethostname(),
-               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "batch_size": spec.batch_size,
+               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+               # In a docker/podman container the GPU is renumbered 0: the submitter passes the host's id.
+               "host_gpu": os.environ.get("T2I_HOST_GPU", os.environ.get("CUDA_VISIBLE_DEVICES")),
+               "container": os.environ.get("T2I_CONTAINER"), "batch_size": spec.batch_size,
                "import_seconds": 0.0, "load_seconds": 0.0, "generate_seconds": 0.0}
     lock = RunLock(output_dir)
     lock.acquire_shared()
