@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from evaluation.errors import EvaluationError, run_cli
+from evaluation.errors import EvaluationError, read_json_file, run_cli
 
 
 @dataclass
@@ -94,14 +93,7 @@ def parse_coco_captions(data: Any, source: str = "captions file") -> CocoCaption
 
 def load_coco_captions(path: str) -> CocoCaptions:
     """Read and validate a COCO captions annotation JSON file."""
-    if not os.path.isfile(path):
-        raise EvaluationError(f"captions file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EvaluationError(f"captions file is not valid JSON: {path} ({exc})") from None
-    return parse_coco_captions(data, source=path)
+    return parse_coco_captions(read_json_file(path, "captions file"), source=path)
 
 
 def eligible_image_ids(coco: CocoCaptions) -> list[Any]:

@@ -6,6 +6,8 @@ with a one-line message; the CLIs print it as ``error: <message>`` and exit with
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -21,3 +23,14 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     except EvaluationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def read_json_file(path: str, what: str):
+    """The parsed content of a JSON file, or an EvaluationError naming `what` it should have been."""
+    if not os.path.isfile(path):
+        raise EvaluationError(f"{what} not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"{what} is not valid JSON: {path} ({exc})") from None

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from evaluation import generated as gen
-from evaluation.errors import EvaluationError, run_cli
+from evaluation.errors import EvaluationError, read_json_file, run_cli
 
 
 def check_out_dir(out_dir: str, generated_dir: str) -> None:
@@ -33,13 +33,7 @@ def check_out_dir(out_dir: str, generated_dir: str) -> None:
 
 
 def load_metrics(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise EvaluationError(f"metrics file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EvaluationError(f"metrics file is not valid JSON: {path} ({exc})") from None
+    data = read_json_file(path, "metrics file")
     if not isinstance(data, dict):
         raise EvaluationError(f"metrics file {path} does not hold a JSON object")
     return data

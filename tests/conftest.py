@@ -80,11 +80,15 @@ def slurm_unavailable_reason():
     return None
 
 
+def skip_unless_required(reason, required_by):
+    """Skip with the reason; but fail when CI sets required_by=1 (it must never skip these tests)."""
+    if reason:
+        if os.environ.get(required_by) == "1":
+            pytest.fail(f"{required_by}=1 but {reason}")
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """Skips a test that needs a SLURM cluster when none answers; fails instead under T2I_REQUIRE_SLURM=1 (CI)."""
-    reason = slurm_unavailable_reason()
-    if reason:
-        if os.environ.get("T2I_REQUIRE_SLURM") == "1":
-            pytest.fail(f"T2I_REQUIRE_SLURM=1 but {reason}")
-        pytest.skip(reason)
+    skip_unless_required(slurm_unavailable_reason(), "T2I_REQUIRE_SLURM")

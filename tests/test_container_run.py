@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, write_prompts
+from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, skip_unless_required, write_prompts
 from gen_worker import layout
 from gen_worker.container import Container
 from gen_worker.container_binds import Bind
@@ -38,11 +38,7 @@ def _build(*command):
 
 @pytest.fixture(scope="session")
 def image():
-    reason = _podman_missing()
-    if reason:
-        if os.environ.get("T2I_REQUIRE_CONTAINERS") == "1":
-            pytest.fail(f"T2I_REQUIRE_CONTAINERS=1 but {reason}")
-        pytest.skip(reason)
+    skip_unless_required(_podman_missing(), "T2I_REQUIRE_CONTAINERS")
     _build("containers/build_base_image.sh")  # cached: returns at once when the base exists
     _build("containers/build_image.sh", "--local-cpu", "--pin-from", sys.executable, "-t", IMAGE)
     return IMAGE
