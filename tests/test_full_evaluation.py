@@ -36,15 +36,19 @@ def _run(env):
                           capture_output=True, text=True, timeout=900)
 
 
-def test_full_evaluation_end_to_end_and_resume(tmp_path, tiny_sd):
+def _env(tmp_path, model, **extra):
     captions, images_dir = _tiny_coco(tmp_path)
+    return dict(os.environ, PYTHON=sys.executable, MODEL_PATH=model, OUTPUT_DIR=str(tmp_path / "eval"),
+                NUM_SAMPLES="4", COCO_CAPTIONS=captions, COCO_IMAGES=images_dir,
+                REFERENCE_STATS=str(tmp_path / "ref_stats.npz"),
+                INCEPTION_WEIGHTS=save_tiny_inception(str(tmp_path / "inception.pt")),
+                CLIP_MODEL=save_tiny_clip(str(tmp_path / "clip")), DEVICE="cpu", NUM_INFERENCE_STEPS="2",
+                HEIGHT="64", WIDTH="64", DTYPE="fp32", METRICS_DEVICE="cpu", METRICS_BATCH_SIZE="4", **extra)
+
+
+def test_full_evaluation_end_to_end_and_resume(tmp_path, tiny_sd):
+    env = _env(tmp_path, tiny_sd, USE_MULTIGPU="true", GPU_IDS="0 1")
     out = tmp_path / "eval"
-    env = dict(os.environ, PYTHON=sys.executable, MODEL_PATH=tiny_sd, OUTPUT_DIR=str(out), NUM_SAMPLES="4",
-               COCO_CAPTIONS=captions, COCO_IMAGES=images_dir, REFERENCE_STATS=str(tmp_path / "ref_stats.npz"),
-               INCEPTION_WEIGHTS=save_tiny_inception(str(tmp_path / "inception.pt")),
-               CLIP_MODEL=save_tiny_clip(str(tmp_path / "clip")),
-               USE_MULTIGPU="true", GPU_IDS="0 1", DEVICE="cpu", NUM_INFERENCE_STEPS="2", HEIGHT="64", WIDTH="64",
-               DTYPE="fp32", METRICS_DEVICE="cpu", METRICS_BATCH_SIZE="4")
     result = _run(env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
@@ -71,6 +75,19 @@ def test_full_evaluation_end_to_end_and_resume(tmp_path, tiny_sd):
     assert (summary["generated"], summary["skipped"]) == (0, 4)
     again = json.loads((out / "metrics.json").read_text())
     assert again["fid"] == metrics["fid"] and again["clip_score"] == metrics["clip_score"]
+
+
+def test_full_evaluation_on_slurm(tmp_path, tiny_sd, slurm_cluster):
+    env = _env(tmp_path, tiny_sd, CLUSTER="slurm", GPUS="2", SLURM_ARGS="--cpus_per_task 1 --mem_gb 1")
+    result = _run(env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    out = tmp_path / "eval"
+    summary = json.loads((out / "images" / "summary.json").read_text())
+    assert (summary["num_workers"], summary["generated"], summary["missing"]) == (2, 4, 0)
+    assert all(w.get("slurm_job_id") for w in summary["workers"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fid"] > 0 and 0 <= metrics["clip_score"] <= 100
+    assert (out / "report" / "report.html").exists()
 
 
 def test_missing_settings_are_refused_before_any_work(tmp_path):
