@@ -40,7 +40,8 @@ def test_bad_prompts_and_settings(tmp_path, tiny_sd, content, extra, message):
     csv.write_text(content, encoding="utf-8")
     result, seconds = _submit(str(csv), str(tmp_path / "out"), tiny_sd, *extra)
     _assert_refused(result, seconds, message)
-    assert not any(n.endswith(".png") for n in os.listdir(tmp_path / "out")) if (tmp_path / "out").exists() else True
+    out = tmp_path / "out"
+    assert not out.exists() or not any(n.endswith(".png") for n in os.listdir(out))
 
 
 def test_missing_and_unreadable_csv(tmp_path, tiny_sd):
