@@ -10,8 +10,8 @@ from gen_worker import layout
 from gen_worker.atomic_files import replace_file
 from gen_worker.progress_bars import ProgressBars
 from gen_worker.run_record import existing_images
-from gen_worker.run_summary import final_lines, write_run_summary
-from gen_worker.sharding import worker_blocks
+from gen_worker.run_summary import exit_status, final_lines, write_run_summary
+from gen_worker.sharding import worker_indices
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP_GRACE_SECONDS = 10
@@ -96,9 +96,9 @@ def run_local(spec, samples, gpu_ids, lock, command, container=None):
     names = [container.new_name(k) if container else None for k in range(num_workers)]
     labels = [f"GPU {g}" if g else "CPU" for g in gpu_ids]
     on_disk = existing_images(output_dir)
-    blocks = [worker_blocks(len(samples), k, num_workers, spec.batch_size) for k in range(num_workers)]
-    totals = [sum(len(b) for b in bs) for bs in blocks]
-    done = [sum(samples[i].file_name in on_disk for b in bs for i in b) for bs in blocks]
+    shares = [worker_indices(len(samples), k, num_workers, spec.batch_size) for k in range(num_workers)]
+    totals = [len(share) for share in shares]
+    done = [sum(samples[i].file_name in on_disk for i in share) for share in shares]
 
     lock.downgrade_to_shared()  # workers share it; a second submitter is still refused
     procs = [start_worker(spec_path, output_dir, k, num_workers, g, container, names[k])
@@ -119,7 +119,7 @@ def run_local(spec, samples, gpu_ids, lock, command, container=None):
             remove_containers(container, names)
 
     workers = [{"label": label, "gpu_id": g, "exit_code": p.returncode} for label, g, p in zip(labels, gpu_ids, procs)]
-    summary = write_run_summary(output_dir, samples, workers, started, command, interrupted)
+    summary = write_run_summary(output_dir, [s.file_name for s in samples], workers, started, command, interrupted)
     for k, w in enumerate(workers):
         if w["exit_code"] not in (0, None) and not interrupted:
             print(f"---- last lines of {w['label']}'s log:", file=sys.stderr)
@@ -128,5 +128,4 @@ def run_local(spec, samples, gpu_ids, lock, command, container=None):
         print(line, file=sys.stderr)
     if interrupted:
         return 130
-    ok = summary["missing"] == 0 and summary["failed"] == 0 and all(w["exit_code"] == 0 for w in workers)
-    return 0 if ok else 1
+    return exit_status(summary, all(w["exit_code"] == 0 for w in workers))

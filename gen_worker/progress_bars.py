@@ -24,10 +24,9 @@ class ProgressBars:
         self.worker_indices = list(range(len(labels))) if worker_indices is None else list(worker_indices)
         file = file or sys.stderr
         self.interactive = file.isatty()
-        interactive = self.interactive
         self.bars = [
             tqdm(total=total, initial=done, desc=label, position=k, file=file, bar_format=BAR_FORMAT,
-                 dynamic_ncols=interactive, mininterval=0.2 if interactive else 30, leave=True)
+                 dynamic_ncols=self.interactive, mininterval=0.2 if self.interactive else 30, leave=True)
             for k, (label, total, done) in enumerate(zip(labels, totals, already_done))
         ]
         for bar, done in zip(self.bars, already_done):

@@ -12,13 +12,14 @@ def read_worker_summary(output_dir, worker_index):
     return read_json_if_any(layout.summary_file(output_dir, worker_index))
 
 
-def write_run_summary(output_dir, samples, workers, started, command, interrupted=False, finished=None):
-    """workers: one dict per worker with at least 'label' and 'exit_code' (None while unknown).
+def write_run_summary(output_dir, file_names, workers, started, command, interrupted=False, finished=None):
+    """file_names: every sample's image name; workers: one dict per worker with at least 'label'
+    and 'exit_code' (None while unknown).
 
     finished: when the run ended (default: now), for a summary written after the fact.
     """
     on_disk = existing_images(output_dir)
-    missing = [s for s in samples if s.file_name not in on_disk]
+    missing = [name for name in file_names if name not in on_disk]
     per_worker = []
     for k, info in enumerate(workers):
         summary = read_worker_summary(output_dir, k) or {"worker_index": k, "state": "no summary (crashed?)", **info}
@@ -28,7 +29,7 @@ def write_run_summary(output_dir, samples, workers, started, command, interrupte
     wall = finished - started
     summary = {
         "command": command, "output_dir": output_dir, "num_workers": len(workers),
-        "num_samples": len(samples), "missing": len(missing), **totals,
+        "num_samples": len(file_names), "missing": len(missing), **totals,
         "failed_files": [os.path.basename(layout.failed_file(output_dir, k))
                          for k in range(len(workers)) if os.path.exists(layout.failed_file(output_dir, k))],
         "interrupted": interrupted, "wall_seconds": round(wall, 3),
@@ -61,6 +62,11 @@ def final_lines(summary):
         lines.append(f"Run {why}: {summary['missing']} images missing. Rerun the same command to make only those:")
         lines.append(f"  {summary['command']}")
     return lines
+
+
+def exit_status(summary, workers_ok):
+    """0 only when every image is on disk, no sample failed and every worker ended well; else 1."""
+    return 0 if summary["missing"] == 0 and summary["failed"] == 0 and workers_ok else 1
 
 
 def command_line(argv):

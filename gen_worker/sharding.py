@@ -14,5 +14,6 @@ def worker_blocks(num_samples, worker_index, num_workers, block_size=1):
             for start in range(worker_index * block_size, num_samples, stride)]
 
 
-def worker_sample_count(num_samples, worker_index, num_workers, block_size=1):
-    return sum(len(b) for b in worker_blocks(num_samples, worker_index, num_workers, block_size))
+def worker_indices(num_samples, worker_index, num_workers, block_size=1):
+    """Every sample index of one worker, in the order it makes them."""
+    return [i for block in worker_blocks(num_samples, worker_index, num_workers, block_size) for i in block]

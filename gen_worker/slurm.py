@@ -24,7 +24,7 @@ from gen_worker import layout
 from gen_worker.cli import UsageError
 from gen_worker.container_slurm import write_launcher
 from gen_worker.run_record import existing_images, prepare_output_dir
-from gen_worker.sharding import worker_blocks
+from gen_worker.sharding import worker_indices
 from gen_worker.slurm_queue import SlurmError, max_array_size, partition_time_limit, test_submission
 from gen_worker.slurm_record import add_submission, refuse_if_jobs_alive
 from gen_worker.slurm_task import SlurmTask
@@ -194,8 +194,7 @@ def check_with_cluster(spec, opts):
 def workers_with_work(samples, num_workers, batch_size, on_disk):
     """Worker indices that still have an image to make (the others are not queued)."""
     return [k for k in range(num_workers)
-            if any(samples[i].file_name not in on_disk for b in worker_blocks(len(samples), k, num_workers, batch_size)
-                   for i in b)]
+            if any(samples[i].file_name not in on_disk for i in worker_indices(len(samples), k, num_workers, batch_size))]
 
 
 def _queue(spec, opts, workers, max_array, time_min, container=None):

@@ -19,8 +19,8 @@ from gen_worker.atomic_files import read_json_if_any
 from gen_worker.progress import read_progress
 from gen_worker.progress_bars import ProgressBars
 from gen_worker.run_record import existing_images, read_manifest
-from gen_worker.run_summary import final_lines, read_worker_summary, write_run_summary
-from gen_worker.sharding import worker_blocks
+from gen_worker.run_summary import exit_status, final_lines, read_worker_summary, write_run_summary
+from gen_worker.sharding import worker_indices
 from gen_worker.slurm_queue import SlurmError, cancel, queue_states
 from gen_worker.slurm_record import latest_submission
 
@@ -38,8 +38,8 @@ def worker_files(output_dir, submission):
     """{worker index: its image file names}, from manifest.csv (status does not reread the CSV)."""
     manifest = read_manifest(output_dir)
     n, workers = submission["num_samples"], submission["num_workers"]
-    return {k: [manifest[i]["file_name"] for block in worker_blocks(n, k, workers, submission["batch_size"])
-                for i in block] for k in range(workers)}
+    return {k: [manifest[i]["file_name"] for i in worker_indices(n, k, workers, submission["batch_size"])]
+            for k in range(workers)}
 
 
 def _ended_reason(task, progress):
@@ -97,7 +97,7 @@ def _queue_or_none(submission):
 def summarize_run(output_dir, submission, views, finished_at=None):
     """summary.json for the run (every worker, queued or not) and its final lines."""
     manifest = read_manifest(output_dir)
-    samples = [_Sample(manifest[i]["file_name"]) for i in range(submission["num_samples"])]
+    file_names = [manifest[i]["file_name"] for i in range(submission["num_samples"])]
     files = worker_files(output_dir, submission)
     by_worker = {v["worker"]: v for v in views}
     workers = []
@@ -109,19 +109,9 @@ def summarize_run(output_dir, submission, views, finished_at=None):
         else:
             workers.append({"label": v["label"], "slurm_id": v["slurm_id"], "exit_code": 0 if v["ok"] else 1,
                             "message": v["message"]})
-    summary = write_run_summary(output_dir, samples, workers, submission["submitted_unix"], submission["command"],
+    summary = write_run_summary(output_dir, file_names, workers, submission["submitted_unix"], submission["command"],
                                 finished=finished_at)
     return summary, final_lines(summary)
-
-
-class _Sample:  # what write_run_summary needs of a sample
-    def __init__(self, file_name):
-        self.file_name = file_name
-
-
-def _exit_status(summary, views):
-    ok = summary["missing"] == 0 and summary["failed"] == 0 and all(v["ok"] for v in views)
-    return 0 if ok else 1
 
 
 def follow_hints(output_dir):
@@ -166,7 +156,7 @@ def follow_run(output_dir):
     summary, lines = summarize_run(output_dir, submission, views)
     for line in lines:
         print(line, file=sys.stderr)
-    return _exit_status(summary, views)
+    return exit_status(summary, all(v["ok"] for v in views))
 
 
 def show_status(output_dir):
@@ -196,7 +186,7 @@ def show_status(output_dir):
         last = max([submission["submitted_unix"]] + [v["progress"].get("updated_at") or 0 for v in views])
         summary, lines = summarize_run(output_dir, submission, views, finished_at=last)
         print("Finished. " + "\n".join(lines))
-        return _exit_status(summary, views)
+        return exit_status(summary, all(v["ok"] for v in views))
     print("Still running.\n" + "\n".join(follow_hints(output_dir)))
     return 0
 

@@ -1,6 +1,6 @@
 import pytest
 
-from gen_worker.sharding import worker_blocks
+from gen_worker.sharding import worker_blocks, worker_indices
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 30])
@@ -13,6 +13,7 @@ def test_every_sample_exactly_once(n, workers, block):
 
 def test_round_robin_order():
     assert worker_blocks(7, 1, 3) == [[1], [4]]
+    assert worker_indices(10, 1, 2, block_size=3) == [3, 4, 5, 9]
     assert worker_blocks(10, 0, 2, block_size=3) == [[0, 1, 2], [6, 7, 8]]
     assert worker_blocks(10, 1, 2, block_size=3) == [[3, 4, 5], [9]]
     with pytest.raises(ValueError):
