@@ -12,11 +12,11 @@ import shutil
 import statistics
 import time
 
-from gen_worker.pipeline import ImageMaker
+from gen_worker.worker.pipeline import ImageMaker
 from gen_worker.prompts import load_samples
-from gen_worker.run_record import prepare_output_dir
+from gen_worker.output.record import prepare_output_dir
 from gen_worker.spec import JobSpec
-from gen_worker.worker import run_worker
+from gen_worker.worker.loop import run_worker
 
 
 def write_prompts(path, count):

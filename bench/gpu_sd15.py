@@ -112,7 +112,7 @@ def png_stats(folder, count=5):
     import numpy as np
     from PIL import Image
 
-    from gen_worker.png import encode_png
+    from gen_worker.worker.png import encode_png
 
     names = sorted(n for n in os.listdir(folder) if n.endswith(".png"))[:count]
     sizes, pillow, ours = [], [], []
@@ -206,7 +206,7 @@ def main(argv=None):
             print(runs[-1], flush=True)
             return runs[-1]["images_per_s"]
 
-        from gen_worker.pipeline import apply_speed_options
+        from gen_worker.worker.pipeline import apply_speed_options
 
         eager = {b: toolkit(f"batch {b}", b) for b in batch_sizes}
         best = max(eager, key=eager.get)

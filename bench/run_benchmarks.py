@@ -179,7 +179,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import torch
 
-    from gen_worker.pipeline import load_pipeline
+    from gen_worker.worker.pipeline import load_pipeline
     from gen_worker.tiny_model import build
 
     torch.set_num_threads(1)

@@ -8,14 +8,14 @@ import os
 import signal
 import sys
 
-from gen_worker import layout
-from gen_worker.container import RUNTIMES, ContainerError
+from gen_worker.output import layout
+from gen_worker.container.runtime import RUNTIMES, ContainerError
 from gen_worker.gpus import visible_gpus
 from gen_worker.model_source import ModelPathError, check_model_path
 from gen_worker.prompts import PromptsError, fingerprint, load_samples
-from gen_worker.run_lock import OutputDirBusy
-from gen_worker.run_record import SettingsMismatch, prepare_output_dir
-from gen_worker.run_summary import command_line
+from gen_worker.output.lock import OutputDirBusy
+from gen_worker.output.record import SettingsMismatch, prepare_output_dir
+from gen_worker.output.summary import command_line
 from gen_worker.spec import DEVICES, DTYPES, JobSpec
 
 
@@ -226,25 +226,25 @@ def container_for(args, spec, same_path=()):
         if args.container_runtime != "auto" or args.container_bind:
             raise UsageError("--container_runtime and --container_bind need --container IMAGE")
         return None
-    from gen_worker.container import prepare
+    from gen_worker.container.runtime import prepare
     return prepare(args.container, args.container_runtime, args.container_bind, spec, args.cluster, same_path)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("status", "cancel"):
-        from gen_worker.slurm_status import main as status_main
+        from gen_worker.slurm.status import main as status_main
         return status_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     # A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = command_line(["python", sys.argv[0] or "submit.py", *argv])
-    from gen_worker.slurm_record import SlurmJobsAlive, refuse_if_jobs_alive
+    from gen_worker.slurm.record import SlurmJobsAlive, refuse_if_jobs_alive
     try:
         _check_mode_flags(args, parser)
         if args.cluster == "slurm":
-            from gen_worker.slurm import slurm_options, submit_to_slurm
+            from gen_worker.slurm.submit import slurm_options, submit_to_slurm
             options = slurm_options(args)  # --device auto stays auto: the submit host may have no GPU
             spec, samples = build_spec(args)
             # submitit's folder is named by its host path in the sbatch script: seen there inside too.

@@ -6,11 +6,11 @@ import subprocess
 import sys
 import time
 
-from gen_worker import layout
-from gen_worker.atomic_files import replace_file
-from gen_worker.progress_bars import ProgressBars
-from gen_worker.run_record import existing_images
-from gen_worker.run_summary import exit_status, final_lines, write_run_summary
+from gen_worker.output import layout
+from gen_worker.output.atomic_files import replace_file
+from gen_worker.output.progress_bars import ProgressBars
+from gen_worker.output.record import existing_images
+from gen_worker.output.summary import exit_status, final_lines, write_run_summary
 from gen_worker.sharding import worker_indices
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,7 @@ def start_worker(spec_path, output_dir, worker_index, num_workers, cuda_visible_
                   f"CUDA_VISIBLE_DEVICES={cuda_visible_devices}{where}\n".encode())
         log.flush()
         return subprocess.Popen(
-            [*python, "-m", "gen_worker", "--spec", spec_path,
+            [*python, "-m", "gen_worker.worker", "--spec", spec_path,
              "--worker_index", str(worker_index), "--num_workers", str(num_workers)],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent)

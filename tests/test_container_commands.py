@@ -7,13 +7,13 @@ import subprocess
 
 import pytest
 
-from gen_worker import container as ct
-from gen_worker.container import Container, ContainerError, choose_runtime, check_runtime, prepare
-from gen_worker.container_binds import Bind, BindError, check_binds, check_links, check_visible, parse_bind, plan_binds
+from gen_worker.container import runtime as ct
+from gen_worker.container.runtime import Container, ContainerError, choose_runtime, check_runtime, prepare
+from gen_worker.container.binds import Bind, BindError, check_binds, check_links, check_visible, parse_bind, plan_binds
 from gen_worker.local import start_worker
 from gen_worker.spec import JobSpec
 
-WORKER = ["-m", "gen_worker", "--spec", "/data/out/logs/spec.json", "--worker_index", "1", "--num_workers", "2"]
+WORKER = ["-m", "gen_worker.worker", "--spec", "/data/out/logs/spec.json", "--worker_index", "1", "--num_workers", "2"]
 
 
 def _which(*installed):
@@ -231,7 +231,7 @@ def test_a_local_run_needs_the_image_in_the_store(answer, message):
 
 
 def test_local_worker_command_runs_inside_the_container(tmp_path, monkeypatch):
-    """start_worker puts the container's prefix before `-m gen_worker`, gives the translated spec path
+    """start_worker puts the container's prefix before `-m gen_worker.worker`, gives the translated spec path
     and does not leak this checkout's PYTHONPATH into the image."""
     record = tmp_path / "argv"
     _fake_tools(tmp_path, monkeypatch, "podman", script=f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n'
@@ -268,7 +268,7 @@ def test_cli_refuses_a_missing_sif_before_anything_starts(tmp_path, capsys, monk
 
 def _run_launcher(tmp_path, monkeypatch, box, env):
     """Run the SLURM launcher with a fake runtime that records each call's argv (one line per call)."""
-    from gen_worker.container_slurm import write_launcher
+    from gen_worker.container.slurm_launcher import write_launcher
     calls = tmp_path / "calls"
     _fake_tools(tmp_path, monkeypatch, box.runtime, script=f'#!/bin/bash\necho "$(basename $0) $*" >> {calls}\n')
     python = write_launcher(box, "/data/out", str(tmp_path / "submitit"))

@@ -16,9 +16,9 @@ import time
 import pytest
 
 from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, skip_unless_required, write_prompts
-from gen_worker import layout
-from gen_worker.container import Container
-from gen_worker.container_binds import Bind
+from gen_worker.output import layout
+from gen_worker.container.runtime import Container
+from gen_worker.container.binds import Bind
 
 IMAGE = os.environ.get("T2I_TEST_IMAGE", "localhost/t2i-batch:test")
 BUILD_TIMEOUT_S = 900  # a cold build (debootstrap + PyPI) takes ~5 min here; cached ~3 s

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, write_prompts
-from gen_worker import layout
+from gen_worker.output import layout
 
 WAN = ["--device", "cpu", "--num_inference_steps", "3", "--height", "64", "--width", "64", "--dtype", "bf16",
        "--max_sequence_length", "16"]

@@ -1,7 +1,7 @@
 """Out of GPU memory: a block is split in halves and retried, down to single samples (no GPU needed)."""
 import torch
 
-from gen_worker.oom import SplitOnOutOfMemory, is_out_of_memory
+from gen_worker.worker.oom import SplitOnOutOfMemory, is_out_of_memory
 from gen_worker.prompts import Sample
 
 SAMPLES = [Sample(i, str(i), f"prompt {i}", 42 + i, f"{i:06d}_seed{42 + i}.png") for i in range(12)]

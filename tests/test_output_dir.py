@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from conftest import write_prompts
-from gen_worker import layout
-from gen_worker.atomic_files import create_once, save_png_once
+from gen_worker.output import layout
+from gen_worker.output.atomic_files import create_once, save_png_once
 from gen_worker.prompts import load_samples
-from gen_worker.run_lock import OutputDirBusy, RunLock
-from gen_worker.run_record import SettingsMismatch, prepare_output_dir, read_manifest
+from gen_worker.output.lock import OutputDirBusy, RunLock
+from gen_worker.output.record import SettingsMismatch, prepare_output_dir, read_manifest
 from gen_worker.spec import JobSpec
 
 
@@ -100,7 +100,7 @@ def test_stale_temp_files_and_old_reports_are_cleared(tmp_path):
 def test_second_run_is_refused_while_the_first_holds_the_folder(tmp_path):
     folder = str(tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from gen_worker.run_lock import RunLock; l = RunLock(sys.argv[1]); "
+        "import sys, time; from gen_worker.output.lock import RunLock; l = RunLock(sys.argv[1]); "
         "l.acquire_exclusive(); l.downgrade_to_shared(); print('held', flush=True); time.sleep(60)"), folder],
         stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     try:

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from gen_worker.pipeline import ImageMaker, PipelineSetupError, apply_speed_options, half_frame_count, load_pipeline
-from gen_worker.png import to_uint8
+from gen_worker.worker.pipeline import ImageMaker, PipelineSetupError, apply_speed_options, half_frame_count, load_pipeline
+from gen_worker.worker.png import to_uint8
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec
 
@@ -140,7 +140,7 @@ def test_speed_options_a_model_cannot_use_are_reported(wan_pipe, caplog):
 
 @pytest.mark.parametrize("device_map, loads_straight", [("cpu", True), ("nonsense", False)])
 def test_loading_straight_to_the_device_and_the_fallback(tiny_sd, monkeypatch, caplog, device_map, loads_straight):
-    import gen_worker.pipeline as pipeline
+    import gen_worker.worker.pipeline as pipeline
     # On a GPU, device_map="cuda"; here the same path is taken with "cpu", and with a map that fails.
     monkeypatch.setattr(pipeline, "_device_map", lambda device: {"device_map": device_map})
     pipe = load_pipeline(tiny_sd, "fp32", "cpu")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen_worker.png import encode_png, to_uint8
+from gen_worker.worker.png import encode_png, to_uint8
 
 
 def _decode(data):

@@ -4,9 +4,9 @@ import signal
 import pytest
 
 from gen_worker.cli import UsageError, main
-from gen_worker.slurm import _sbatch_options, array_chunks, describe_workers
-from gen_worker.slurm_queue import parse_time_minutes
-from gen_worker.slurm_task import bind_one_gpu
+from gen_worker.slurm.submit import _sbatch_options, array_chunks, describe_workers
+from gen_worker.slurm.commands import parse_time_minutes
+from gen_worker.slurm.task import bind_one_gpu
 
 
 @pytest.mark.parametrize("workers, max_size, cap, expected", [

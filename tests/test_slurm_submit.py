@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import FAST, REPO, SUBMIT, images_in, run_submit, write_prompts
-from gen_worker import layout
+from gen_worker.output import layout
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
 

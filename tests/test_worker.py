@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from conftest import PROMPTS, images_in, write_prompts
-from gen_worker import layout
-from gen_worker.pipeline import ImageMaker, load_pipeline
+from gen_worker.output import layout
+from gen_worker.worker.pipeline import ImageMaker, load_pipeline
 from gen_worker.prompts import load_samples
-from gen_worker.run_record import prepare_output_dir
+from gen_worker.output.record import prepare_output_dir
 from gen_worker.spec import JobSpec
-from gen_worker.worker import WorkerError, run_worker
+from gen_worker.worker.loop import WorkerError, run_worker
 
 MANY = [(str(i), f"prompt number {i}") for i in range(20)]
 
@@ -53,7 +53,7 @@ def test_out_of_memory_splits_the_block_and_every_image_is_made(tmp_path, sd_pip
 
 
 def test_a_failed_write_fails_that_sample_only(tmp_path, sd_pipe, tiny_sd, monkeypatch):
-    import gen_worker.worker as worker
+    import gen_worker.worker.loop as worker
     save = worker.save_png_once
 
     def disk_full_for_sample_2(image, path):
@@ -70,7 +70,7 @@ def test_a_failed_write_fails_that_sample_only(tmp_path, sd_pipe, tiny_sd, monke
 
 
 def test_when_no_image_can_be_written_the_worker_stops(tmp_path, sd_pipe, tiny_sd, monkeypatch):
-    import gen_worker.worker as worker
+    import gen_worker.worker.loop as worker
 
     def disk_full(image, path):
         raise OSError(28, "No space left on device")

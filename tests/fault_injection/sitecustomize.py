@@ -3,7 +3,7 @@
 Makes every sample whose prompt contains FAIL_HERE raise, as a bad prompt or an OOM would, so the
 tests can check what the toolkit does with failing samples without a special hook in its code.
 """
-import gen_worker.pipeline as pipeline
+import gen_worker.worker.pipeline as pipeline
 
 _make = pipeline.ImageMaker.make
 

@@ -10,8 +10,8 @@ import json
 import os
 import time
 
-from gen_worker import layout
-from gen_worker.atomic_files import replace_file, replace_json
+from gen_worker.output import layout
+from gen_worker.output.atomic_files import replace_file, replace_json
 from gen_worker.naming import is_temp_name
 from gen_worker.spec import guarded_defaults
 
@@ -119,8 +119,8 @@ def prepare_output_dir(spec, samples, allow_settings_change=False, check=None):
     prompts; then clears leftovers of killed workers and moves the last run's reports aside.
     `check()`, if given, runs once the lock is held and before anything changes (it raises to refuse).
     """
-    from gen_worker.progress import clear_progress
-    from gen_worker.run_lock import RunLock
+    from gen_worker.output.progress import clear_progress
+    from gen_worker.output.lock import RunLock
 
     os.makedirs(os.path.join(spec.output_dir, layout.LOGS_DIR), exist_ok=True)
     lock = RunLock(spec.output_dir)

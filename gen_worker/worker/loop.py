@@ -13,15 +13,15 @@ import socket
 import time
 import traceback
 
-from gen_worker import layout
-from gen_worker.atomic_files import replace_json, save_png_once
-from gen_worker.image_writer import ImageWriter, WriterError
-from gen_worker.oom import SplitOnOutOfMemory
-from gen_worker.png import to_uint8
-from gen_worker.progress import WorkerProgress
+from gen_worker.output import layout
+from gen_worker.output.atomic_files import replace_json, save_png_once
+from gen_worker.worker.image_writer import ImageWriter, WriterError
+from gen_worker.worker.oom import SplitOnOutOfMemory
+from gen_worker.worker.png import to_uint8
+from gen_worker.output.progress import WorkerProgress
 from gen_worker.prompts import fingerprint, load_samples
-from gen_worker.run_lock import RunLock
-from gen_worker.run_record import existing_images
+from gen_worker.output.lock import RunLock
+from gen_worker.output.record import existing_images
 from gen_worker.sharding import worker_blocks
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def _make_images(spec, worker_index, num_workers, progress, summary, started, pi
     on_disk = sum(s.file_name in done for b in blocks for s in b)
     progress.update(state="loading", total=sum(len(b) for b in blocks), skipped=on_disk)
     import_start = time.time()
-    from gen_worker.pipeline import ImageMaker, apply_speed_options, load_pipeline, resolve_device
+    from gen_worker.worker.pipeline import ImageMaker, apply_speed_options, load_pipeline, resolve_device
     _set_torch_threads(spec.cpu_threads)
     device = summary["device"] = resolve_device(spec.device)
     if not todo:

@@ -11,7 +11,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass, field
 
-from gen_worker.container_binds import (Bind, BindError, check_binds, check_links, check_visible, parse_bind,
+from gen_worker.container.binds import (Bind, BindError, check_binds, check_links, check_visible, parse_bind,
                                         plan_binds, to_container)
 
 RUNTIMES = ("apptainer", "singularity", "docker", "podman")
@@ -113,7 +113,7 @@ class Container:
 
     def _apptainer(self, visible, env):
         # GPUs: --nv shows every GPU, CUDA_VISIBLE_DEVICES (same ids as outside) picks this one.
-        # --pwd: `python -m gen_worker` must import the image's project, not a checkout in the cwd.
+        # --pwd: `python -m gen_worker.worker` must import the image's project, not a checkout in the cwd.
         argv = [self.runtime, "exec", *(["--nv"] if self.gpus else []), "--pwd", IMAGE_WORKDIR]
         binds = [b.src if b.src == b.dst else f"{b.src}:{b.dst}" for b in self.binds]
         if binds:

@@ -20,14 +20,14 @@ from submitit.core.utils import JobPaths
 # submitit's own sbatch script writer, so that --test-only checks exactly what will be queued.
 from submitit.slurm.slurm import _make_sbatch_string
 
-from gen_worker import layout
+from gen_worker.output import layout
 from gen_worker.cli import UsageError
-from gen_worker.container_slurm import write_launcher
-from gen_worker.run_record import existing_images, prepare_output_dir
+from gen_worker.container.slurm_launcher import write_launcher
+from gen_worker.output.record import existing_images, prepare_output_dir
 from gen_worker.sharding import worker_indices
-from gen_worker.slurm_queue import SlurmError, max_array_size, partition_time_limit, test_submission
-from gen_worker.slurm_record import add_submission, refuse_if_jobs_alive
-from gen_worker.slurm_task import SlurmTask
+from gen_worker.slurm.commands import SlurmError, max_array_size, partition_time_limit, test_submission
+from gen_worker.slurm.record import add_submission, refuse_if_jobs_alive
+from gen_worker.slurm.task import SlurmTask
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TIME_MINUTES = 3 * 24 * 60  # capped at the partition's MaxTime
@@ -249,7 +249,7 @@ def _print_submitted(spec, opts, submission):
 def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False, container=None):
     """Check, prepare the folder, queue what is missing; then follow it (--wait) or return. Exit status.
     `container` (a checked container.Container): every task runs inside it."""
-    from gen_worker.slurm_status import follow_hints, follow_run, summarize_run
+    from gen_worker.slurm.status import follow_hints, follow_run, summarize_run
 
     out = spec.output_dir
     max_array, time_min = check_with_cluster(spec, opts)

@@ -10,9 +10,9 @@ status, cancel, --wait and reruns all start from here; the last submission is "t
 """
 import os
 
-from gen_worker import layout
-from gen_worker.atomic_files import read_json_if_any, replace_json
-from gen_worker.slurm_queue import SlurmError, queue_states
+from gen_worker.output import layout
+from gen_worker.output.atomic_files import read_json_if_any, replace_json
+from gen_worker.slurm.commands import SlurmError, queue_states
 
 
 class SlurmJobsAlive(RuntimeError):

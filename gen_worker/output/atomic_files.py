@@ -75,6 +75,6 @@ def create_once(path, write) -> bool:
 
 def save_png_once(pixels, path) -> bool:
     """HxWxC uint8 pixels as a PNG file, created once (encoded first: the file is open only to write)."""
-    from gen_worker.png import encode_png
+    from gen_worker.worker.png import encode_png
     data = encode_png(pixels)
     return create_once(path, lambda f: f.write(data))

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 
-from gen_worker.layout import LOCK_FILE
+from gen_worker.output.layout import LOCK_FILE
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ import os
 import shlex
 import time
 
-from gen_worker import layout
-from gen_worker.atomic_files import read_json_if_any, replace_json
-from gen_worker.run_record import existing_images
+from gen_worker.output import layout
+from gen_worker.output.atomic_files import read_json_if_any, replace_json
+from gen_worker.output.record import existing_images
 
 
 def read_worker_summary(output_dir, worker_index):

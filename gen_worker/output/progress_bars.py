@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from gen_worker.progress import read_progress
+from gen_worker.output.progress import read_progress
 
 # tqdm puts ", " before a postfix itself: "GPU 2: 100%|...| 250/250 [30:00<00:00, success: 248, failed: 2]"
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"

@@ -14,15 +14,15 @@ import shlex
 import sys
 import time
 
-from gen_worker import layout
-from gen_worker.atomic_files import read_json_if_any
-from gen_worker.progress import read_progress
-from gen_worker.progress_bars import ProgressBars
-from gen_worker.run_record import existing_images, read_manifest
-from gen_worker.run_summary import exit_status, final_lines, read_worker_summary, write_run_summary
+from gen_worker.output import layout
+from gen_worker.output.atomic_files import read_json_if_any
+from gen_worker.output.progress import read_progress
+from gen_worker.output.progress_bars import ProgressBars
+from gen_worker.output.record import existing_images, read_manifest
+from gen_worker.output.summary import exit_status, final_lines, read_worker_summary, write_run_summary
 from gen_worker.sharding import worker_indices
-from gen_worker.slurm_queue import SlurmError, cancel, queue_states
-from gen_worker.slurm_record import latest_submission
+from gen_worker.slurm.commands import SlurmError, cancel, queue_states
+from gen_worker.slurm.record import latest_submission
 
 SQUEUE_EVERY_SECONDS = 3.0
 # Tasks report done a moment before their jobs leave squeue; wait that long (at most) so that a

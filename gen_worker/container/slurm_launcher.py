@@ -9,8 +9,8 @@ unique per task and restart, removed when the task ends, however it ends.
 import os
 import shlex
 
-from gen_worker.atomic_files import replace_file
-from gen_worker.container import is_apptainer
+from gen_worker.output.atomic_files import replace_file
+from gen_worker.container.runtime import is_apptainer
 
 # Values only the running task knows: placeholder in the command line -> shell variable.
 PLACEHOLDERS = {"@GPU@": "gpu", "@VISIBLE@": "visible", "@NAME@": "name"}

@@ -4,8 +4,8 @@ import socket
 import threading
 import time
 
-from gen_worker import layout
-from gen_worker.atomic_files import read_json_if_any, replace_json
+from gen_worker.output import layout
+from gen_worker.output.atomic_files import read_json_if_any, replace_json
 
 STATES_FINISHED = ("done", "error", "interrupted")
 
