@@ -1,28 +1,20 @@
-"""The one error type of the evaluation package.
+"""The evaluation package's error type, a gen_worker T2IError like every user-facing error.
 
 Every expected failure (missing file, bad input, missing weights ...) raises :class:`EvaluationError`
-with a one-line message; the CLIs print it as ``error: <message>`` and exit with status 2.
+with a one-line message; the CLIs (gen_worker.errors.run_cli) print it as ``error: <message>`` and
+exit with status 2.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from typing import Callable, Sequence
+
+from gen_worker.errors import T2IError, run_cli  # noqa: F401 (run_cli: the evaluation CLIs' entry)
 
 
-class EvaluationError(Exception):
+class EvaluationError(T2IError):
     """An expected, user-facing error; its message is one line."""
-
-
-def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)``; turn an :class:`EvaluationError` into ``error: ...`` on stderr and exit code 2."""
-    try:
-        return main(argv)
-    except EvaluationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
 
 
 def read_json_file(path: str, what: str):

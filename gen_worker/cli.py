@@ -9,18 +9,14 @@ import signal
 import sys
 
 from gen_worker.output import layout
-from gen_worker.container.runtime import RUNTIMES, ContainerError
+from gen_worker.container.runtime import RUNTIMES
+from gen_worker.errors import T2IError, UsageError
 from gen_worker.gpus import visible_gpus
 from gen_worker.model_source import ModelPathError, check_model_path
 from gen_worker.prompts import PromptsError, fingerprint, load_samples
-from gen_worker.output.lock import OutputDirBusy
-from gen_worker.output.record import SettingsMismatch, prepare_output_dir
+from gen_worker.output.record import prepare_output_dir
 from gen_worker.output.summary import command_line
 from gen_worker.spec import DEVICES, DTYPES, JobSpec
-
-
-class UsageError(ValueError):
-    pass
 
 
 def build_parser():
@@ -240,7 +236,7 @@ def main(argv=None):
     # A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = command_line(["python", sys.argv[0] or "submit.py", *argv])
-    from gen_worker.slurm.record import SlurmJobsAlive, refuse_if_jobs_alive
+    from gen_worker.slurm.record import refuse_if_jobs_alive
     try:
         _check_mode_flags(args, parser)
         if args.cluster == "slurm":
@@ -261,7 +257,7 @@ def main(argv=None):
         container = container_for(args, spec)
         lock = prepare_output_dir(spec, samples, args.allow_settings_change,
                                   check=lambda: refuse_if_jobs_alive(spec.output_dir, required=False))
-    except (UsageError, SettingsMismatch, OutputDirBusy, SlurmJobsAlive, ContainerError) as err:
+    except T2IError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from gen_worker.local import run_local

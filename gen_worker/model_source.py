@@ -2,12 +2,13 @@
 import json
 import os
 import re
+from gen_worker.errors import T2IError
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt")
 
 
-class ModelPathError(ValueError):
+class ModelPathError(T2IError):
     pass
 
 

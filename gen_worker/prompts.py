@@ -10,12 +10,13 @@ import os
 from dataclasses import dataclass
 
 from gen_worker.naming import file_stem, image_name
+from gen_worker.errors import T2IError
 
 ID_COLUMNS = ("image_id", "id")
 PROMPT_COLUMNS = ("prompt", "caption", "text")
 
 
-class PromptsError(ValueError):
+class PromptsError(T2IError):
     pass
 
 

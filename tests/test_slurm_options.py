@@ -3,7 +3,8 @@ import signal
 
 import pytest
 
-from gen_worker.cli import UsageError, main
+from gen_worker.cli import main
+from gen_worker.errors import UsageError
 from gen_worker.slurm.submit import _sbatch_options, array_chunks, describe_workers
 from gen_worker.slurm.commands import parse_time_minutes
 from gen_worker.slurm.task import bind_one_gpu

@@ -6,13 +6,14 @@ worker is then given the translated path. Plain functions over absolute, normali
 """
 import os
 from dataclasses import dataclass
+from gen_worker.errors import T2IError
 
 # Binding one of these (or a parent, such as / or /opt) would hide the image's own files.
 RESERVED = ("/bin", "/dev", "/etc", "/lib", "/lib64", "/opt/t2i-batch", "/proc", "/sbin", "/sys", "/usr")
 MAX_SCANNED_FILES = 10000  # symlink scan of a model folder: diffusers folders have tens of files
 
 
-class BindError(ValueError):
+class BindError(T2IError):
     pass
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from gen_worker.container.binds import (Bind, BindError, check_binds, check_links, check_visible, parse_bind,
                                         plan_binds, to_container)
+from gen_worker.errors import T2IError
 
 RUNTIMES = ("apptainer", "singularity", "docker", "podman")
 APPTAINER_URIS = ("docker://", "docker-archive://", "docker-daemon://", "library://", "oras://", "shub://")
@@ -21,7 +22,7 @@ IMAGE_WORKDIR = "/opt/t2i-batch"  # where the recipe installs the project (conta
 PASSED_ENV = ("HF_HUB_OFFLINE", "HF_TOKEN", "HF_ENDPOINT", "TRANSFORMERS_OFFLINE")
 
 
-class ContainerError(ValueError):
+class ContainerError(T2IError):
     pass
 
 

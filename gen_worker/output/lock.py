@@ -13,11 +13,12 @@ import socket
 import time
 
 from gen_worker.output.layout import LOCK_FILE
+from gen_worker.errors import T2IError
 
 log = logging.getLogger(__name__)
 
 
-class OutputDirBusy(RuntimeError):
+class OutputDirBusy(T2IError):
     pass
 
 

@@ -14,11 +14,12 @@ from gen_worker.output import layout
 from gen_worker.output.atomic_files import replace_file, replace_json
 from gen_worker.naming import is_temp_name
 from gen_worker.spec import guarded_defaults
+from gen_worker.errors import T2IError
 
 MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")
 
 
-class SettingsMismatch(ValueError):
+class SettingsMismatch(T2IError):
     pass
 
 

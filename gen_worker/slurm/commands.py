@@ -8,11 +8,12 @@ import re
 import subprocess
 
 from submitit.helpers import clean_env
+from gen_worker.errors import T2IError
 
 SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
 
 
-class SlurmError(RuntimeError):
+class SlurmError(T2IError):
     pass
 
 

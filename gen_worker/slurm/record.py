@@ -13,9 +13,10 @@ import os
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import read_json_if_any, replace_json
 from gen_worker.slurm.commands import SlurmError, queue_states
+from gen_worker.errors import T2IError
 
 
-class SlurmJobsAlive(RuntimeError):
+class SlurmJobsAlive(T2IError):
     pass
 
 

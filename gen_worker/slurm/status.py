@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 
+from gen_worker.errors import EXIT_USAGE, T2IError
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import read_json_if_any
 from gen_worker.output.progress import read_progress
@@ -232,11 +233,11 @@ def main(argv):
     output_dir = os.path.abspath(args.output_dir)
     if latest_submission(output_dir) is None:
         print(f"error: no SLURM submission is recorded in {output_dir} ({layout.SLURM_JOBS_FILE})", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         if argv[0] == "cancel":
             return cancel_run(output_dir, args.task)
         return follow_run(output_dir) if args.wait else show_status(output_dir)
-    except SlurmError as err:
+    except T2IError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE

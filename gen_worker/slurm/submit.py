@@ -21,7 +21,7 @@ from submitit.core.utils import JobPaths
 from submitit.slurm.slurm import _make_sbatch_string
 
 from gen_worker.output import layout
-from gen_worker.cli import UsageError
+from gen_worker.errors import UsageError
 from gen_worker.container.slurm_launcher import write_launcher
 from gen_worker.output.record import existing_images, prepare_output_dir
 from gen_worker.sharding import worker_indices

@@ -23,6 +23,7 @@ from gen_worker.prompts import fingerprint, load_samples
 from gen_worker.output.lock import RunLock
 from gen_worker.output.record import existing_images
 from gen_worker.sharding import worker_blocks
+from gen_worker.errors import T2IError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,13 @@ ABORT_AFTER_FAILURES_WITHOUT_SUCCESS = 5
 STOP_WRITING_SECONDS = 5
 
 
-class WorkerError(RuntimeError):
+class WorkerError(T2IError):
     pass
-
-
-def _one_line(err):
-    text = f"{type(err).__name__}: {err}"
-    return " ".join(text.split())
 
 
 def record_failure(output_dir, worker_index, sample, err):
     line = {"index": sample.index, "image_id": sample.image_id, "seed": sample.seed,
-            "prompt": sample.prompt, "error": _one_line(err)}
+            "prompt": sample.prompt, "error": one_line(err)}
     with open(layout.failed_file(output_dir, worker_index), "a", encoding="utf-8") as f:
         f.write(json.dumps(line, ensure_ascii=False) + "\n")
 
@@ -94,7 +90,7 @@ def run_worker(spec, worker_index, num_workers, pipe=None):
         raise
     except Exception as err:
         log.error("worker %d failed:\n%s", worker_index, traceback.format_exc())
-        progress.update(state="error", message=_one_line(err))
+        progress.update(state="error", message=one_line(err))
         raise
     finally:
         counts = {k: progress[k] for k in ("total", "generated", "skipped", "failed", "state", "message")}
@@ -122,7 +118,7 @@ class _Outcomes:
             self.progress.add("failed", len(failures))
             self.progress.save()
         self.last_error = failures[-1][1]
-        log.warning("samples %s failed: %s", [s.index for s, _ in failures], _one_line(self.last_error))
+        log.warning("samples %s failed: %s", [s.index for s, _ in failures], one_line(self.last_error))
 
     def written(self, item, created, error):
         """The image writer's report on one (sample, image) item."""
@@ -206,7 +202,7 @@ def _generate(spec, maker, todo, done, outcomes, summary):
                            writer_wait_seconds=round(writer.wait_seconds, 3))
             if outcomes.nothing_works(writer):
                 raise WorkerError(f"the first {outcomes.progress['failed']} samples all failed, stopping; "
-                                  f"last error: {_one_line(outcomes.last_error)}")
+                                  f"last error: {one_line(outcomes.last_error)}")
         finished = True
     finally:
         # Done: write every image. Stopped (Ctrl+C, error): what is not written within seconds is dropped.

@@ -9,13 +9,14 @@ import inspect
 import logging
 
 import torch
+from gen_worker.errors import T2IError
 
 log = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-class PipelineSetupError(RuntimeError):
+class PipelineSetupError(T2IError):
     """The model or a setting cannot work at all: no point trying sample after sample."""
 
 
