@@ -1,0 +1,43 @@
+"""t2i-batch: a CSV of prompts -> one PNG per sample, over many GPUs (local or SLURM).
+
+The map, grouped by where the code runs:
+
+  On the submit host (never imports torch: bad input is refused in a second)
+    cli.py            submit.py's command line: parse, check, hand over to a launcher
+    spec.py           JobSpec: every setting, declared once (type, default, help, checks,
+                      recorded or not); the argparse flags are made from it (flags.py)
+    flags.py          dataclass fields -> argparse flags, checks, the recorded list
+    errors.py         T2IError: every user-facing error (one line, exit 2)
+    prompts.py        the prompts CSV -> Samples (index, id, prompt, seed, file name)
+    naming.py         {image_id}_seed{seed}.png, safe names for unsafe ids
+    sharding.py       which samples worker k of N makes (round-robin of batch-size blocks)
+    model_source.py   --model_path checks (folder or hub id, safetensors only)
+    gpus.py           the visible GPUs
+    tiny_model.py     tiny random-weight pipelines, offline (demo, tests)
+    slurm_task.py     import shim: jobs queued before the layout change unpickle through it
+    __main__.py       python -m gen_worker: the same as submit.py
+    local.py          --cluster local: one worker subprocess per GPU, progress bars
+    slurm/            --cluster slurm: options.py (its flags), submit.py (checks with the
+                      cluster, submitit), task.py (what a SLURM task runs), status.py
+                      (status, cancel, --wait), record.py (logs/slurm_jobs.json),
+                      commands.py (squeue, scancel, scontrol, sinfo, sbatch --test-only)
+    container/        --container: runtime.py (apptainer/docker/podman command lines,
+                      checks), binds.py (paths inside), slurm_launcher.py (the python
+                      submitit runs in a SLURM task)
+
+  In the output folder (used by the submitter, the workers and evaluation/ alike)
+    output/           layout.py (every file name), atomic_files.py (write-then-link),
+                      lock.py (one run per folder), record.py (settings + manifest, resume),
+                      summary.py, progress.py, progress_bars.py
+
+  In each worker process, on its GPU (python -m gen_worker.worker, or a SLURM task)
+    worker/           loop.py (the generation loop), pipeline.py (load diffusers, call it),
+                      oom.py (split a block that runs out of memory), image_writer.py
+                      (background writer threads), png.py (PNG encoding off the GIL)
+
+The path of one sample: submit.py -> cli.main -> build_spec (spec.JobSpec, prompts.load_samples)
+-> output.record.prepare_output_dir (lock, settings, manifest) -> local.run_local or
+slurm.submit.submit_to_slurm -> worker.loop.run_worker (sharding.worker_blocks: its blocks)
+-> worker.pipeline.ImageMaker.make (one generator per seed) -> worker.image_writer ->
+output.atomic_files.save_png_once -> {image_id}_seed{seed}.png.
+"""

@@ -1,68 +1,144 @@
 """JobSpec: everything a worker needs to know about a run, as one plain, JSON-able dataclass.
 
-The submitter builds it once from the command line; local workers read it from a JSON file,
-SLURM tasks get it pickled by submitit. GUARDED_SETTINGS are the fields that change the images:
-they are recorded in the output folder and a rerun with other values is refused. The speed
-options (compile, tf32, channels_last, vae_slicing) are not guarded: like the device or the GPU
-model, they may change the last bits of a pixel, not what the image shows (README, "Speed").
+Each field is the one definition of its setting: its type and default, its help, whether it is
+recorded with the output folder (it decides what the images look like: a rerun with another
+value is refused) and its checks. submit.py's flags are made from these fields (flags.py).
+The submitter builds the spec once; local workers read it from a JSON file, SLURM tasks get it
+pickled by submitit. The speed options are not recorded: like the device or the GPU model, they
+may change the last bits of a pixel, not what the image shows (README, "Speed").
 """
+import ast
 import dataclasses
+import hashlib
+import importlib.util
 import json
+import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional
+
+from gen_worker.errors import T2IError
+from gen_worker.flags import at_least, check, finite, flag, flag_fields, multiple_of, recorded_names
 
 DTYPES = ("bf16", "fp16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
 
-# Fields that decide what each image looks like (not where or how fast it is made).
-GUARDED_SETTINGS = (
-    "model_path", "seed_start", "num_inference_steps", "guidance_scale", "height", "width", "dtype",
-    "cfg_truncation_step", "enable_half_frame", "num_frames", "negative_prompt", "max_sequence_length",
-    "batch_size", "vae_tiling",
-)
 
-
-def guarded_defaults():
-    """What a folder recorded before a guarded setting existed was made with: that setting's default."""
-    return {f.name: f.default for f in dataclasses.fields(JobSpec)
-            if f.name in GUARDED_SETTINGS and f.default is not dataclasses.MISSING}
+def diffusers_scheduler(name: str) -> Optional[str]:
+    """A scheduler class diffusers exports, found in its source (importing diffusers takes seconds)."""
+    found = importlib.util.find_spec("diffusers")
+    init = os.path.join(found.submodule_search_locations[0], "schedulers", "__init__.py") if found else ""
+    try:
+        with open(init, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError):
+        return None  # the worker checks it again against the diffusers it imports
+    known = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and str(n.value).endswith("Scheduler")}
+    return None if name in known else "is not a diffusers scheduler class (e.g. DPMSolverMultistepScheduler)"
 
 
 @dataclass
 class JobSpec:
-    prompts_csv: str
-    output_dir: str
-    model_path: str
-    num_samples: int
-    seed_start: int = 42
-    num_inference_steps: int = 20
-    guidance_scale: float = 7.5
-    height: int = 480
-    width: int = 832
-    dtype: str = "bf16"
-    cfg_truncation_step: Optional[int] = None
-    enable_half_frame: bool = False
-    num_frames: int = 1
-    negative_prompt: Optional[str] = None
-    max_sequence_length: Optional[int] = None
-    batch_size: int = 1
-    vae_tiling: bool = False  # decodes large images tile by tile: visibly different seams, so guarded
-    id_column: Optional[str] = None
-    prompt_column: Optional[str] = None
-    device: str = "auto"
-    cpu_threads: int = 1
-    compile: bool = False
-    tf32: bool = False
-    channels_last: bool = False
-    vae_slicing: bool = False
+    # input and output
+    prompts_csv: str = flag(group="data", help="CSV with a prompt column (prompt/caption/text) "
+                                               "and optionally an id column (image_id/id)")
+    output_dir: str = flag(group="data", help="folder for the images and the run's records")
+    model_path: str = flag(group="data", recorded=True,
+                           help="diffusers pipeline folder or hub id (safetensors only)")
+    num_samples: Optional[int] = flag(None, group="data", checks=[at_least(1)],
+                                      help="first N rows of the CSV (default: all rows)")
+    id_column: Optional[str] = flag(None, group="data", help="id column (default: image_id or id; none: row number)")
+    prompt_column: Optional[str] = flag(None, group="data", help="prompt column (default: prompt, caption or text)")
+    # where to run
+    device: str = flag("auto", group="run", choices=DEVICES, help="auto: cuda when a GPU is visible")
+    cpu_threads: int = flag(1, group="run", checks=[at_least(1)],
+                            help="torch CPU threads per worker; fixed so images do not depend on the number of workers")
+    # generation settings: recorded
+    seed_start: int = flag(42, group="generation", recorded=True, checks=[at_least(0)],
+                           help="seed of sample 0; sample i uses seed_start+i")
+    num_inference_steps: int = flag(20, group="generation", recorded=True, checks=[at_least(1)],
+                                    help="denoising steps")
+    guidance_scale: float = flag(7.5, group="generation", recorded=True, checks=[finite, at_least(0)],
+                                 help="classifier-free guidance scale")
+    height: int = flag(480, group="generation", recorded=True, checks=[at_least(1), multiple_of(8)],
+                       help="image height in pixels (multiple of 8)")
+    width: int = flag(832, group="generation", recorded=True, checks=[at_least(1), multiple_of(8)],
+                      help="image width in pixels (multiple of 8)")
+    dtype: str = flag("bf16", group="generation", recorded=True, choices=DTYPES,
+                      help="weights and compute precision")
+    scheduler: Optional[str] = flag(None, group="generation", recorded=True, checks=[diffusers_scheduler],
+                                    metavar="CLASS",
+                                    help="diffusers scheduler class to sample with, e.g. DPMSolverMultistepScheduler, "
+                                         "made from the model's scheduler config (default: the model's own)")
+    cfg_truncation_step: Optional[int] = flag(None, group="generation", recorded=True, checks=[at_least(0)],
+                                              metavar="K",
+                                              help="turn classifier-free guidance off from step K on (later steps "
+                                                   "cost one forward pass instead of two); 0: no guidance at all")
+    enable_half_frame: bool = flag(False, group="generation", recorded=True,
+                                   help="video pipelines: generate half of --num_frames (no effect on image pipelines)")
+    num_frames: int = flag(1, group="generation", recorded=True, checks=[at_least(1)],
+                           help="frames asked of a video pipeline (the first one is saved); ignored by image pipelines")
+    negative_prompt: Optional[str] = flag(None, group="generation", recorded=True,
+                                          help="negative prompt for every sample (default: none)")
+    max_sequence_length: Optional[int] = flag(None, group="generation", recorded=True, checks=[at_least(1)],
+                                              help="text encoder sequence length, for pipelines that take it "
+                                                   "(default: the pipeline's)")
+    batch_size: int = flag(1, group="generation", recorded=True, checks=[at_least(1)],
+                           help="prompts per pipeline call, one generator (seed) per sample; images are the same for "
+                                "any number of GPUs at a given batch size, but may differ in the last bits between "
+                                "batch sizes")
+    vae_tiling: bool = flag(False, group="generation", recorded=True,
+                            help="decode large images tile by tile to save memory (changes the images slightly at "
+                                 "the seams)")
+    # speed: not recorded
+    compile: bool = flag(False, group="speed",
+                         help="torch.compile the denoiser (unet/transformer): faster on GPU after a warm-up of minutes")
+    tf32: bool = flag(False, group="speed",
+                      help="TF32 matmuls on Ampere and newer GPUs: only --dtype fp32 is affected (faster, less precise)")
+    channels_last: bool = flag(False, group="speed",
+                               help="channels-last memory format for convolutional denoisers and VAEs (UNet models)")
+    vae_slicing: bool = flag(False, group="speed",
+                             help="decode the images of a batch one at a time: less memory at large --batch_size")
+    # set by the submitter
     samples_fingerprint: str = ""  # prompts.fingerprint() of the samples, checked by each worker
+    # No class-level default: a spec unpickled from an older version has no such attribute at all.
+    spec_version: str = dataclasses.field(default_factory=lambda: SPEC_VERSION)
 
-    def guarded_settings(self):
-        return {name: getattr(self, name) for name in GUARDED_SETTINGS}
+    def __post_init__(self) -> None:
+        check(JobSpec, vars(self))
 
-    def to_json(self):
+    def recorded_settings(self) -> Dict[str, Any]:
+        return {name: getattr(self, name) for name in RECORDED_SETTINGS}
+
+    def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text):
-        return cls(**json.loads(text))
+    def from_json(cls, text: str) -> "JobSpec":
+        values = json.loads(text)
+        check_version(values.get("spec_version"))
+        return cls(**values)
+
+
+RECORDED_SETTINGS = recorded_names(JobSpec)
+# What a spec looks like (every field's name, type and default), so that any change of fields changes
+# it: a worker refuses a spec from other code (an older container image, a job queued before an update).
+_SHAPE = [(f.name, str(f.type), None if f.default is dataclasses.MISSING else f.default)
+          for f in dataclasses.fields(JobSpec) if f.name != "spec_version"]
+SPEC_VERSION = hashlib.sha256(repr(_SHAPE).encode()).hexdigest()[:12]
+
+
+class SpecVersionError(T2IError):
+    pass
+
+
+def check_version(version: Optional[str]) -> None:
+    if version != SPEC_VERSION:
+        raise SpecVersionError(f"this worker's code (spec version {SPEC_VERSION}) differs from the submitter's "
+                               f"(spec version {version or 'none'}): rebuild the container image (or update this "
+                               "checkout) so that both run the same t2i-batch, then submit again")
+
+
+def recorded_defaults() -> Dict[str, Any]:
+    """What a folder recorded before a recorded setting existed was made with: that setting's default."""
+    return {f.name: f.default for f in flag_fields(JobSpec)
+            if f.name in RECORDED_SETTINGS and f.default is not dataclasses.MISSING}

@@ -5,7 +5,8 @@ import pytest
 
 from gen_worker.cli import main
 from gen_worker.errors import UsageError
-from gen_worker.slurm.submit import _sbatch_options, array_chunks, describe_workers
+from gen_worker.slurm.options import parse_sbatch_options
+from gen_worker.slurm.submit import array_chunks, describe_workers
 from gen_worker.slurm.commands import parse_time_minutes
 from gen_worker.slurm.task import bind_one_gpu
 
@@ -26,11 +27,11 @@ def test_array_chunks_respect_max_array_size_and_share_the_cap(workers, max_size
 
 
 def test_sbatch_options_pass_through_but_not_the_managed_ones():
-    assert _sbatch_options(["mail-type=END", "--requeue", "reservation=r1", "mail_user=a@b"]) == {
+    assert parse_sbatch_options(["mail-type=END", "--requeue", "reservation=r1", "mail_user=a@b"]) == {
         "mail-type": "END", "requeue": True, "reservation": "r1", "mail-user": "a@b"}
     for managed in ("gres=gpu:2", "--array=0-3", "time=10", "ntasks_per_node=2", "output=x"):
         with pytest.raises(UsageError, match="is not passed through"):
-            _sbatch_options([managed])
+            parse_sbatch_options([managed])
 
 
 def test_bind_one_gpu_uses_slurms_value_and_narrows_only_a_shared_list():
@@ -85,4 +86,4 @@ def test_help_shows_the_slurm_flags_with_long_default_time():
                  "--time", "--mem_gb", "--cpus_per_task", "--constraint", "--exclude", "--job_name",
                  "--slurm_setup", "--sbatch_option", "--wait", "--no_wait"):
         assert f"{flag} " in text
-    assert "None: 4320 = 3 days" in text and "submit.py status --output_dir D" in text
+    assert "default: 4320 = 3 days" in text and "submit.py status --output_dir D" in text

@@ -259,3 +259,16 @@ def test_setup_lines_run_and_a_task_that_cannot_start_says_why(tiny_sd, tmp_path
             in result.stderr
     assert "Rerun the same command" in result.stderr
     assert "setup ran" in open(_submissions(out)[0]["tasks"][0]["stderr"]).read()
+
+
+def test_scheduler_reaches_the_tasks(tiny_sd, tmp_path):
+    """--scheduler goes through the pickled spec: the array's images are the local run's."""
+    csv = write_prompts(tmp_path / "prompts.csv", PROMPTS9[:4])
+    extra = ["--prompts_csv", csv, "--model_path", tiny_sd, *FAST, "--scheduler", "EulerDiscreteScheduler"]
+    local = run_submit("--cluster", "local", "--gpu_ids", "0", "--output_dir", str(tmp_path / "local"), *extra)
+    assert local.returncode == 0, local.stderr[-2000:]
+    result = run_submit(*SLURM, "--gpus", "2", "--output_dir", str(tmp_path / "slurm"), *extra, "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert images_in(str(tmp_path / "slurm")) == images_in(str(tmp_path / "local"))
+    assert "--scheduler: EulerDiscreteScheduler in place of DDIMScheduler" in open(
+        layout.worker_log(str(tmp_path / "slurm"), 1)).read()

@@ -10,10 +10,12 @@ import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass, field
+from typing import List, Optional
 
 from gen_worker.container.binds import (Bind, BindError, check_binds, check_links, check_visible, parse_bind,
                                         plan_binds, to_container)
 from gen_worker.errors import T2IError
+from gen_worker.flags import flag
 
 RUNTIMES = ("apptainer", "singularity", "docker", "podman")
 APPTAINER_URIS = ("docker://", "docker-archive://", "docker-daemon://", "library://", "oras://", "shub://")
@@ -24,6 +26,22 @@ PASSED_ENV = ("HF_HUB_OFFLINE", "HF_TOKEN", "HF_ENDPOINT", "TRANSFORMERS_OFFLINE
 
 class ContainerError(T2IError):
     pass
+
+
+@dataclass
+class ContainerOptions:
+    container: Optional[str] = flag(None, group="container", metavar="IMAGE",
+                                    help="image to run the workers in: an Apptainer .sif file or a docker/podman "
+                                         "image (e.g. t2i-batch:latest, built by containers/build_image.sh); "
+                                         "default: no container")
+    container_runtime: str = flag("auto", group="container", choices=("auto", *RUNTIMES),
+                                  help="auto: apptainer (or singularity) for a .sif file, else podman if installed, "
+                                       "else docker")
+    container_bind: List[str] = flag(group="container", repeatable=True, metavar="SRC[:DST]",
+                                     help="one more host path to show inside the container (repeatable); the output "
+                                          "dir, the prompts CSV, the model folder and the Hugging Face cache are "
+                                          "bound at their own paths, a bind that covers one of them with another "
+                                          "DST moves it there")
 
 
 def is_apptainer(runtime):

@@ -13,7 +13,7 @@ import time
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import replace_file, replace_json
 from gen_worker.naming import is_temp_name
-from gen_worker.spec import guarded_defaults
+from gen_worker.spec import recorded_defaults
 from gen_worker.errors import T2IError
 
 MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")
@@ -30,12 +30,12 @@ def _describe(changes, limit=4):
 
 def check_and_record_settings(output_dir, spec, allow_change=False):
     path = os.path.join(output_dir, layout.SETTINGS_FILE)
-    new = spec.guarded_settings()
+    new = spec.recorded_settings()
     history = []
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
-        old = {**guarded_defaults(), **record.get("settings", {})}
+        old = {**recorded_defaults(), **record.get("settings", {})}
         history = record.get("history", [])
         changes = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
         if not changes:

@@ -12,8 +12,6 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Optional
 
 import submitit
 from submitit.core.utils import JobPaths
@@ -31,78 +29,7 @@ from gen_worker.slurm.task import SlurmTask
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TIME_MINUTES = 3 * 24 * 60  # capped at the partition's MaxTime
-MIN_TIME_MINUTES = 5  # submitit asks SLURM for a requeue signal 90 s before the end
 MAX_TIMEOUT_REQUEUES = 10  # submitit's default (3) ends long runs on short partitions early
-# sbatch options that decide the one-GPU-per-task layout or the log files, or have their own flag.
-MANAGED_SBATCH = {
-    "array": "set from --gpus and --array_parallelism", "nodes": "set from --gpus_per_node",
-    "ntasks": "set from --gpus", "ntasks-per-node": "set from --gpus_per_node",
-    "gpus": "one GPU per task is how t2i-batch runs", "gpus-per-node": "one GPU per task is how t2i-batch runs",
-    "gpus-per-task": "one GPU per task is how t2i-batch runs", "gres": "one GPU per task is how t2i-batch runs",
-    "output": "logs go under --output_dir", "error": "logs go under --output_dir",
-    "open-mode": "logs go under --output_dir", "signal": "submitit's requeue needs it",
-    "wrap": "submitit writes the script",
-    "partition": "use --partition", "account": "use --account", "qos": "use --qos", "time": "use --time",
-    "mem": "use --mem_gb", "mem-per-gpu": "use --mem_gb", "mem-per-cpu": "use --mem_gb",
-    "cpus-per-task": "use --cpus_per_task", "constraint": "use --constraint", "exclude": "use --exclude",
-    "job-name": "use --job_name",
-}
-
-
-@dataclass
-class SlurmOptions:
-    gpus: int = 8
-    mode: str = "array"
-    gpus_per_node: int = 8
-    array_parallelism: Optional[int] = None
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    time: Optional[int] = None
-    mem_gb: float = 64
-    cpus_per_task: int = 8
-    constraint: Optional[str] = None
-    exclude: Optional[str] = None
-    job_name: str = "t2i-batch"
-    setup: list = field(default_factory=list)
-    sbatch: dict = field(default_factory=dict)
-    wait: bool = False
-
-
-def _sbatch_options(items):
-    """--sbatch_option mail-type=END / --sbatch_option=--requeue -> {"mail-type": "END", "requeue": True}."""
-    options = {}
-    for item in items or []:
-        key, has_value, value = item.lstrip("-").partition("=")
-        key = key.strip().replace("_", "-")
-        if not key:
-            raise UsageError(f"--sbatch_option {item!r}: expected NAME=VALUE or NAME")
-        if key in MANAGED_SBATCH:
-            raise UsageError(f"--sbatch_option {item!r}: --{key} is not passed through ({MANAGED_SBATCH[key]})")
-        options[key] = value if has_value else True
-    return options
-
-
-def slurm_options(args):
-    """SlurmOptions from submit.py's arguments; UsageError for anything wrong (no cluster needed)."""
-    for name in ("gpus", "gpus_per_node", "array_parallelism", "cpus_per_task"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UsageError(f"--{name} must be at least 1 (got {value})")
-    if args.time is not None and args.time < MIN_TIME_MINUTES:
-        raise UsageError(f"--time is in minutes and must be at least {MIN_TIME_MINUTES} (got {args.time})")
-    if args.mem_gb <= 0:
-        raise UsageError(f"--mem_gb must be more than 0 (got {args.mem_gb})")
-    for line in args.slurm_setup or []:
-        if "\n" in line:
-            raise UsageError("--slurm_setup takes one line each; repeat the flag for more lines")
-    return SlurmOptions(
-        gpus=args.gpus or 8, mode=args.slurm_mode, gpus_per_node=args.gpus_per_node,
-        array_parallelism=args.array_parallelism, partition=args.partition, account=args.account, qos=args.qos,
-        time=args.time, mem_gb=args.mem_gb, cpus_per_task=args.cpus_per_task, constraint=args.constraint,
-        exclude=args.exclude, job_name=args.job_name, setup=list(args.slurm_setup or []),
-        sbatch=_sbatch_options(args.sbatch_option),
-        wait=sys.stdout.isatty() if args.wait is None else args.wait)
 
 
 def array_chunks(workers, max_size, parallelism=None):
@@ -140,7 +67,7 @@ def _parameters(opts, time_min, mode, num_tasks, array_cap=None):
     # `python -m submitit...` puts the job's directory first on sys.path: started in the submit
     # directory, a task would import any other gen_worker found there (another checkout).
     checkout = shlex.quote(PACKAGE_PARENT)
-    setup = [*opts.setup, f"export PYTHONPATH={checkout}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {checkout}"]
+    setup = [*opts.slurm_setup, f"export PYTHONPATH={checkout}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {checkout}"]
     params = dict(job_name=opts.job_name, time=time_min, cpus_per_task=opts.cpus_per_task,
                   mem_per_gpu=_mem(opts.mem_gb), setup=setup, partition=opts.partition, account=opts.account,
                   qos=opts.qos, constraint=opts.constraint, exclude=opts.exclude,
@@ -170,7 +97,7 @@ def _executor(output_dir, params, python=None):
 
 def _jobs_plan(opts, workers, max_array, time_min):
     """[(workers, parameters), ...]: one entry per SLURM job to queue."""
-    if opts.mode == "tasks":
+    if opts.slurm_mode == "tasks":
         return [(workers, _parameters(opts, time_min, "tasks", len(workers)))]
     return [(chunk, _parameters(opts, time_min, "array", len(chunk), cap))
             for chunk, cap in array_chunks(workers, max_array, opts.array_parallelism)]
@@ -181,10 +108,10 @@ def check_with_cluster(spec, opts):
     Returns (MaxArraySize, time limit in minutes)."""
     try:
         max_array, time_min = max_array_size(), _time_limit(opts)
-        plan = _jobs_plan(opts, list(range(opts.gpus)), max_array, time_min)
+        plan = _jobs_plan(opts, list(range(opts.num_tasks)), max_array, time_min)
         workers, params = plan[0]
         folder = _submitit_folder(spec.output_dir)
-        map_count = len(workers) if opts.mode == "array" and len(workers) > 1 else None
+        map_count = len(workers) if opts.slurm_mode == "array" and len(workers) > 1 else None
         test_submission(_make_sbatch_string(command="true", folder=folder, map_count=map_count, **params))
     except SlurmError as err:
         raise UsageError(str(err)) from None
@@ -208,14 +135,14 @@ def _queue(spec, opts, workers, max_array, time_min, container=None):
         executor = _executor(spec.output_dir, params, python)
         try:
             with submitit.helpers.clean_env():  # from inside a job: do not inherit its allocation
-                if opts.mode == "tasks":
-                    jobs = [executor.submit(SlurmTask(task_spec, opts.gpus, rank_workers=chunk))] * len(chunk)
+                if opts.slurm_mode == "tasks":
+                    jobs = [executor.submit(SlurmTask(task_spec, opts.num_tasks, rank_workers=chunk))] * len(chunk)
                 else:
-                    jobs = executor.map_array(SlurmTask(task_spec, opts.gpus), chunk)
+                    jobs = executor.map_array(SlurmTask(task_spec, opts.num_tasks), chunk)
         except Exception as err:  # sbatch refused (submitit raises its own error types)
             return tasks, " ".join(str(err).split())[:500]
         for rank, (worker, job) in enumerate(zip(chunk, jobs)):
-            task_rank = rank if opts.mode == "tasks" else 0
+            task_rank = rank if opts.slurm_mode == "tasks" else 0
             paths = JobPaths(_submitit_folder(spec.output_dir), job.job_id, task_rank)
             tasks.append({"worker": worker, "slurm_id": job.job_id, "job_id": job.job_id.split("_")[0],
                           "rank": task_rank, "stdout": str(paths.stdout), "stderr": str(paths.stderr)})
@@ -240,14 +167,14 @@ def _print_submitted(spec, opts, submission):
         by_job.setdefault(t["job_id"], []).append(t["worker"])
     jobs = ", ".join(f"job {j} (tasks {describe_workers(w)})" for j, w in by_job.items())
     out = spec.output_dir
-    print(f"Submitted {len(submission['tasks'])} SLURM tasks ({opts.mode} mode, one GPU each): {jobs}")
+    print(f"Submitted {len(submission['tasks'])} SLURM tasks ({opts.slurm_mode} mode, one GPU each): {jobs}")
     print(f"Logs: {os.path.join(out, layout.SUBMITIT_DIR)}/<job id>/ (SLURM output), "
           f"{os.path.join(out, layout.LOGS_DIR)}/worker_gpu<task>.log")
     sys.stdout.flush()
 
 
-def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False, container=None):
-    """Check, prepare the folder, queue what is missing; then follow it (--wait) or return. Exit status.
+def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False, container=None, wait=False):
+    """Check, prepare the folder, queue what is missing; then follow it (`wait`) or return. Exit status.
     `container` (a checked container.Container): every task runs inside it."""
     from gen_worker.slurm.status import follow_hints, follow_run, summarize_run
 
@@ -258,9 +185,9 @@ def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False, c
     lock = prepare_output_dir(spec, samples, allow_settings_change, check=functools.partial(refuse_if_jobs_alive, out))
     try:
         started = time.time()
-        workers = workers_with_work(samples, opts.gpus, spec.batch_size, existing_images(out))
+        workers = workers_with_work(samples, opts.num_tasks, spec.batch_size, existing_images(out))
         submission = {"submitted_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-                      "submitted_unix": started, "command": command, "mode": opts.mode, "num_workers": opts.gpus,
+                      "submitted_unix": started, "command": command, "mode": opts.slurm_mode, "num_workers": opts.num_tasks,
                       "num_samples": len(samples), "batch_size": spec.batch_size,
                       "container": container.image if container else None, "job_ids": [], "tasks": []}
         if not workers:
@@ -286,7 +213,7 @@ def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False, c
             print("The tasks above are queued; once they end, rerun the same command to queue the rest.",
                   file=sys.stderr)
         return 1
-    if not opts.wait:
+    if not wait:
         print("\n".join(follow_hints(out)))
         return 0
     return follow_run(out)

@@ -9,7 +9,10 @@ import logging
 import signal
 import sys
 
+from gen_worker.errors import T2IError
 from gen_worker.spec import JobSpec
+
+log = logging.getLogger("gen_worker.worker")
 
 
 def _stop_once(signum, frame):
@@ -30,13 +33,16 @@ def main(argv=None):
     # being written is cleaned up instead of left behind (Ctrl+C may arrive twice: terminal + submitter).
     signal.signal(signal.SIGINT, _stop_once)
     signal.signal(signal.SIGTERM, _stop_once)
-    with open(args.spec, encoding="utf-8") as f:
-        spec = JobSpec.from_json(f.read())
     from gen_worker.worker.loop import run_worker
     try:
+        with open(args.spec, encoding="utf-8") as f:
+            spec = JobSpec.from_json(f.read())
         run_worker(spec, args.worker_index, args.num_workers)
     except KeyboardInterrupt:
         return 130
+    except T2IError as err:  # e.g. a spec from other code: one line says what to do
+        log.error("%s", err)
+        return 1
     except Exception:
         return 1  # already logged with its traceback, and in the worker's summary
     return 0

@@ -23,6 +23,7 @@ from gen_worker.prompts import fingerprint, load_samples
 from gen_worker.output.lock import RunLock
 from gen_worker.output.record import existing_images
 from gen_worker.sharding import worker_blocks
+from gen_worker.spec import check_version
 from gen_worker.errors import T2IError, one_line
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def run_worker(spec, worker_index, num_workers, pipe=None):
     pipe: a pipeline already loaded (and set up with apply_speed_options) to use instead of loading
     spec.model_path: benchmarks reuse one across runs.
     """
+    check_version(getattr(spec, "spec_version", None))  # a job queued by other code, an older image
     started = time.time()
     output_dir = spec.output_dir
     progress = WorkerProgress(output_dir, worker_index, num_workers)

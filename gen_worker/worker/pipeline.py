@@ -141,6 +141,21 @@ def cfg_truncation_callback(step):
     return callback
 
 
+def use_scheduler(pipe, name):
+    """--scheduler: that diffusers class in place of the model's, made from the model's scheduler
+    config (its noise schedule, shift, ...). Only classes the model's scheduler lists as compatible."""
+    import diffusers
+    current = type(pipe.scheduler).__name__
+    compatible = sorted({c.__name__ for c in getattr(pipe.scheduler, "compatibles", [])} | {current})
+    if not hasattr(diffusers, name):
+        raise PipelineSetupError(f"--scheduler {name}: diffusers {diffusers.__version__} has no such scheduler")
+    if name not in compatible:
+        raise PipelineSetupError(f"--scheduler {name} does not fit {type(pipe).__name__}, whose {current} "
+                                 f"is compatible with: {', '.join(compatible)}")
+    pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config)
+    log.info("--scheduler: %s in place of %s", name, current)
+
+
 class ImageMaker:
     """Calls the pipeline with the run's settings; `make(samples)` returns one image per sample.
 
@@ -151,6 +166,8 @@ class ImageMaker:
     def __init__(self, pipe, spec):
         self.pipe = pipe
         self.name = type(pipe).__name__
+        if spec.scheduler:
+            use_scheduler(pipe, spec.scheduler)
         params = inspect.signature(pipe.__call__).parameters
         self.is_video = "num_frames" in params
         kwargs = {

@@ -1,0 +1,68 @@
+"""JobSpec is the one definition of each setting: flags, defaults, checks, the record, the version."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, write_prompts
+from gen_worker.errors import UsageError
+from gen_worker.flags import flag_fields
+from gen_worker.spec import RECORDED_SETTINGS, SPEC_VERSION, JobSpec, SpecVersionError
+from gen_worker.worker.loop import run_worker
+
+
+def _spec(tmp_path, **changes):
+    csv = write_prompts(tmp_path / "p.csv", [("1", "a cat")])
+    return JobSpec(prompts_csv=csv, output_dir=str(tmp_path / "out"), model_path="m", num_samples=1, **changes)
+
+
+def test_every_setting_is_a_flag_and_the_recorded_ones_are_declared_on_their_field():
+    names = {f.name for f in flag_fields(JobSpec)}
+    assert {f.name for f in dataclasses.fields(JobSpec)} - names == {"samples_fingerprint", "spec_version"}
+    assert {"model_path", "seed_start", "guidance_scale", "scheduler", "batch_size"} <= set(RECORDED_SETTINGS)
+    assert not {"device", "compile", "tf32", "output_dir", "prompts_csv"} & set(RECORDED_SETTINGS)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"height": 60}, "--height must be a multiple of 8 (got 60)"),
+    ({"guidance_scale": float("nan")}, "--guidance_scale must be a finite number"),
+    ({"guidance_scale": float("inf")}, "--guidance_scale must be a finite number"),
+    ({"scheduler": "DPMSolver"}, "--scheduler is not a diffusers scheduler class"),
+    ({"cpu_threads": 0}, "--cpu_threads must be at least 1"),
+])
+def test_a_spec_checks_its_values_where_they_are_declared(tmp_path, changes, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _spec(tmp_path, **changes)
+
+
+def test_the_json_round_trip_keeps_every_field_and_the_version(tmp_path):
+    spec = _spec(tmp_path, scheduler="DPMSolverMultistepScheduler", guidance_scale=3.0)
+    again = JobSpec.from_json(spec.to_json())
+    assert again == spec and again.spec_version == SPEC_VERSION
+
+
+def test_a_worker_refuses_a_spec_from_other_code_in_one_line(tmp_path):
+    """A local worker (or one in an older container image) given a spec.json of another version."""
+    spec = _spec(tmp_path)
+    os.makedirs(spec.output_dir)
+    values = json.loads(spec.to_json())
+    values["spec_version"] = "0ld0ld0ld0ld"
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(values))
+    result = subprocess.run([sys.executable, "-m", "gen_worker.worker", "--spec", str(path), "--worker_index", "0",
+                             "--num_workers", "1"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "spec version 0ld0ld0ld0ld" in last and "rebuild the container image" in last, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_pickled_spec_from_before_versions_is_refused(tmp_path):
+    """A SLURM job queued by older code is unpickled without the field: not taken for the current version."""
+    spec = _spec(tmp_path)
+    del spec.__dict__["spec_version"]
+    with pytest.raises(SpecVersionError, match="spec version none"):
+        run_worker(spec, 0, 1)
