@@ -88,7 +88,7 @@ def _check_mode_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"{', '.join(given)} only applies to --cluster slurm")
 
 
-def _check_output_dir(path):
+def _check_output_dir(path: str) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"--output_dir {path} exists and is not a folder")
     try:
@@ -113,7 +113,7 @@ def build_spec(args: argparse.Namespace) -> Tuple[JobSpec, List[Sample]]:
     return JobSpec(**values), samples
 
 
-def local_gpu_ids(args):
+def local_gpu_ids(args: argparse.Namespace) -> List[str]:
     """One CUDA_VISIBLE_DEVICES value per local worker ("" hides every GPU from a CPU worker)."""
     if args.gpu_ids:
         ids = [g.strip() for g in args.gpu_ids]
@@ -142,7 +142,7 @@ def container_for(args: argparse.Namespace, spec: JobSpec, same_path: Sequence[s
                    same_path)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("status", "cancel"):
         from gen_worker.slurm.status import main as status_main

@@ -26,7 +26,8 @@ DEVICES = ("auto", "cuda", "cpu")
 def diffusers_scheduler(name: str) -> Optional[str]:
     """A scheduler class diffusers exports, found in its source (importing diffusers takes seconds)."""
     found = importlib.util.find_spec("diffusers")
-    init = os.path.join(found.submodule_search_locations[0], "schedulers", "__init__.py") if found else ""
+    folders = (found.submodule_search_locations or []) if found else []
+    init = os.path.join(folders[0], "schedulers", "__init__.py") if folders else ""
     try:
         with open(init, encoding="utf-8") as f:
             tree = ast.parse(f.read())
@@ -101,7 +102,7 @@ class JobSpec:
     # set by the submitter
     samples_fingerprint: str = ""  # prompts.fingerprint() of the samples, checked by each worker
     # No class-level default: a spec unpickled from an older version has no such attribute at all.
-    spec_version: str = dataclasses.field(default_factory=lambda: SPEC_VERSION)
+    spec_version: str = dataclasses.field(default_factory=lambda: _current_version())
 
     def __post_init__(self) -> None:
         check(JobSpec, vars(self))
@@ -125,6 +126,10 @@ RECORDED_SETTINGS = recorded_names(JobSpec)
 _SHAPE = [(f.name, str(f.type), None if f.default is dataclasses.MISSING else f.default)
           for f in dataclasses.fields(JobSpec) if f.name != "spec_version"]
 SPEC_VERSION = hashlib.sha256(repr(_SHAPE).encode()).hexdigest()[:12]
+
+
+def _current_version() -> str:
+    return SPEC_VERSION
 
 
 class SpecVersionError(T2IError):

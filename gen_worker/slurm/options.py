@@ -53,7 +53,7 @@ class SlurmOptions:
     slurm_setup: List[str] = flag(group="slurm", repeatable=True, metavar="LINE", checks=[one_line_each],
                                   help="a shell line run before each task, e.g. 'module load cuda' (repeat for more)")
     sbatch_option: List[str] = flag(group="slurm", repeatable=True, metavar="NAME[=VALUE]",
-                                    checks=[lambda items: parse_sbatch_options(items) and None],
+                                    checks=[lambda items: _sbatch_problem(items)],
                                     help="any other sbatch option, passed through, e.g. mail-type=END or "
                                          "reservation=r1 (repeatable)")
 
@@ -68,6 +68,11 @@ class SlurmOptions:
 
 def _time_problem(minutes: int) -> Optional[str]:
     return None if minutes >= MIN_TIME_MINUTES else f"is in minutes and must be at least {MIN_TIME_MINUTES}"
+
+
+def _sbatch_problem(items: List[str]) -> Optional[str]:
+    parse_sbatch_options(items)  # raises a UsageError that names the option
+    return None
 
 
 def parse_sbatch_options(items: List[str]) -> Dict[str, Union[str, bool]]:

@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import time
+from typing import Any, Container, Dict, List, Optional, Sequence, Tuple
 
 import submitit
 from submitit.core.utils import JobPaths
@@ -22,7 +23,11 @@ from gen_worker.output import layout
 from gen_worker.errors import UsageError
 from gen_worker.container.slurm_launcher import write_launcher
 from gen_worker.output.record import existing_images, prepare_output_dir
+from gen_worker.container.runtime import Container as ImageContainer
+from gen_worker.prompts import Sample
 from gen_worker.sharding import worker_indices
+from gen_worker.slurm.options import SlurmOptions
+from gen_worker.spec import JobSpec
 from gen_worker.slurm.commands import SlurmError, max_array_size, partition_time_limit, test_submission
 from gen_worker.slurm.record import add_submission, refuse_if_jobs_alive
 from gen_worker.slurm.task import SlurmTask
@@ -32,7 +37,8 @@ DEFAULT_TIME_MINUTES = 3 * 24 * 60  # capped at the partition's MaxTime
 MAX_TIMEOUT_REQUEUES = 10  # submitit's default (3) ends long runs on short partitions early
 
 
-def array_chunks(workers, max_size, parallelism=None):
+def array_chunks(workers: List[int], max_size: int,
+                 parallelism: Optional[int] = None) -> List[Tuple[List[int], int]]:
     """[(workers, cap), ...]: arrays of at most max_size tasks; a --array_parallelism cap is shared
     among them in proportion to their sizes (at least 1 each), so the total stays at the cap."""
     chunks = [workers[i:i + max_size] for i in range(0, len(workers), max_size)]
@@ -48,11 +54,11 @@ def array_chunks(workers, max_size, parallelism=None):
     return list(zip(chunks, caps))
 
 
-def _mem(gb):
+def _mem(gb: float) -> str:
     return f"{int(gb)}GB" if gb == int(gb) else f"{int(gb * 1024)}MB"
 
 
-def _time_limit(opts):
+def _time_limit(opts: SlurmOptions) -> int:
     limit = partition_time_limit(opts.partition)
     if opts.time is None:
         return min(DEFAULT_TIME_MINUTES, limit) if limit else DEFAULT_TIME_MINUTES
@@ -62,29 +68,31 @@ def _time_limit(opts):
     return opts.time
 
 
-def _parameters(opts, time_min, mode, num_tasks, array_cap=None):
+def _parameters(opts: SlurmOptions, time_min: int, mode: str, num_tasks: int,
+                array_cap: Optional[int] = None) -> Dict[str, Any]:
     """submitit SlurmExecutor parameters for one job: num_tasks array tasks or ranks."""
     # `python -m submitit...` puts the job's directory first on sys.path: started in the submit
     # directory, a task would import any other gen_worker found there (another checkout).
     checkout = shlex.quote(PACKAGE_PARENT)
     setup = [*opts.slurm_setup, f"export PYTHONPATH={checkout}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {checkout}"]
-    params = dict(job_name=opts.job_name, time=time_min, cpus_per_task=opts.cpus_per_task,
-                  mem_per_gpu=_mem(opts.mem_gb), setup=setup, partition=opts.partition, account=opts.account,
-                  qos=opts.qos, constraint=opts.constraint, exclude=opts.exclude,
-                  signal_delay_s=90, additional_parameters=dict(opts.sbatch))
+    additional: Dict[str, Any] = dict(opts.sbatch)
+    params: Dict[str, Any] = dict(job_name=opts.job_name, time=time_min, cpus_per_task=opts.cpus_per_task,
+                                  mem_per_gpu=_mem(opts.mem_gb), setup=setup, partition=opts.partition,
+                                  account=opts.account, qos=opts.qos, constraint=opts.constraint,
+                                  exclude=opts.exclude, signal_delay_s=90, additional_parameters=additional)
     if mode == "array":
         params.update(gpus_per_node=1, array_parallelism=array_cap or num_tasks)
     else:  # --gpus-per-task=1 + srun binds one GPU per rank; --gpus or --gpus-per-node would not
         params.update(nodes=math.ceil(num_tasks / opts.gpus_per_node), gpus_per_task=1)
-        params["additional_parameters"]["ntasks"] = num_tasks
+        additional["ntasks"] = num_tasks
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _submitit_folder(output_dir):
+def _submitit_folder(output_dir: str) -> str:
     return os.path.join(output_dir, layout.SUBMITIT_DIR, "%j")  # one folder per job (array task)
 
 
-def _executor(output_dir, params, python=None):
+def _executor(output_dir: str, params: Dict[str, Any], python: Optional[str] = None) -> submitit.SlurmExecutor:
     """python: the command that runs python in each task (default: this Python)."""
     try:
         executor = submitit.SlurmExecutor(folder=_submitit_folder(output_dir), max_num_timeout=MAX_TIMEOUT_REQUEUES,
@@ -95,7 +103,8 @@ def _executor(output_dir, params, python=None):
     return executor
 
 
-def _jobs_plan(opts, workers, max_array, time_min):
+def _jobs_plan(opts: SlurmOptions, workers: List[int], max_array: int,
+               time_min: int) -> List[Tuple[List[int], Dict[str, Any]]]:
     """[(workers, parameters), ...]: one entry per SLURM job to queue."""
     if opts.slurm_mode == "tasks":
         return [(workers, _parameters(opts, time_min, "tasks", len(workers)))]
@@ -103,7 +112,7 @@ def _jobs_plan(opts, workers, max_array, time_min):
             for chunk, cap in array_chunks(workers, max_array, opts.array_parallelism)]
 
 
-def check_with_cluster(spec, opts):
+def check_with_cluster(spec: JobSpec, opts: SlurmOptions) -> Tuple[int, int]:
     """Everything SLURM can tell before anything is queued: limits, then sbatch --test-only.
     Returns (MaxArraySize, time limit in minutes)."""
     try:
@@ -118,15 +127,17 @@ def check_with_cluster(spec, opts):
     return max_array, time_min
 
 
-def workers_with_work(samples, num_workers, batch_size, on_disk):
+def workers_with_work(samples: Sequence[Sample], num_workers: int, batch_size: int,
+                      on_disk: Container[str]) -> List[int]:
     """Worker indices that still have an image to make (the others are not queued)."""
     return [k for k in range(num_workers)
             if any(samples[i].file_name not in on_disk for i in worker_indices(len(samples), k, num_workers, batch_size))]
 
 
-def _queue(spec, opts, workers, max_array, time_min, container=None):
+def _queue(spec: JobSpec, opts: SlurmOptions, workers: List[int], max_array: int, time_min: int,
+           container: Optional[ImageContainer] = None) -> Tuple[List[Dict[str, Any]], Optional[str]]:
     """Submit the jobs; returns (tasks, error): what was queued, and why the rest was not."""
-    tasks = []
+    tasks: List[Dict[str, Any]] = []
     task_spec, python = spec, None
     if container is not None:  # the image's python runs the task, given the paths as it sees them
         task_spec = container.inside_spec(spec)
@@ -149,7 +160,7 @@ def _queue(spec, opts, workers, max_array, time_min, container=None):
     return tasks, None
 
 
-def describe_workers(workers):
+def describe_workers(workers: Sequence[int]) -> str:
     """[0, 1, 2, 5] -> '0-2,5'."""
     parts, start = [], None
     for i, k in enumerate(workers):
@@ -161,8 +172,8 @@ def describe_workers(workers):
     return ",".join(parts)
 
 
-def _print_submitted(spec, opts, submission):
-    by_job = {}
+def _print_submitted(spec: JobSpec, opts: SlurmOptions, submission: Dict[str, Any]) -> None:
+    by_job: Dict[str, List[int]] = {}
     for t in submission["tasks"]:
         by_job.setdefault(t["job_id"], []).append(t["worker"])
     jobs = ", ".join(f"job {j} (tasks {describe_workers(w)})" for j, w in by_job.items())
@@ -173,7 +184,9 @@ def _print_submitted(spec, opts, submission):
     sys.stdout.flush()
 
 
-def submit_to_slurm(spec, samples, opts, command, allow_settings_change=False, container=None, wait=False):
+def submit_to_slurm(spec: JobSpec, samples: Sequence[Sample], opts: SlurmOptions, command: str,
+                    allow_settings_change: bool = False, container: Optional[ImageContainer] = None,
+                    wait: bool = False) -> int:
     """Check, prepare the folder, queue what is missing; then follow it (`wait`) or return. Exit status.
     `container` (a checked container.Container): every task runs inside it."""
     from gen_worker.slurm.status import follow_hints, follow_run, summarize_run

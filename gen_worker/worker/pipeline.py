@@ -7,9 +7,13 @@ not depend on which worker makes it, nor on the device the noise is drawn for.
 """
 import inspect
 import logging
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
+
 from gen_worker.errors import T2IError
+from gen_worker.prompts import Sample
+from gen_worker.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +24,7 @@ class PipelineSetupError(T2IError):
     """The model or a setting cannot work at all: no point trying sample after sample."""
 
 
-def resolve_device(requested):
+def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
@@ -28,13 +32,13 @@ def resolve_device(requested):
     return requested
 
 
-def _dtype_argument_name():
+def _dtype_argument_name() -> str:
     # diffusers renamed from_pretrained's torch_dtype to dtype (and warns on the old name).
     from diffusers.utils import deprecation_utils
     return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
 
 
-def load_pipeline(model_path, dtype, device):
+def load_pipeline(model_path: str, dtype: str, device: str) -> Any:
     """Safetensors weights only, and never code from the model folder or the hub.
 
     On a GPU the weights are read straight into GPU memory (device_map), not built on the CPU first.
@@ -60,11 +64,11 @@ def load_pipeline(model_path, dtype, device):
     return pipe
 
 
-def _device_map(device):
+def _device_map(device: str) -> Dict[str, str]:
     return {"device_map": device} if device != "cpu" else {}
 
 
-def denoiser(pipe):
+def denoiser(pipe: Any) -> Optional[torch.nn.Module]:
     """The model the denoising loop calls at every step: the one worth compiling."""
     for name in ("unet", "transformer"):
         model = getattr(pipe, name, None)
@@ -73,12 +77,12 @@ def denoiser(pipe):
     return None
 
 
-def _is_2d_convolutional(model):
+def _is_2d_convolutional(model: torch.nn.Module) -> bool:
     params = list(model.parameters())
     return any(p.dim() == 4 for p in params) and not any(p.dim() == 5 for p in params)
 
 
-def apply_speed_options(pipe, spec, device):
+def apply_speed_options(pipe: Any, spec: JobSpec, device: str) -> List[str]:
     """Apply the speed flags at load time; returns the names of those that took effect."""
     applied = []
     if spec.tf32 and device == "cuda":
@@ -110,7 +114,7 @@ def apply_speed_options(pipe, spec, device):
     return applied
 
 
-def half_frame_count(num_frames, temporal_factor):
+def half_frame_count(num_frames: int, temporal_factor: int) -> int:
     """Half the latent frames (what costs compute), as a frame count the video VAE accepts.
 
     A video VAE packs `temporal_factor` frames per latent frame after the first one:
@@ -120,7 +124,7 @@ def half_frame_count(num_frames, temporal_factor):
     return (latent_frames + 1) // 2 * temporal_factor - temporal_factor + 1
 
 
-def cfg_truncation_callback(step):
+def cfg_truncation_callback(step: int) -> Callable[..., Dict[str, Any]]:
     """Switch classifier-free guidance off after `step` denoising steps (callback_on_step_end).
 
     The callback runs after step i, so it acts at i == step - 1. With guidance off the pipeline
@@ -141,7 +145,7 @@ def cfg_truncation_callback(step):
     return callback
 
 
-def use_scheduler(pipe, name):
+def use_scheduler(pipe: Any, name: str) -> None:
     """--scheduler: that diffusers class in place of the model's, made from the model's scheduler
     config (its noise schedule, shift, ...). Only classes the model's scheduler lists as compatible."""
     import diffusers
@@ -163,7 +167,7 @@ class ImageMaker:
     8-bit pixels and PNG files in its writer threads (png.py), off the GPU's critical path.
     """
 
-    def __init__(self, pipe, spec):
+    def __init__(self, pipe: Any, spec: JobSpec) -> None:
         self.pipe = pipe
         self.name = type(pipe).__name__
         if spec.scheduler:
@@ -194,7 +198,8 @@ class ImageMaker:
         kwargs.update(self._cfg_truncation_kwargs(spec.cfg_truncation_step, spec.num_inference_steps, params))
         self.call_kwargs = kwargs
 
-    def _cfg_truncation_kwargs(self, step, num_steps, params):
+    def _cfg_truncation_kwargs(self, step: Optional[int], num_steps: int,
+                               params: Mapping[str, inspect.Parameter]) -> Dict[str, Any]:
         if step is None:
             return {}
         if step >= num_steps:
@@ -210,7 +215,7 @@ class ImageMaker:
         return {"callback_on_step_end": cfg_truncation_callback(step),
                 "callback_on_step_end_tensor_inputs": [n for n in wanted if n in allowed]}
 
-    def make(self, samples):
+    def make(self, samples: Sequence[Sample]) -> List[Any]:
         generators = [torch.Generator("cpu").manual_seed(s.seed) for s in samples]
         with torch.inference_mode():
             out = self.pipe(prompt=[s.prompt for s in samples], generator=generators, **self.call_kwargs)
