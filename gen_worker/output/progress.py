@@ -7,8 +7,6 @@ import time
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import read_json_if_any, replace_json
 
-STATES_FINISHED = ("done", "error", "interrupted")
-
 
 class WorkerProgress:
     """Counts of one worker; `save()` writes them to logs/progress_gpu{k}.json atomically.

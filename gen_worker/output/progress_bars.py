@@ -14,7 +14,7 @@ BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{
 
 
 class ProgressBars:
-    def __init__(self, output_dir, labels, totals, already_done, file=None, worker_indices=None):
+    def __init__(self, output_dir, labels, totals, already_done, worker_indices=None):
         """labels[k], totals[k], already_done[k]: worker k's name ("GPU 2"), sample count, images on disk.
 
         worker_indices: the worker each bar shows, when not simply 0, 1, 2, ... (a SLURM rerun
@@ -22,10 +22,9 @@ class ProgressBars:
         """
         self.output_dir = output_dir
         self.worker_indices = list(range(len(labels))) if worker_indices is None else list(worker_indices)
-        file = file or sys.stderr
-        self.interactive = file.isatty()
+        self.interactive = sys.stderr.isatty()
         self.bars = [
-            tqdm(total=total, initial=done, desc=label, position=k, file=file, bar_format=BAR_FORMAT,
+            tqdm(total=total, initial=done, desc=label, position=k, file=sys.stderr, bar_format=BAR_FORMAT,
                  dynamic_ncols=self.interactive, mininterval=0.2 if self.interactive else 30, leave=True)
             for k, (label, total, done) in enumerate(zip(labels, totals, already_done))
         ]

@@ -81,22 +81,19 @@ def check_and_write_manifest(output_dir, samples, allow_change=False):
 
 def remove_stale_temp_files(output_dir):
     """Delete temporary files left by killed workers (call only while holding the lock exclusively)."""
-    removed = 0
     for folder in (output_dir, os.path.join(output_dir, layout.LOGS_DIR)):
         if not os.path.isdir(folder):
             continue
         for name in os.listdir(folder):
             if is_temp_name(name):
                 os.remove(os.path.join(folder, name))
-                removed += 1
-    return removed
 
 
 def archive_previous_reports(output_dir):
     """Move the last run's failure lists and summaries to logs/previous/<time>/ (a new run rewrites them)."""
     names = [n for n in os.listdir(output_dir) if layout.is_report_file(n)]
     if not names:
-        return None
+        return
     target = os.path.join(output_dir, layout.PREVIOUS_REPORTS_DIR, time.strftime("%Y%m%d-%H%M%S"))
     suffix = 0
     while os.path.exists(target + (f"-{suffix}" if suffix else "")):
@@ -105,7 +102,6 @@ def archive_previous_reports(output_dir):
     os.makedirs(target)
     for name in names:
         os.replace(os.path.join(output_dir, name), os.path.join(target, name))
-    return target
 
 
 def existing_images(output_dir):

@@ -55,11 +55,6 @@ def queue_states(slurm_ids):
     return states
 
 
-def in_queue(slurm_id, states):
-    """Whether a recorded task (an array task '12_3' or a whole job '12') is still in squeue's answer."""
-    return str(slurm_id) in states
-
-
 def cancel(slurm_ids):
     out = run_slurm(["scancel", *map(str, slurm_ids)])
     if out.returncode != 0:
