@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_MODEL ?= demo_model
 DEMO_OUTPUT ?= demo_output
 
-.PHONY: install demo test bench clean-demo
+.PHONY: install demo typecheck test bench clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,7 +27,11 @@ demo: $(VENV)/.installed $(DEMO_MODEL)/model_index.json
 	    --prompts_csv examples/prompts.csv --output_dir $(DEMO_OUTPUT) --model_path $(DEMO_MODEL) \
 	    --num_inference_steps 10 --height 64 --width 64 --dtype fp32
 
-test: $(VENV)/.installed
+# mypy over gen_worker/ (settings in pyproject.toml; torch, diffusers... are not analysed: seconds).
+typecheck: $(VENV)/.installed
+	$(PY) -m mypy
+
+test: $(VENV)/.installed typecheck
 	$(PY) -m pytest
 
 # CPU benchmarks on the tiny model (about 12 minutes); prints a table, writes bench/results_cpu.json.

@@ -109,7 +109,7 @@ PYEOF
     others=$(tail -n1 <<<"$pins")
     # The Dockerfile's own *_VERSION pins must agree with them.
     for arg in DIFFUSERS:diffusers TRANSFORMERS:transformers ACCELERATE:accelerate SAFETENSORS:safetensors \
-               SUBMITIT:submitit CLOUDPICKLE:cloudpickle PANDAS:pandas PILLOW:pillow TQDM:tqdm HF_HUB:huggingface-hub; do
+               SUBMITIT:submitit CLOUDPICKLE:cloudpickle PILLOW:pillow TQDM:tqdm HF_HUB:huggingface-hub; do
         v=$(tr ' ' '\n' <<<"$others" | sed -n "s/^${arg#*:}==//p")
         PIN_ARGS+=(--build-arg "${arg%%:*}_VERSION=$v")
     done

@@ -13,7 +13,7 @@
 #                  "torch==2.13.0+cpu" (the local CPU test) or "torch==2.7.1"
 #   PIP_EXTRA_ARGS extra pip arguments for every pip call (e.g. "--index-url URL")
 #   DIFFUSERS_VERSION TRANSFORMERS_VERSION ACCELERATE_VERSION SAFETENSORS_VERSION SUBMITIT_VERSION
-#   CLOUDPICKLE_VERSION PANDAS_VERSION PILLOW_VERSION TQDM_VERSION HF_HUB_VERSION
+#   CLOUDPICKLE_VERSION PILLOW_VERSION TQDM_VERSION HF_HUB_VERSION
 #                  "1.2.3" -> ==1.2.3; ">=1.2" (any operator) used as is; empty -> unpinned
 #   EXTRA_PINS     more constraints, space-separated ("numpy==2.4.6 tokenizers==0.23.3"; empty or
 #                  "none": nothing): build_image.sh --pin-from copies a host environment's versions
@@ -74,7 +74,7 @@ deps)
     for kv in diffusers:${DIFFUSERS_VERSION:-} transformers:${TRANSFORMERS_VERSION:-} \
               accelerate:${ACCELERATE_VERSION:-} safetensors:${SAFETENSORS_VERSION:-} \
               submitit:${SUBMITIT_VERSION:-} cloudpickle:${CLOUDPICKLE_VERSION:-} \
-              pandas:${PANDAS_VERSION:-} pillow:${PILLOW_VERSION:-} tqdm:${TQDM_VERSION:-} \
+              pillow:${PILLOW_VERSION:-} tqdm:${TQDM_VERSION:-} \
               huggingface-hub:${HF_HUB_VERSION:-}; do
         spec "${kv%%:*}" "${kv#*:}"
     done >> "$CONSTRAINTS"
@@ -95,11 +95,11 @@ PYEOF
     # Smoke test: fails the build if an import is broken (e.g. transformers disabling an old torch).
     "$PY" - <<'PYEOF'
 import importlib.metadata as md
-import torch, diffusers, transformers, accelerate, safetensors, submitit, cloudpickle, pandas, PIL, tqdm
+import torch, diffusers, transformers, accelerate, safetensors, submitit, cloudpickle, PIL, tqdm
 assert transformers.utils.is_torch_available(), f"transformers rejects torch {torch.__version__}"
 print("[install] ok:", ", ".join(f"{p} {md.version(p)}" for p in
       ["torch", "diffusers", "transformers", "accelerate", "safetensors", "huggingface-hub",
-       "submitit", "cloudpickle", "pandas", "pillow", "numpy", "tqdm"]))
+       "submitit", "cloudpickle", "pillow", "numpy", "tqdm"]))
 PYEOF
     ;;
 project)

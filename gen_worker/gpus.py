@@ -3,7 +3,7 @@ import os
 import subprocess
 
 
-def visible_gpus():
+def visible_gpus() -> list[str]:
     """GPU ids (or UUIDs) from CUDA_VISIBLE_DEVICES when set, else from nvidia-smi; [] when none."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:

@@ -5,20 +5,25 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any, Sequence
 
+from gen_worker.container.runtime import Container
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import replace_file
+from gen_worker.output.lock import RunLock
 from gen_worker.output.progress_bars import ProgressBars
 from gen_worker.output.record import existing_images
 from gen_worker.output.summary import exit_status, final_lines, write_run_summary
+from gen_worker.prompts import Sample
 from gen_worker.sharding import worker_indices
+from gen_worker.spec import JobSpec
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP_GRACE_SECONDS = 10
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent():
+def _die_with_parent() -> None:
     """Runs in the child before exec: if the submitter dies (even kill -9), the worker gets SIGTERM."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -26,7 +31,8 @@ def _die_with_parent():
         pass
 
 
-def start_worker(spec_path, output_dir, worker_index, num_workers, cuda_visible_devices, container=None, name=None):
+def start_worker(spec_path: str, output_dir: str, worker_index: int, num_workers: int, cuda_visible_devices: str,
+                 container: Container | None = None, name: str | None = None) -> subprocess.Popen[bytes]:
     """One worker process; with a container, `name` is the container's (so that it can be removed)."""
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=cuda_visible_devices, PYTHONUNBUFFERED="1")
     where = ""
@@ -51,7 +57,7 @@ def start_worker(spec_path, output_dir, worker_index, num_workers, cuda_visible_
             preexec_fn=_die_with_parent)
 
 
-def remove_containers(container, names):
+def remove_containers(container: Container | None, names: Sequence[str]) -> None:
     """A killed `podman/docker run` client leaves its container running: remove it by name."""
     command = container.remove_command(names) if container else None
     if command:
@@ -62,7 +68,7 @@ def remove_containers(container, names):
             pass
 
 
-def stop_workers(procs):
+def stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
     """Ask every worker to stop (they delete their half-written file), then kill stragglers."""
     for p in procs:
         if p.poll() is None:
@@ -76,7 +82,7 @@ def stop_workers(procs):
             p.wait()
 
 
-def _tail(path, lines=15):
+def _tail(path: str, lines: int = 15) -> list[str]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.readlines()[-lines:]
@@ -84,7 +90,8 @@ def _tail(path, lines=15):
         return []
 
 
-def run_local(spec, samples, gpu_ids, lock, command, container=None):
+def run_local(spec: JobSpec, samples: Sequence[Sample], gpu_ids: Sequence[str], lock: RunLock, command: str,
+              container: Container | None = None) -> int:
     """Run one worker per entry of gpu_ids (a CUDA_VISIBLE_DEVICES value each), each inside
     `container` if given (a container.Container); returns the exit status."""
     started = time.time()
@@ -93,7 +100,7 @@ def run_local(spec, samples, gpu_ids, lock, command, container=None):
     spec_path = os.path.join(output_dir, layout.LOGS_DIR, "spec.json")
     worker_spec = container.inside_spec(spec) if container else spec
     replace_file(spec_path, worker_spec.to_json().encode("utf-8"))
-    names = [container.new_name(k) if container else None for k in range(num_workers)]
+    names = [container.new_name(k) for k in range(num_workers)] if container else []
     labels = [f"GPU {g}" if g else "CPU" for g in gpu_ids]
     on_disk = existing_images(output_dir)
     shares = [worker_indices(len(samples), k, num_workers, spec.batch_size) for k in range(num_workers)]
@@ -101,7 +108,7 @@ def run_local(spec, samples, gpu_ids, lock, command, container=None):
     done = [sum(samples[i].file_name in on_disk for i in share) for share in shares]
 
     lock.downgrade_to_shared()  # workers share it; a second submitter is still refused
-    procs = [start_worker(spec_path, output_dir, k, num_workers, g, container, names[k])
+    procs = [start_worker(spec_path, output_dir, k, num_workers, g, container, names[k] if names else None)
              for k, g in enumerate(gpu_ids)]
     bars = ProgressBars(output_dir, labels, totals, done)
     interrupted = False
@@ -118,7 +125,8 @@ def run_local(spec, samples, gpu_ids, lock, command, container=None):
         if interrupted or any(p.returncode != 0 for p in procs):
             remove_containers(container, names)
 
-    workers = [{"label": label, "gpu_id": g, "exit_code": p.returncode} for label, g, p in zip(labels, gpu_ids, procs)]
+    workers: list[dict[str, Any]] = [{"label": label, "gpu_id": g, "exit_code": p.returncode}
+                                     for label, g, p in zip(labels, gpu_ids, procs)]
     summary = write_run_summary(output_dir, [s.file_name for s in samples], workers, started, command, interrupted)
     for k, w in enumerate(workers):
         if w["exit_code"] not in (0, None) and not interrupted:

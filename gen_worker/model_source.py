@@ -12,7 +12,7 @@ class ModelPathError(T2IError):
     pass
 
 
-def _check_folder(path):
+def _check_folder(path: str) -> None:
     index_path = os.path.join(path, "model_index.json")
     if not os.path.isfile(index_path):
         raise ModelPathError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
@@ -35,7 +35,7 @@ def _check_folder(path):
                 "only (convert the model with save_pretrained(..., safe_serialization=True))")
 
 
-def _check_hub_cache(repo_id):
+def _check_hub_cache(repo_id: str) -> None:
     """Offline (HF_HUB_OFFLINE=1), a hub id only works when its files are already cached."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
         return
@@ -45,7 +45,7 @@ def _check_hub_cache(repo_id):
                              "download it first or give a local folder")
 
 
-def check_model_path(path):
+def check_model_path(path: str) -> str:
     """The model path to record: an absolute folder, or the hub id as given."""
     expanded = os.path.expanduser(path)
     if os.path.isdir(expanded):

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 from gen_worker.naming import file_stem, image_name
 from gen_worker.errors import T2IError
@@ -29,7 +30,8 @@ class Sample:
     file_name: str  # {stem}_seed{seed}.png
 
 
-def _find_column(header, wanted, candidates, kind, path):
+def _find_column(header: Sequence[str], wanted: str | None, candidates: Sequence[str], path: str) -> str | None:
+    """The column `wanted` (case and surrounding spaces ignored), else the first of `candidates` there (or None)."""
     lowered = {name.strip().lower(): name for name in header}
     if wanted is not None:
         if wanted in header:
@@ -37,17 +39,11 @@ def _find_column(header, wanted, candidates, kind, path):
         if wanted.strip().lower() in lowered:
             return lowered[wanted.strip().lower()]
         raise PromptsError(f"{path}: no column {wanted!r} (columns: {', '.join(header)})")
-    for name in candidates:
-        if name in lowered:
-            return lowered[name]
-    if kind == "id":
-        return None  # no id column: the row number is the id
-    raise PromptsError(
-        f"{path}: no prompt column; expected one of {', '.join(candidates)} or pass --prompt_column "
-        f"(columns: {', '.join(header)})")
+    return next((lowered[name] for name in candidates if name in lowered), None)
 
 
-def read_rows(path, id_column=None, prompt_column=None):
+def read_rows(path: str, id_column: str | None = None,
+              prompt_column: str | None = None) -> tuple[str | None, str, list[tuple[str, str]]]:
     """Return (id_column, prompt_column, [(image_id, prompt), ...]) for every data row."""
     if not os.path.exists(path):
         raise PromptsError(f"prompts CSV not found: {path}")
@@ -59,11 +55,15 @@ def read_rows(path, id_column=None, prompt_column=None):
             header = next(reader, None)
             if header is None or not any(cell.strip() for cell in header):
                 raise PromptsError(f"prompts CSV is empty: {path}")
-            id_col = _find_column(header, id_column, ID_COLUMNS, "id", path)
-            prompt_col = _find_column(header, prompt_column, PROMPT_COLUMNS, "prompt", path)
+            id_col = _find_column(header, id_column, ID_COLUMNS, path)  # None: the row number is the id
+            prompt_col = _find_column(header, prompt_column, PROMPT_COLUMNS, path)
+            if prompt_col is None:
+                raise PromptsError(
+                    f"{path}: no prompt column; expected one of {', '.join(PROMPT_COLUMNS)} or pass --prompt_column "
+                    f"(columns: {', '.join(header)})")
             id_pos = header.index(id_col) if id_col is not None else None
             prompt_pos = header.index(prompt_col)
-            rows = []
+            rows: list[tuple[str, str]] = []
             for record in reader:
                 if not record or record == [""]:
                     continue  # blank line
@@ -88,7 +88,8 @@ def read_rows(path, id_column=None, prompt_column=None):
     return id_col, prompt_col, rows
 
 
-def load_samples(path, seed_start, num_samples=None, id_column=None, prompt_column=None):
+def load_samples(path: str, seed_start: int, num_samples: int | None = None, id_column: str | None = None,
+                 prompt_column: str | None = None) -> list[Sample]:
     """The first num_samples samples of the CSV (all rows when None)."""
     _, _, rows = read_rows(path, id_column, prompt_column)
     if num_samples is None:
@@ -98,7 +99,7 @@ def load_samples(path, seed_start, num_samples=None, id_column=None, prompt_colu
     if num_samples > len(rows):
         raise PromptsError(f"--num_samples {num_samples} is more than the {len(rows)} prompts in {path}")
     samples = []
-    stems = {}
+    stems: dict[str, str] = {}
     for index, (image_id, prompt) in enumerate(rows[:num_samples]):
         stem = file_stem(image_id)
         other = stems.setdefault(stem, image_id)
@@ -110,7 +111,7 @@ def load_samples(path, seed_start, num_samples=None, id_column=None, prompt_colu
     return samples
 
 
-def fingerprint(samples):
+def fingerprint(samples: Iterable[Sample]) -> str:
     """A hash of what the samples ask for: changes when any id, prompt or seed changes."""
     digest = hashlib.sha256()
     for s in samples:

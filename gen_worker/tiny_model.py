@@ -10,11 +10,15 @@ import json
 import os
 import sys
 import tempfile
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer, T5Tokenizer
 
 ARCHES = ("sd", "wan")
 
 
-def _byte_level_characters():
+def _byte_level_characters() -> list[str]:
     """GPT-2's bytes_to_unicode table: the 256 characters a byte-level BPE vocab starts from."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     codes = printable[:]
@@ -26,7 +30,7 @@ def _byte_level_characters():
     return [chr(c) for c in codes]
 
 
-def clip_tokenizer(workdir):
+def clip_tokenizer(workdir: str) -> "CLIPTokenizer":
     """A CLIP tokenizer with a byte-level vocabulary and no merges: encodes any text, Unicode included."""
     from transformers import CLIPTokenizer
 
@@ -48,7 +52,7 @@ def clip_tokenizer(workdir):
     return CLIPTokenizer.from_pretrained(folder)
 
 
-def _t5_tokenizer():
+def _t5_tokenizer() -> "T5Tokenizer":
     """A T5 tokenizer over single characters (plus their word-start forms): no sentencepiece file."""
     from transformers import T5Tokenizer
 
@@ -58,7 +62,7 @@ def _t5_tokenizer():
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
-def build_sd(folder):
+def build_sd(folder: str) -> None:
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -92,7 +96,7 @@ def build_sd(folder):
         pipe.save_pretrained(folder, safe_serialization=True)
 
 
-def build_wan(folder):
+def build_wan(folder: str) -> None:
     import torch
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
@@ -117,13 +121,13 @@ def build_wan(folder):
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
-def build(folder, arch):
+def build(folder: str, arch: str) -> None:
     if arch not in ARCHES:
         raise ValueError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHES)}")
     {"sd": build_sd, "wan": build_wan}[arch](folder)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="where to write the pipeline (created; must be empty or absent)")
     parser.add_argument("--arch", choices=ARCHES, default="sd", help="sd: Stable Diffusion; wan: Wan text-to-video (default: %(default)s)")
@@ -132,6 +136,7 @@ def main(argv=None):
         parser.error(f"{args.folder} exists and is not empty")
     build(args.folder, args.arch)
     print(f"wrote a tiny random-weight {args.arch} pipeline to {args.folder}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ worker is then given the translated path. Plain functions over absolute, normali
 """
 import os
 from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
 from gen_worker.errors import T2IError
 
 # Binding one of these (or a parent, such as / or /opt) would hide the image's own files.
@@ -23,11 +24,11 @@ class Bind:
     dst: str  # path inside the container (absolute)
 
 
-def is_under(path, folder):
+def is_under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def parse_bind(text):
+def parse_bind(text: str) -> Bind:
     """--container_bind SRC[:DST] -> Bind; SRC must exist on this host."""
     src, _, dst = text.partition(":")
     if not src or ":" in dst:
@@ -40,24 +41,24 @@ def parse_bind(text):
     return Bind(src, os.path.normpath(dst) if dst else src)
 
 
-def _longest(binds, path, side):
+def _longest(binds: Iterable[Bind], path: str, side: str) -> Bind | None:
     matches = [b for b in binds if is_under(path, getattr(b, side))]
     return max(matches, key=lambda b: len(getattr(b, side)), default=None)
 
 
-def to_container(path, binds):
+def to_container(path: str, binds: Iterable[Bind]) -> str | None:
     """Where host `path` is inside the container (None: not bound)."""
     bind = _longest(binds, path, "src")
     return None if bind is None else bind.dst + path[len(bind.src):] if path != bind.src else bind.dst
 
 
-def to_host(path, binds):
+def to_host(path: str, binds: Iterable[Bind]) -> str | None:
     """Which host path the container's `path` shows (None: the image's own file)."""
     bind = _longest(binds, path, "dst")
     return None if bind is None else bind.src + path[len(bind.dst):] if path != bind.dst else bind.src
 
 
-def plan_binds(needed, user_binds):
+def plan_binds(needed: Iterable[str], user_binds: Iterable[Bind]) -> list[Bind]:
     """The user's binds, then SRC:SRC for every needed path no bind covers yet (parents first)."""
     binds = list(user_binds)
     for path in sorted(set(needed), key=len):
@@ -66,11 +67,11 @@ def plan_binds(needed, user_binds):
     return binds
 
 
-def _same(a, b):
+def _same(a: str | None, b: str) -> bool:
     return a is not None and os.path.realpath(a) == os.path.realpath(b)
 
 
-def check_binds(binds):
+def check_binds(binds: Sequence[Bind]) -> None:
     for b in binds:
         if ":" in b.src or ":" in b.dst or "," in b.src or "," in b.dst:
             raise BindError(f"cannot bind {b.src}: container runtimes split bind specs at ':' and ','; "
@@ -84,7 +85,7 @@ def check_binds(binds):
                 raise BindError(f"--container_bind: {b.src} and {other.src} are both bound at {b.dst}")
 
 
-def check_visible(path, binds):
+def check_visible(path: str, binds: Sequence[Bind]) -> None:
     """The container must see host `path` (a file or folder) where to_container puts it, whole."""
     inside = to_container(path, binds)
     if inside is None or not _same(to_host(inside, binds), path):
@@ -94,7 +95,7 @@ def check_visible(path, binds):
             raise BindError(f"--container_bind {b.src}:{b.dst} hides part of {path} inside the container")
 
 
-def _symlinks(folder):
+def _symlinks(folder: str) -> Iterator[str]:
     count = 0
     for root, dirs, files in os.walk(folder):
         for name in dirs + files:
@@ -106,7 +107,7 @@ def _symlinks(folder):
                 yield full
 
 
-def check_links(folder, binds):
+def check_links(folder: str, binds: Sequence[Bind]) -> None:
     """Symlinks under `folder` (e.g. a Hugging Face snapshot's links to ../../blobs) must lead, inside
     the container, to the same files as on this host."""
     # `folder` itself may be a link: a bind mount resolves it on the host.

@@ -10,12 +10,13 @@ import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Callable, Iterable, List, Optional, Sequence
 
 from gen_worker.container.binds import (Bind, BindError, check_binds, check_links, check_visible, parse_bind,
                                         plan_binds, to_container)
 from gen_worker.errors import T2IError
 from gen_worker.flags import flag
+from gen_worker.spec import JobSpec
 
 RUNTIMES = ("apptainer", "singularity", "docker", "podman")
 APPTAINER_URIS = ("docker://", "docker-archive://", "docker-daemon://", "library://", "oras://", "shub://")
@@ -44,11 +45,11 @@ class ContainerOptions:
                                           "DST moves it there")
 
 
-def is_apptainer(runtime):
+def is_apptainer(runtime: str) -> bool:
     return runtime in ("apptainer", "singularity")
 
 
-def choose_runtime(image, runtime="auto", which=shutil.which):
+def choose_runtime(image: str, runtime: str = "auto", which: Callable[[str], str | None] = shutil.which) -> str:
     """The runtime asked for, or a guess: a .sif, an existing file or an apptainer URI means
     apptainer (singularity if only that is installed); a registry name means podman, else docker."""
     if runtime != "auto":
@@ -58,7 +59,8 @@ def choose_runtime(image, runtime="auto", which=shutil.which):
     return "docker" if which("docker") and not which("podman") else "podman"
 
 
-def check_runtime(runtime, image, cluster, which=shutil.which, run=subprocess.run):
+def check_runtime(runtime: str, image: str, cluster: str, which: Callable[[str], str | None] = shutil.which,
+                  run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> None:
     """Clear errors before anything starts: runtime missing, image file missing or not pulled."""
     if not which(runtime):
         other = [r for r in RUNTIMES if r != runtime and which(r)]
@@ -85,7 +87,7 @@ def check_runtime(runtime, image, cluster, which=shutil.which, run=subprocess.ru
         raise ContainerError(f"--container: {runtime} does not answer: {why}")
 
 
-def _hf_cache_dirs(model_is_hub):
+def _hf_cache_dirs(model_is_hub: bool) -> dict[str, str]:
     """HF_HOME (default ~/.cache/huggingface) and HF_HUB_CACHE if set elsewhere: {env name: host path}."""
     home = os.environ.get("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
@@ -102,35 +104,36 @@ def _hf_cache_dirs(model_is_hub):
 class Container:
     runtime: str
     image: str
-    binds: list
-    env: dict = field(default_factory=dict)  # set inside every container (paths already translated)
+    binds: list[Bind]
+    env: dict[str, str] = field(default_factory=dict)  # set inside every container (paths already translated)
     gpus: bool = True  # give each worker its GPU (False for --device cpu)
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     pull: bool = False  # docker/podman: may pull a missing image (SLURM nodes); local runs were checked
 
-    def path(self, host_path):
+    def path(self, host_path: str) -> str:
         """The path the worker is given for a host path (the same unless a --container_bind moved it)."""
         return to_container(host_path, self.binds) or host_path
 
-    def inside_spec(self, spec):
+    def inside_spec(self, spec: JobSpec) -> JobSpec:
         """The JobSpec as the worker inside must see it: every path translated."""
         model = self.path(spec.model_path) if os.path.isabs(spec.model_path) else spec.model_path
         return dataclasses.replace(spec, prompts_csv=self.path(spec.prompts_csv),
                                    output_dir=self.path(spec.output_dir), model_path=model)
 
-    def new_name(self, worker_index):
+    def new_name(self, worker_index: int) -> str:
         return f"t2i-batch-{os.getpid()}-{worker_index}-{uuid.uuid4().hex[:6]}"
 
-    def prefix(self, gpu, name, label=None, visible=None):
+    def prefix(self, gpu: str, name: str | None, label: str | None = None, visible: str | None = None) -> list[str]:
         """The command that runs `python` for one worker given host GPU `gpu` ("" for none);
-        `visible`: its CUDA_VISIBLE_DEVICES outside, when not the host's index (SLURM cgroups)."""
+        `visible`: its CUDA_VISIBLE_DEVICES outside, when not the host's index (SLURM cgroups);
+        `name`: the docker/podman container's (apptainer has none)."""
         env = dict(self.env, T2I_CONTAINER=self.image, T2I_HOST_GPU=gpu)
         if is_apptainer(self.runtime):
             return self._apptainer(gpu if visible is None else visible, env)
         return self._docker(gpu, gpu if visible is None else visible, env, name, label)
 
-    def _apptainer(self, visible, env):
+    def _apptainer(self, visible: str, env: dict[str, str]) -> list[str]:
         # GPUs: --nv shows every GPU, CUDA_VISIBLE_DEVICES (same ids as outside) picks this one.
         # --pwd: `python -m gen_worker.worker` must import the image's project, not a checkout in the cwd.
         argv = [self.runtime, "exec", *(["--nv"] if self.gpus else []), "--pwd", IMAGE_WORKDIR]
@@ -141,8 +144,8 @@ class Container:
         argv += [f"--env={k}={v}" for k, v in env.items()]
         return argv + [self.image, "python"]
 
-    def _docker(self, gpu, visible, env, name, label):
-        argv = [self.runtime, "run", "--rm", "--init", "--name", name, "--network", "host",
+    def _docker(self, gpu: str, visible: str, env: dict[str, str], name: str | None, label: str | None) -> list[str]:
+        argv = [self.runtime, "run", "--rm", "--init", *(["--name", name] if name else []), "--network", "host",
                 *([] if self.pull else ["--pull", "never"]), "--user", f"{self.uid}:{self.gid}"]
         if self.runtime == "podman" and os.geteuid() != 0:
             argv.append("--userns=keep-id")  # rootless: else --user maps to a sub-uid and files are not yours
@@ -165,7 +168,7 @@ class Container:
             argv += ["-e", k]
         return argv + gpu_flags + [self.image, "python"]
 
-    def remove_command(self, names):
+    def remove_command(self, names: Sequence[str]) -> list[str] | None:
         """Force-remove containers left running (their `run` client was killed)."""
         if is_apptainer(self.runtime) or not names:
             return None
@@ -173,7 +176,8 @@ class Container:
         return [self.runtime, "rm", "-f", *(["--time", "0", "--ignore"] if self.runtime == "podman" else []), *names]
 
 
-def prepare(image, runtime, bind_args, spec, cluster="local", same_path=()):
+def prepare(image: str, runtime: str, bind_args: Iterable[str] | None, spec: JobSpec, cluster: str = "local",
+            same_path: Sequence[str] = ()) -> Container:
     """Check the runtime, the image and the paths; the Container the workers run in. ContainerError.
     `same_path`: folders that must be seen at their own path inside (submitit's: its sbatch script
     names it), whatever --container_bind moves."""
@@ -196,5 +200,5 @@ def prepare(image, runtime, bind_args, spec, cluster="local", same_path=()):
             check_links(model_dir, binds)
     except BindError as err:
         raise ContainerError(str(err)) from None
-    env = {name: to_container(path, binds) for name, path in caches.items()}
+    env = {name: to_container(path, binds) or path for name, path in caches.items()}  # visible: checked above
     return Container(runtime, image, binds, env, gpus=spec.device != "cpu", pull=cluster != "local")

@@ -8,9 +8,10 @@ unique per task and restart, removed when the task ends, however it ends.
 """
 import os
 import shlex
+from typing import Iterable
 
 from gen_worker.output.atomic_files import replace_file
-from gen_worker.container.runtime import is_apptainer
+from gen_worker.container.runtime import Container, is_apptainer
 
 # Values only the running task knows: placeholder in the command line -> shell variable.
 PLACEHOLDERS = {"@GPU@": "gpu", "@VISIBLE@": "visible", "@NAME@": "name"}
@@ -49,9 +50,10 @@ exit $status
 '''
 
 
-def _word(arg):
+def _word(arg: str) -> str:
     """One shell word; placeholders become double-quoted shell variables."""
-    out, rest = [], arg
+    out: list[str] = []
+    rest = arg
     while rest:
         hits = [(rest.find(p), p) for p in PLACEHOLDERS if p in rest]
         if not hits:
@@ -65,23 +67,25 @@ def _word(arg):
     return "".join(out) or "''"
 
 
-def _command(argv):
+def _command(argv: Iterable[str]) -> str:
     return " ".join(_word(a) for a in argv)
 
 
-def launcher_script(container, label):
+def launcher_script(container: Container, label: str) -> str:
     """The bash script's text: the image's python, given the script's own arguments."""
     argv = container.prefix("@GPU@", "@NAME@", label=label, visible="@VISIBLE@")
     head = ["#!/bin/bash", f"# Written by t2i-batch's submit.py: submitit's python, inside {container.image}.",
             "set -u", "unset PYTHONPATH PYTHONHOME  # the image's own Python environment", _TASK_GPU]
     if is_apptainer(container.runtime):
         return "\n".join(head + [f'exec {_command(argv)} "$@"', ""])
-    body = _DOCKER.format(remove=_command(container.remove_command(["@NAME@"])), run=_command(argv[:-2]),
+    remove = container.remove_command(["@NAME@"])
+    assert remove is not None  # docker/podman
+    body = _DOCKER.format(remove=_command(remove), run=_command(argv[:-2]),
                           image_python=_command(argv[-2:]))
     return "\n".join(head) + body
 
 
-def write_launcher(container, output_dir, folder):
+def write_launcher(container: Container, output_dir: str, folder: str) -> str:
     """Write the launcher into `folder` (one the nodes share); returns submitit's `python` value."""
     path = os.path.join(folder, "container_python.sh")
     os.makedirs(folder, exist_ok=True)

@@ -1,11 +1,15 @@
 """Writes that a crash or kill can never leave half-done under the final name."""
 import json
 import os
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 from gen_worker.naming import temp_name
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def _write_temp(path, write):
+
+def _write_temp(path: str, write: Callable[[IO[bytes]], object]) -> str:
     folder, name = os.path.split(path)
     temp = os.path.join(folder, temp_name(name, os.getpid()))
     try:
@@ -19,14 +23,14 @@ def _write_temp(path, write):
     return temp
 
 
-def _remove_quietly(path):
+def _remove_quietly(path: str) -> None:
     try:
         os.remove(path)
     except FileNotFoundError:
         pass
 
 
-def replace_file(path, data: bytes):
+def replace_file(path: str, data: bytes) -> None:
     """Write data to path atomically, replacing any older version (for reports and records)."""
     temp = _write_temp(path, lambda f: f.write(data))
     try:
@@ -36,11 +40,11 @@ def replace_file(path, data: bytes):
         raise
 
 
-def replace_json(path, obj):
+def replace_json(path: str, obj: Any) -> None:
     replace_file(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def read_json_if_any(path):
+def read_json_if_any(path: str) -> Any:
     """A JSON file another process writes with replace_json: its content, or None if not there yet."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -49,7 +53,7 @@ def read_json_if_any(path):
         return None
 
 
-def create_once(path, write) -> bool:
+def create_once(path: str, write: Callable[[IO[bytes]], object]) -> bool:
     """Write a new file atomically, never replacing an existing one.
 
     `write(fileobj)` fills a temporary file; a hard link then gives it its final name, which fails
@@ -73,7 +77,7 @@ def create_once(path, write) -> bool:
         _remove_quietly(temp)
 
 
-def save_png_once(pixels, path) -> bool:
+def save_png_once(pixels: "np.ndarray", path: str) -> bool:
     """HxWxC uint8 pixels as a PNG file, created once (encoded first: the file is open only to write)."""
     from gen_worker.worker.png import encode_png
     data = encode_png(pixels)

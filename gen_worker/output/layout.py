@@ -22,28 +22,28 @@ SLURM_JOBS_FILE = os.path.join(LOGS_DIR, "slurm_jobs.json")
 SUBMITIT_DIR = os.path.join(LOGS_DIR, "submitit")
 
 
-def failed_file(output_dir, worker_index):
+def failed_file(output_dir: str, worker_index: int) -> str:
     return os.path.join(output_dir, f"failed_prompts_gpu{worker_index}.txt")
 
 
-def summary_file(output_dir, worker_index):
+def summary_file(output_dir: str, worker_index: int) -> str:
     return os.path.join(output_dir, f"summary_gpu{worker_index}.json")
 
 
-def progress_file(output_dir, worker_index):
+def progress_file(output_dir: str, worker_index: int) -> str:
     return os.path.join(output_dir, LOGS_DIR, f"progress_gpu{worker_index}.json")
 
 
-def worker_log(output_dir, worker_index):
+def worker_log(output_dir: str, worker_index: int) -> str:
     return os.path.join(output_dir, LOGS_DIR, f"worker_gpu{worker_index}.log")
 
 
-def slurm_task_file(output_dir, worker_index):
+def slurm_task_file(output_dir: str, worker_index: int) -> str:
     """Where a SLURM task records its job ids, host and GPU when it starts."""
     return os.path.join(output_dir, LOGS_DIR, f"slurm_task_gpu{worker_index}.json")
 
 
-def is_report_file(name):
+def is_report_file(name: str) -> bool:
     """Per-run reports that a new run replaces (moved to logs/previous/, never deleted)."""
     return name == RUN_SUMMARY_FILE or (
         (name.startswith("failed_prompts_gpu") and name.endswith(".txt"))

@@ -23,17 +23,18 @@ class OutputDirBusy(T2IError):
 
 
 class RunLock:
-    def __init__(self, output_dir):
+    def __init__(self, output_dir: str) -> None:
         self.path = os.path.join(output_dir, LOCK_FILE)
-        self._fd = None
+        self._fd: int | None = None
 
-    def _open(self):
+    def _open(self) -> int:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self._fd
 
-    def _flock(self, mode):
+    def _flock(self, mode: int) -> bool:
         try:
-            fcntl.flock(self._fd, mode | fcntl.LOCK_NB)
+            fcntl.flock(self._open(), mode | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
             return False
@@ -42,34 +43,33 @@ class RunLock:
                         self.path, err.strerror)
             return True
 
-    def acquire_exclusive(self):
-        self._open()
+    def acquire_exclusive(self) -> None:
+        fd = self._open()
         if not self._flock(fcntl.LOCK_EX):
             raise OutputDirBusy(
                 f"{os.path.dirname(self.path)} is in use by another run ({self._holder()}); "
                 "wait for it to finish or stop it first")
-        os.ftruncate(self._fd, 0)
+        os.ftruncate(fd, 0)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.pwrite(self._fd, json.dumps(info).encode(), 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
 
-    def downgrade_to_shared(self):
+    def downgrade_to_shared(self) -> None:
         self._flock(fcntl.LOCK_SH)
 
-    def acquire_shared(self, timeout=60.0):
+    def acquire_shared(self, timeout: float = 60.0) -> None:
         """For workers: wait while a submitter holds it exclusively (it only checks the folder)."""
-        self._open()
         deadline = time.monotonic() + timeout
         while not self._flock(fcntl.LOCK_SH):
             if time.monotonic() > deadline:
                 raise OutputDirBusy(f"{os.path.dirname(self.path)} is locked by another run ({self._holder()})")
             time.sleep(0.5)
 
-    def release(self):
+    def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
-    def _holder(self):
+    def _holder(self) -> str:
         try:
             with open(self.path, encoding="utf-8") as f:
                 info = json.loads(f.read() or "{}")

@@ -3,11 +3,10 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import read_json_if_any, replace_json
-
-STATES_FINISHED = ("done", "error", "interrupted")
 
 
 class WorkerProgress:
@@ -17,40 +16,40 @@ class WorkerProgress:
     file writes (which share one temporary name per process) in order.
     """
 
-    def __init__(self, output_dir, worker_index, num_workers):
+    def __init__(self, output_dir: str, worker_index: int, num_workers: int) -> None:
         self.lock = threading.RLock()
         self.path = layout.progress_file(output_dir, worker_index)
-        self.data = {
+        self.data: dict[str, Any] = {
             "worker_index": worker_index, "num_workers": num_workers, "state": "starting",
             "total": None, "skipped": 0, "generated": 0, "failed": 0,
             "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(), "updated_at": None,
             "message": "",
         }
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
-    def update(self, **changes):
+    def update(self, **changes: Any) -> None:
         with self.lock:
             self.data.update(changes)
             self.save()
 
-    def add(self, key, amount=1):
+    def add(self, key: str, amount: int = 1) -> None:
         with self.lock:
             self.data[key] += amount
 
-    def save(self):
+    def save(self) -> None:
         with self.lock:
             self.data["updated_at"] = time.time()
             replace_json(self.path, self.data)
 
 
-def read_progress(output_dir, worker_index):
+def read_progress(output_dir: str, worker_index: int) -> dict[str, Any] | None:
     """The last progress a worker wrote, or None if it has not written any yet."""
     return read_json_if_any(layout.progress_file(output_dir, worker_index))
 
 
-def clear_progress(output_dir):
+def clear_progress(output_dir: str) -> None:
     folder = os.path.join(output_dir, layout.LOGS_DIR)
     if os.path.isdir(folder):
         for name in os.listdir(folder):

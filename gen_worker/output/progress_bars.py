@@ -4,6 +4,7 @@ Reading files (rather than worker output) means the same bars work for local sub
 for SLURM tasks on other nodes that share the output folder.
 """
 import sys
+from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
@@ -14,7 +15,8 @@ BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{
 
 
 class ProgressBars:
-    def __init__(self, output_dir, labels, totals, already_done, file=None, worker_indices=None):
+    def __init__(self, output_dir: str, labels: Sequence[str], totals: Sequence[int], already_done: Sequence[int],
+                 worker_indices: Iterable[int] | None = None) -> None:
         """labels[k], totals[k], already_done[k]: worker k's name ("GPU 2"), sample count, images on disk.
 
         worker_indices: the worker each bar shows, when not simply 0, 1, 2, ... (a SLURM rerun
@@ -22,20 +24,19 @@ class ProgressBars:
         """
         self.output_dir = output_dir
         self.worker_indices = list(range(len(labels))) if worker_indices is None else list(worker_indices)
-        file = file or sys.stderr
-        self.interactive = file.isatty()
+        self.interactive = sys.stderr.isatty()
         self.bars = [
-            tqdm(total=total, initial=done, desc=label, position=k, file=file, bar_format=BAR_FORMAT,
+            tqdm(total=total, initial=done, desc=label, position=k, file=sys.stderr, bar_format=BAR_FORMAT,
                  dynamic_ncols=self.interactive, mininterval=0.2 if self.interactive else 30, leave=True)
             for k, (label, total, done) in enumerate(zip(labels, totals, already_done))
         ]
         for bar, done in zip(self.bars, already_done):
             bar.set_postfix_str(f"success: {done}, failed: 0, starting", refresh=False)
 
-    def set_label(self, position, label):
+    def set_label(self, position: int, label: str) -> None:
         self.bars[position].set_description_str(label, refresh=False)
 
-    def refresh(self, notes=None):
+    def refresh(self, notes: dict[int, str] | None = None) -> None:
         """notes: {bar position: text shown instead of the worker's state} (e.g. a SLURM queue state)."""
         notes = notes or {}
         for position, (k, bar) in enumerate(zip(self.worker_indices, self.bars)):
@@ -53,6 +54,6 @@ class ProgressBars:
             if self.interactive:  # in a log file, update() alone prints at most every mininterval
                 bar.refresh()
 
-    def close(self):
+    def close(self) -> None:
         for bar in self.bars:
             bar.close()

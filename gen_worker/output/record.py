@@ -9,12 +9,17 @@ import io
 import json
 import os
 import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import replace_file, replace_json
 from gen_worker.naming import is_temp_name
-from gen_worker.spec import recorded_defaults
+from gen_worker.prompts import Sample
+from gen_worker.spec import JobSpec, recorded_defaults
 from gen_worker.errors import T2IError
+
+if TYPE_CHECKING:
+    from gen_worker.output.lock import RunLock
 
 MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")
 
@@ -23,15 +28,15 @@ class SettingsMismatch(T2IError):
     pass
 
 
-def _describe(changes, limit=4):
+def _describe(changes: Sequence[str], limit: int = 4) -> str:
     text = "; ".join(changes[:limit])
     return text + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
 
 
-def check_and_record_settings(output_dir, spec, allow_change=False):
+def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool = False) -> None:
     path = os.path.join(output_dir, layout.SETTINGS_FILE)
     new = spec.recorded_settings()
-    history = []
+    history: list[dict[str, Any]] = []
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
@@ -48,7 +53,7 @@ def check_and_record_settings(output_dir, spec, allow_change=False):
     replace_json(path, {"settings": new, "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S"), "history": history})
 
 
-def read_manifest(output_dir):
+def read_manifest(output_dir: str) -> dict[int, dict[str, str]]:
     path = os.path.join(output_dir, layout.MANIFEST_FILE)
     if not os.path.exists(path):
         return {}
@@ -56,7 +61,7 @@ def read_manifest(output_dir):
         return {int(row["index"]): row for row in csv.DictReader(f)}
 
 
-def check_and_write_manifest(output_dir, samples, allow_change=False):
+def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_change: bool = False) -> None:
     """Refuse prompts that differ from what earlier runs generated; then record the samples."""
     old = read_manifest(output_dir)
     changes = []
@@ -79,24 +84,21 @@ def check_and_write_manifest(output_dir, samples, allow_change=False):
     replace_file(os.path.join(output_dir, layout.MANIFEST_FILE), buffer.getvalue().encode("utf-8"))
 
 
-def remove_stale_temp_files(output_dir):
+def remove_stale_temp_files(output_dir: str) -> None:
     """Delete temporary files left by killed workers (call only while holding the lock exclusively)."""
-    removed = 0
     for folder in (output_dir, os.path.join(output_dir, layout.LOGS_DIR)):
         if not os.path.isdir(folder):
             continue
         for name in os.listdir(folder):
             if is_temp_name(name):
                 os.remove(os.path.join(folder, name))
-                removed += 1
-    return removed
 
 
-def archive_previous_reports(output_dir):
+def archive_previous_reports(output_dir: str) -> None:
     """Move the last run's failure lists and summaries to logs/previous/<time>/ (a new run rewrites them)."""
     names = [n for n in os.listdir(output_dir) if layout.is_report_file(n)]
     if not names:
-        return None
+        return
     target = os.path.join(output_dir, layout.PREVIOUS_REPORTS_DIR, time.strftime("%Y%m%d-%H%M%S"))
     suffix = 0
     while os.path.exists(target + (f"-{suffix}" if suffix else "")):
@@ -105,15 +107,15 @@ def archive_previous_reports(output_dir):
     os.makedirs(target)
     for name in names:
         os.replace(os.path.join(output_dir, name), os.path.join(target, name))
-    return target
 
 
-def existing_images(output_dir):
+def existing_images(output_dir: str) -> set[str]:
     """Names of the finished images in the folder (one listing instead of a stat per sample)."""
     return {n for n in os.listdir(output_dir) if n.endswith(".png") and not n.startswith(".")}
 
 
-def prepare_output_dir(spec, samples, allow_settings_change=False, check=None):
+def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_change: bool = False,
+                       check: Callable[[], object] | None = None) -> "RunLock":
     """Make the folder ready for a run and return its RunLock, held exclusively.
 
     Refuses a folder that another run is using, or that holds images of other settings or

@@ -2,17 +2,19 @@
 import os
 import shlex
 import time
+from typing import Any, Sequence
 
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import read_json_if_any, replace_json
 from gen_worker.output.record import existing_images
 
 
-def read_worker_summary(output_dir, worker_index):
+def read_worker_summary(output_dir: str, worker_index: int) -> dict[str, Any] | None:
     return read_json_if_any(layout.summary_file(output_dir, worker_index))
 
 
-def write_run_summary(output_dir, file_names, workers, started, command, interrupted=False, finished=None):
+def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Sequence[dict[str, Any]], started: float,
+                      command: str, interrupted: bool = False, finished: float | None = None) -> dict[str, Any]:
     """file_names: every sample's image name; workers: one dict per worker with at least 'label'
     and 'exit_code' (None while unknown).
 
@@ -42,7 +44,7 @@ def write_run_summary(output_dir, file_names, workers, started, command, interru
     return summary
 
 
-def final_lines(summary):
+def final_lines(summary: dict[str, Any]) -> list[str]:
     """What the user reads last: what was made, what went wrong, and what to run next."""
     out = summary["output_dir"]
     lines = [f"{summary['num_samples'] - summary['missing']}/{summary['num_samples']} images in {out} "
@@ -64,10 +66,10 @@ def final_lines(summary):
     return lines
 
 
-def exit_status(summary, workers_ok):
+def exit_status(summary: dict[str, Any], workers_ok: bool) -> int:
     """0 only when every image is on disk, no sample failed and every worker ended well; else 1."""
     return 0 if summary["missing"] == 0 and summary["failed"] == 0 and workers_ok else 1
 
 
-def command_line(argv):
+def command_line(argv: Sequence[str]) -> str:
     return shlex.join(argv)

@@ -6,6 +6,7 @@ allocation. Nothing here imports torch.
 """
 import re
 import subprocess
+from typing import Iterable
 
 from submitit.helpers import clean_env
 from gen_worker.errors import T2IError
@@ -17,12 +18,13 @@ class SlurmError(T2IError):
     pass
 
 
-def _first_line(text):
+def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else ""
 
 
-def run_slurm(command, timeout=60, stdin_text=None):
+def run_slurm(command: list[str], timeout: float = 60,
+              stdin_text: str | None = None) -> subprocess.CompletedProcess[str]:
     try:
         with clean_env():
             return subprocess.run(command, capture_output=True, text=True, timeout=timeout, input=stdin_text)
@@ -32,7 +34,7 @@ def run_slurm(command, timeout=60, stdin_text=None):
         raise SlurmError(f"{command[0]} did not answer within {timeout} s (is slurmctld up?)") from None
 
 
-def queue_states(slurm_ids):
+def queue_states(slurm_ids: Iterable[str]) -> dict[str, str]:
     """{slurm id: state} of those jobs/array tasks squeue still lists, e.g. {'12_3': 'PENDING (Resources)'}.
 
     Jobs that ended are simply absent. Raises SlurmError when squeue cannot answer: callers must
@@ -46,7 +48,7 @@ def queue_states(slurm_ids):
         if "Invalid job id" in out.stderr:  # every job has ended and been purged
             return {}
         raise SlurmError(f"squeue failed: {_first_line(out.stderr) or f'exit code {out.returncode}'}")
-    states = {}
+    states: dict[str, str] = {}
     for line in out.stdout.splitlines():
         parts = line.strip().split("|")
         if len(parts) == 3:
@@ -55,18 +57,13 @@ def queue_states(slurm_ids):
     return states
 
 
-def in_queue(slurm_id, states):
-    """Whether a recorded task (an array task '12_3' or a whole job '12') is still in squeue's answer."""
-    return str(slurm_id) in states
-
-
-def cancel(slurm_ids):
+def cancel(slurm_ids: Iterable[str]) -> None:
     out = run_slurm(["scancel", *map(str, slurm_ids)])
     if out.returncode != 0:
         raise SlurmError(f"scancel failed: {_first_line(out.stderr) or f'exit code {out.returncode}'}")
 
 
-def max_array_size():
+def max_array_size() -> int:
     """The cluster's MaxArraySize: the largest array index is MaxArraySize - 1."""
     out = run_slurm(["scontrol", "show", "config"])
     match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.M)
@@ -75,7 +72,7 @@ def max_array_size():
     return int(match.group(1))
 
 
-def parse_time_minutes(text):
+def parse_time_minutes(text: str) -> int | None:
     """SLURM time limits ('7-00:00:00', '1:30:00', '45:00', '90', 'infinite') in minutes; None if unlimited."""
     text = text.strip()
     if text in ("infinite", "UNLIMITED", "n/a", ""):
@@ -93,7 +90,7 @@ def parse_time_minutes(text):
     return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
 
 
-def partition_time_limit(partition=None):
+def partition_time_limit(partition: str | None = None) -> int | None:
     """MaxTime of the partition (the default one if None), in minutes; None if unlimited or unknown."""
     command = ["sinfo", "--noheader", "--format=%P|%l"] + ([f"--partition={partition}"] if partition else [])
     out = run_slurm(command)
@@ -107,7 +104,7 @@ def partition_time_limit(partition=None):
     return None
 
 
-def test_submission(script):
+def test_submission(script: str) -> None:
     """sbatch --test-only: SLURM checks the request (partition, account, resources, ...) without queuing it."""
     out = run_slurm(["sbatch", "--test-only"], stdin_text=script)
     if out.returncode != 0:

@@ -9,6 +9,7 @@ A task is one worker index: an array task ("12_3") or one rank of a multi-task j
 status, cancel, --wait and reruns all start from here; the last submission is "the run".
 """
 import os
+from typing import Any
 
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import read_json_if_any, replace_json
@@ -20,36 +21,36 @@ class SlurmJobsAlive(T2IError):
     pass
 
 
-def record_path(output_dir):
+def record_path(output_dir: str) -> str:
     return os.path.join(output_dir, layout.SLURM_JOBS_FILE)
 
 
-def read_submissions(output_dir):
+def read_submissions(output_dir: str) -> list[dict[str, Any]]:
     return (read_json_if_any(record_path(output_dir)) or {}).get("submissions", [])
 
 
-def latest_submission(output_dir):
+def latest_submission(output_dir: str) -> dict[str, Any] | None:
     submissions = read_submissions(output_dir)
     return submissions[-1] if submissions else None
 
 
-def add_submission(output_dir, submission):
+def add_submission(output_dir: str, submission: dict[str, Any]) -> None:
     submissions = read_submissions(output_dir)
     replace_json(record_path(output_dir), {"submissions": submissions + [submission]})
 
 
-def all_slurm_ids(output_dir):
+def all_slurm_ids(output_dir: str) -> list[str]:
     return sorted({t["slurm_id"] for s in read_submissions(output_dir) for t in s["tasks"]})
 
 
-def alive_slurm_ids(output_dir):
+def alive_slurm_ids(output_dir: str) -> list[str]:
     """Recorded tasks that squeue still lists (queued, running, requeued, completing)."""
     ids = all_slurm_ids(output_dir)
     states = queue_states(ids)
     return [i for i in ids if i in states]
 
 
-def refuse_if_jobs_alive(output_dir, required=True):
+def refuse_if_jobs_alive(output_dir: str, required: bool = True) -> None:
     """Refuse to start a run while SLURM jobs of an earlier submission may still write here.
 
     required=False (local mode): a machine without SLURM commands cannot check, and goes on.

@@ -13,6 +13,7 @@ import re
 import shlex
 import sys
 import time
+from typing import Any, Sequence
 
 from gen_worker.errors import EXIT_USAGE, T2IError
 from gen_worker.output import layout
@@ -35,7 +36,7 @@ CANCEL_WAIT_SECONDS = 30
 _SLURM_END = re.compile(r"\*\*\* (?:JOB|STEP) \S+ ON \S+ (.+?) \*\*\*")
 
 
-def worker_files(output_dir, submission):
+def worker_files(output_dir: str, submission: dict[str, Any]) -> dict[int, list[str]]:
     """{worker index: its image file names}, from manifest.csv (status does not reread the CSV)."""
     manifest = read_manifest(output_dir)
     n, workers = submission["num_samples"], submission["num_workers"]
@@ -43,7 +44,7 @@ def worker_files(output_dir, submission):
             for k in range(workers)}
 
 
-def _ended_reason(task, progress):
+def _ended_reason(task: dict[str, Any], progress: dict[str, Any]) -> str:
     """Why a task left the queue unfinished: SLURM's own line in its stderr, else what it last said."""
     try:
         with open(task["stderr"], "rb") as f:
@@ -63,7 +64,7 @@ def _ended_reason(task, progress):
     return f"ended while {progress['state']}{said} (log: {task['stderr']})"
 
 
-def task_views(output_dir, submission, states):
+def task_views(output_dir: str, submission: dict[str, Any], states: dict[str, str] | None) -> list[dict[str, Any]]:
     """One dict per queued task. states: squeue's answer, or None when squeue could not be asked."""
     files = worker_files(output_dir, submission)
     on_disk = existing_images(output_dir)
@@ -87,7 +88,7 @@ def task_views(output_dir, submission, states):
     return views
 
 
-def _queue_or_none(submission):
+def _queue_or_none(submission: dict[str, Any]) -> dict[str, str] | None:
     try:
         return queue_states([t["slurm_id"] for t in submission["tasks"]])
     except SlurmError as err:
@@ -95,7 +96,8 @@ def _queue_or_none(submission):
         return None
 
 
-def summarize_run(output_dir, submission, views, finished_at=None):
+def summarize_run(output_dir: str, submission: dict[str, Any], views: Sequence[dict[str, Any]],
+                  finished_at: float | None = None) -> tuple[dict[str, Any], list[str]]:
     """summary.json for the run (every worker, queued or not) and its final lines."""
     manifest = read_manifest(output_dir)
     file_names = [manifest[i]["file_name"] for i in range(submission["num_samples"])]
@@ -115,27 +117,35 @@ def summarize_run(output_dir, submission, views, finished_at=None):
     return summary, final_lines(summary)
 
 
-def follow_hints(output_dir):
+def follow_hints(output_dir: str) -> list[str]:
     d = shlex.quote(output_dir)
     return [f"  follow: python submit.py status --output_dir {d} --wait",
             f"  cancel: python submit.py cancel --output_dir {d}"]
 
 
-def follow_run(output_dir):
+def _last_submission(output_dir: str) -> dict[str, Any]:
+    submission = latest_submission(output_dir)
+    if submission is None:
+        raise SlurmError(f"no SLURM submission is recorded in {output_dir} ({layout.SLURM_JOBS_FILE})")
+    return submission
+
+
+def follow_run(output_dir: str) -> int:
     """One bar per task until every task is finished; then summary.json and the final lines.
     Ctrl+C detaches: the jobs keep running. Returns the exit status."""
-    submission = latest_submission(output_dir)
+    submission = _last_submission(output_dir)
     views = task_views(output_dir, submission, {})
     bars = ProgressBars(output_dir, [v["label"] for v in views], [v["total"] for v in views],
                         [v["done"] for v in views], worker_indices=[v["worker"] for v in views])
-    states, next_poll, all_done_at = None, 0.0, None
+    states: dict[str, str] | None = None
+    next_poll, all_done_at = 0.0, None
     try:
         while True:
             if time.monotonic() >= next_poll:
                 states = _queue_or_none(submission)
                 next_poll = time.monotonic() + (1.0 if all_done_at else SQUEUE_EVERY_SECONDS)
             views = task_views(output_dir, submission, states)
-            notes = {}
+            notes: dict[int, str] = {}
             for position, v in enumerate(views):
                 bars.set_label(position, v["label"])
                 if v["finished"] and not v["ok"]:
@@ -160,8 +170,8 @@ def follow_run(output_dir):
     return exit_status(summary, all(v["ok"] for v in views))
 
 
-def show_status(output_dir):
-    submission = latest_submission(output_dir)
+def show_status(output_dir: str) -> int:
+    submission = _last_submission(output_dir)
     states = _queue_or_none(submission)
     views = task_views(output_dir, submission, states)
     jobs = ("jobs " if len(submission["job_ids"]) > 1 else "job ") + ", ".join(submission["job_ids"])
@@ -192,8 +202,8 @@ def show_status(output_dir):
     return 0
 
 
-def cancel_run(output_dir, workers=None):
-    submission = latest_submission(output_dir)
+def cancel_run(output_dir: str, workers: Sequence[int] | None = None) -> int:
+    submission = _last_submission(output_dir)
     tasks = submission["tasks"]
     if workers:
         if submission["mode"] == "tasks":
@@ -220,7 +230,7 @@ def cancel_run(output_dir, workers=None):
     return 0
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"submit.py {argv[0]}", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True, help="the --output_dir of the SLURM run")
@@ -231,9 +241,6 @@ def main(argv):
                             help="cancel only these tasks (array mode; default: every job of the run)")
     args = parser.parse_args(argv[1:])
     output_dir = os.path.abspath(args.output_dir)
-    if latest_submission(output_dir) is None:
-        print(f"error: no SLURM submission is recorded in {output_dir} ({layout.SLURM_JOBS_FILE})", file=sys.stderr)
-        return EXIT_USAGE
     try:
         if argv[0] == "cancel":
             return cancel_run(output_dir, args.task)

@@ -11,16 +11,18 @@ import shutil
 import socket
 import sys
 import time
+from typing import Any, MutableMapping, Sequence
 
 import submitit
 
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import replace_json
+from gen_worker.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
 
-def bind_one_gpu(environ=os.environ):
+def bind_one_gpu(environ: MutableMapping[str, str] = os.environ) -> str:
     """Leave this task exactly one GPU in CUDA_VISIBLE_DEVICES; returns it ("" if none).
 
     With per-task binding (--gpus-per-node=1 arrays, --gpus-per-task=1 jobs, as submitted here)
@@ -39,7 +41,7 @@ def bind_one_gpu(environ=os.environ):
     return ids[0] if ids else ""
 
 
-def _log_to_worker_file(output_dir, worker_index):
+def _log_to_worker_file(output_dir: str, worker_index: int) -> None:
     """Worker logs go to submitit's stderr file and, as in local mode, to logs/worker_gpu{k}.log."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
@@ -51,7 +53,7 @@ def _log_to_worker_file(output_dir, worker_index):
         root.addHandler(handler)
 
 
-def _record_task(output_dir, worker_index, gpu):
+def _record_task(output_dir: str, worker_index: int, gpu: str) -> dict[str, Any]:
     env = os.environ
     # host_gpu: the host's index, also in a docker/podman container (where the GPU is renumbered 0).
     info = {"worker_index": worker_index, "host": socket.gethostname(), "cuda_visible_devices": gpu,
@@ -64,16 +66,17 @@ def _record_task(output_dir, worker_index, gpu):
 
 
 class SlurmTask(submitit.helpers.Checkpointable):
-    def __init__(self, spec, num_workers, rank_workers=None):
+    def __init__(self, spec: JobSpec, num_workers: int, rank_workers: Sequence[int] | None = None) -> None:
         """rank_workers: tasks mode, the worker index of each rank (a rerun queues only some workers)."""
         self.spec = spec
         self.num_workers = num_workers
         self.rank_workers = rank_workers
 
-    def __call__(self, worker_index=None):
+    def __call__(self, worker_index: int | None = None) -> dict[str, Any]:
         from gen_worker.worker.loop import run_worker
 
-        if worker_index is None:
+        if worker_index is None:  # tasks mode
+            assert self.rank_workers is not None
             worker_index = self.rank_workers[submitit.JobEnvironment().global_rank]
         gpu = bind_one_gpu()
         _log_to_worker_file(self.spec.output_dir, worker_index)
@@ -83,7 +86,7 @@ class SlurmTask(submitit.helpers.Checkpointable):
                  info["restart_count"], info["host"], worker_index, self.num_workers, gpu)
         return run_worker(self.spec, worker_index, self.num_workers)
 
-    def checkpoint(self, *args, **kwargs):
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         # submitit requeues with `scontrol requeue`; inside a container it may not exist. Then the
         # job just ends, and rerunning the submit command resumes it.
         if shutil.which("scontrol") is None:

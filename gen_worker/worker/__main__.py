@@ -8,6 +8,8 @@ import argparse
 import logging
 import signal
 import sys
+from types import FrameType
+from typing import NoReturn, Sequence
 
 from gen_worker.errors import T2IError
 from gen_worker.spec import JobSpec
@@ -15,14 +17,14 @@ from gen_worker.spec import JobSpec
 log = logging.getLogger("gen_worker.worker")
 
 
-def _stop_once(signum, frame):
+def _stop_once(signum: int, frame: FrameType | None) -> NoReturn:
     """First SIGINT/SIGTERM unwinds like Ctrl+C; later ones are ignored so the clean-up can finish."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", required=True, help="JSON file written by submit.py")
     parser.add_argument("--worker_index", type=int, required=True)

@@ -9,6 +9,7 @@ write function must release the GIL for its heavy work, as numpy, zlib and file 
 import queue
 import threading
 import time
+from typing import Any, Callable
 
 _STOP = object()
 
@@ -18,20 +19,21 @@ class WriterError(RuntimeError):
 
 
 class ImageWriter:
-    def __init__(self, write, on_done, max_pending, threads=2):
+    def __init__(self, write: Callable[[Any], Any], on_done: Callable[[Any, Any, Exception | None], object],
+                 max_pending: int, threads: int = 2) -> None:
         """write(item) runs in a writer thread; then on_done(item, result, error), error being the
         exception write raised (result None) or None. At most max_pending items wait in the queue."""
         self._write = write
         self._on_done = on_done
-        self._queue = queue.Queue(max_pending)
-        self._fatal = None
+        self._queue: queue.Queue[Any] = queue.Queue(max_pending)
+        self._fatal: Exception | None = None
         self.wait_seconds = 0.0
         self._threads = [threading.Thread(target=self._run, name=f"image-writer-{i}", daemon=True)
                          for i in range(threads)]
         for thread in self._threads:
             thread.start()
 
-    def put(self, item):
+    def put(self, item: Any) -> None:
         """Queue an item; blocks while the queue is full (the caller then waits for the disk)."""
         self._raise_if_fatal()
         try:
@@ -41,12 +43,12 @@ class ImageWriter:
             self._queue.put(item)
             self.wait_seconds += time.perf_counter() - started
 
-    def flush(self):
+    def flush(self) -> None:
         """Wait until every queued item has been handled."""
         self._queue.join()
         self._raise_if_fatal()
 
-    def close(self, timeout=None):
+    def close(self, timeout: float | None = None) -> None:
         """Handle what is queued, then stop the threads. With a timeout (after Ctrl+C), what is
         still queued when it runs out is dropped: a rerun makes it again. A write under way always
         finishes or leaves only its hidden temporary file, never a partial image."""
@@ -61,14 +63,14 @@ class ImageWriter:
             self._drop_queued()
         self._raise_if_fatal()
 
-    def _put_before(self, item, deadline):
+    def _put_before(self, item: Any, deadline: float | None) -> bool:
         try:
             self._queue.put(item, timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             return True
         except queue.Full:
             return False
 
-    def _drop_queued(self):
+    def _drop_queued(self) -> None:
         try:
             while True:
                 self._queue.get_nowait()
@@ -81,11 +83,11 @@ class ImageWriter:
             except queue.Full:
                 break
 
-    def _raise_if_fatal(self):
+    def _raise_if_fatal(self) -> None:
         if self._fatal is not None:
             raise WriterError(f"handling a written image failed: {self._fatal}") from self._fatal
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             item = self._queue.get()
             try:

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import traceback
+from typing import TYPE_CHECKING, Any, Sequence
 
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import replace_json, save_png_once
@@ -19,12 +20,16 @@ from gen_worker.worker.image_writer import ImageWriter, WriterError
 from gen_worker.worker.oom import SplitOnOutOfMemory
 from gen_worker.worker.png import to_uint8
 from gen_worker.output.progress import WorkerProgress
-from gen_worker.prompts import fingerprint, load_samples
+from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.output.lock import RunLock
 from gen_worker.output.record import existing_images
 from gen_worker.sharding import worker_blocks
 from gen_worker.spec import check_version
 from gen_worker.errors import T2IError, one_line
+from gen_worker.spec import JobSpec
+
+if TYPE_CHECKING:
+    from gen_worker.worker.pipeline import ImageMaker
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +44,21 @@ class WorkerError(T2IError):
     pass
 
 
-def record_failure(output_dir, worker_index, sample, err):
+def record_failure(output_dir: str, worker_index: int, sample: Sample, err: BaseException) -> None:
     line = {"index": sample.index, "image_id": sample.image_id, "seed": sample.seed,
             "prompt": sample.prompt, "error": one_line(err)}
     with open(layout.failed_file(output_dir, worker_index), "a", encoding="utf-8") as f:
         f.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
-def _set_torch_threads(threads):
+def _set_torch_threads(threads: int) -> None:
     import torch
     # Fixed per worker: the thread count changes CPU results in the last bit, so it must not
     # depend on how many workers share the machine.
     torch.set_num_threads(threads)
 
 
-def _environment(device):
+def _environment(device: str) -> dict[str, Any]:
     import diffusers
     import torch
     env = {"hostname": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -66,7 +71,7 @@ def _environment(device):
     return env
 
 
-def run_worker(spec, worker_index, num_workers, pipe=None):
+def run_worker(spec: JobSpec, worker_index: int, num_workers: int, pipe: Any = None) -> dict[str, Any]:
     """Make worker `worker_index`'s share of the run; returns the summary (also written to disk).
 
     pipe: a pipeline already loaded (and set up with apply_speed_options) to use instead of loading
@@ -76,12 +81,13 @@ def run_worker(spec, worker_index, num_workers, pipe=None):
     started = time.time()
     output_dir = spec.output_dir
     progress = WorkerProgress(output_dir, worker_index, num_workers)
-    summary = {"worker_index": worker_index, "num_workers": num_workers, "hostname": socket.gethostname(),
-               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-               # In a docker/podman container the GPU is renumbered 0: the submitter passes the host's id.
-               "host_gpu": os.environ.get("T2I_HOST_GPU", os.environ.get("CUDA_VISIBLE_DEVICES")),
-               "container": os.environ.get("T2I_CONTAINER"), "batch_size": spec.batch_size,
-               "import_seconds": 0.0, "load_seconds": 0.0, "generate_seconds": 0.0}
+    summary: dict[str, Any] = {
+        "worker_index": worker_index, "num_workers": num_workers, "hostname": socket.gethostname(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        # In a docker/podman container the GPU is renumbered 0: the submitter passes the host's id.
+        "host_gpu": os.environ.get("T2I_HOST_GPU", os.environ.get("CUDA_VISIBLE_DEVICES")),
+        "container": os.environ.get("T2I_CONTAINER"), "batch_size": spec.batch_size,
+        "import_seconds": 0.0, "load_seconds": 0.0, "generate_seconds": 0.0}
     lock = RunLock(output_dir)
     lock.acquire_shared()
     try:
@@ -107,22 +113,23 @@ def run_worker(spec, worker_index, num_workers, pipe=None):
 class _Outcomes:
     """Counts each sample's outcome; called by the generation loop and by the writer threads."""
 
-    def __init__(self, spec, worker_index, progress, summary, started):
+    def __init__(self, spec: JobSpec, worker_index: int, progress: WorkerProgress, summary: dict[str, Any],
+                 started: float) -> None:
         self.output_dir, self.worker_index, self.progress = spec.output_dir, worker_index, progress
         self.summary, self.started = summary, started
-        self.last_error = None
+        self.last_error = ""  # one line
 
-    def failed(self, failures):
+    def failed(self, failures: Sequence[tuple[Sample, BaseException]]) -> None:
         """failures: (sample, exception) pairs."""
         with self.progress.lock:
             for sample, err in failures:
                 record_failure(self.output_dir, self.worker_index, sample, err)
             self.progress.add("failed", len(failures))
             self.progress.save()
-        self.last_error = failures[-1][1]
-        log.warning("samples %s failed: %s", [s.index for s, _ in failures], one_line(self.last_error))
+        self.last_error = one_line(failures[-1][1])
+        log.warning("samples %s failed: %s", [s.index for s, _ in failures], self.last_error)
 
-    def written(self, item, created, error):
+    def written(self, item: tuple[Sample, Any], created: bool | None, error: Exception | None) -> None:
         """The image writer's report on one (sample, image) item."""
         if error is not None:
             self.failed([(item[0], error)])
@@ -132,20 +139,21 @@ class _Outcomes:
             self.progress.save()
         self.summary.setdefault("first_image_seconds", round(time.time() - self.started, 3))
 
-    def nothing_works(self, writer):
+    def nothing_works(self, writer: ImageWriter) -> bool:
         if self.progress["generated"] or self.progress["failed"] < ABORT_AFTER_FAILURES_WITHOUT_SUCCESS:
             return False
         writer.flush()  # images still queued may yet be written
         return self.progress["generated"] == 0
 
 
-def _import_diffusers():
+def _import_diffusers() -> None:
     """Import diffusers' pipelines up front, so that their cost is reported apart from loading."""
     import diffusers
     diffusers.DiffusionPipeline  # noqa: B018 (diffusers imports lazily: this is the slow part)
 
 
-def _make_images(spec, worker_index, num_workers, progress, summary, started, pipe=None):
+def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: WorkerProgress,
+                 summary: dict[str, Any], started: float, pipe: Any = None) -> None:
     """Generate into the output folder; fills `summary` as it goes (so it is right after a crash too)."""
     samples = load_samples(spec.prompts_csv, spec.seed_start, spec.num_samples, spec.id_column, spec.prompt_column)
     if spec.samples_fingerprint and fingerprint(samples) != spec.samples_fingerprint:
@@ -178,9 +186,10 @@ def _make_images(spec, worker_index, num_workers, progress, summary, started, pi
     _generate(spec, maker, todo, done, _Outcomes(spec, worker_index, progress, summary, started), summary)
 
 
-def _generate(spec, maker, todo, done, outcomes, summary):
+def _generate(spec: JobSpec, maker: "ImageMaker", todo: Sequence[list[Sample]], done: set[str], outcomes: _Outcomes,
+              summary: dict[str, Any]) -> None:
     """The loop: one pipeline call per block, while writer threads save the images of the last ones."""
-    def save(item):
+    def save(item: tuple[Sample, Any]) -> bool:
         sample, image = item
         return save_png_once(to_uint8(image), os.path.join(spec.output_dir, sample.file_name))
 
@@ -204,7 +213,7 @@ def _generate(spec, maker, todo, done, outcomes, summary):
                            writer_wait_seconds=round(writer.wait_seconds, 3))
             if outcomes.nothing_works(writer):
                 raise WorkerError(f"the first {outcomes.progress['failed']} samples all failed, stopping; "
-                                  f"last error: {one_line(outcomes.last_error)}")
+                                  f"last error: {outcomes.last_error}")
         finished = True
     finally:
         # Done: write every image. Stopped (Ctrl+C, error): what is not written within seconds is dropped.

@@ -7,17 +7,20 @@ out-of-memory often comes at the VAE decode, after all the denoising work of the
 """
 import gc
 import logging
+from typing import Any, Callable, Sequence
+
+from gen_worker.prompts import Sample
 
 log = logging.getLogger(__name__)
 
 
-def is_out_of_memory(err):
+def is_out_of_memory(err: BaseException) -> bool:
     import torch
     return isinstance(err, torch.cuda.OutOfMemoryError) or (
         isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
 
 
-def free_gpu_memory():
+def free_gpu_memory() -> None:
     import torch
     gc.collect()  # tensors still held by the failed call's objects
     if torch.cuda.is_available():
@@ -30,13 +33,14 @@ class SplitOnOutOfMemory:
     Errors other than out of memory fail the samples of that call only.
     """
 
-    def __init__(self, make, free_memory=free_gpu_memory):
+    def __init__(self, make: Callable[[list[Sample]], Sequence[Any]],
+                 free_memory: Callable[[], None] = free_gpu_memory) -> None:
         self.make = make
         self.free_memory = free_memory
-        self.limit = None  # the largest batch size not known to run out of memory
+        self.limit: int | None = None  # the largest batch size not known to run out of memory
         self.splits = 0
 
-    def __call__(self, samples):
+    def __call__(self, samples: list[Sample]) -> list[tuple[Sample, Any]]:
         if self.limit is not None and len(samples) > self.limit:
             return self._split(samples)
         try:
@@ -54,7 +58,7 @@ class SplitOnOutOfMemory:
                     len(samples), [s.index for s in samples], self.limit, " ".join(str(error).split())[:200])
         return self._split(samples)
 
-    def _split(self, samples):
+    def _split(self, samples: list[Sample]) -> list[tuple[Sample, Any]]:
         self.splits += 1
         half = (len(samples) + 1) // 2
         return self(samples[:half]) + self(samples[half:])

@@ -132,7 +132,7 @@ def cfg_truncation_callback(step: int) -> Callable[..., Dict[str, Any]]:
     conditional inputs together (SD family: [uncond, cond]) also need their embeddings cut to the
     conditional half; pipelines with separate passes (Wan) only need the scale.
     """
-    def callback(pipe, i, t, tensors):
+    def callback(pipe: Any, i: int, t: Any, tensors: Dict[str, Any]) -> Dict[str, Any]:
         if i == step - 1:
             pipe._guidance_scale = 1.0
             if getattr(pipe, "_guidance_scale_2", None) is not None:

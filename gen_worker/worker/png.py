@@ -15,17 +15,17 @@ COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> grey, RGB, RGBA
 UP_FILTER = 2
 
 
-def to_uint8(image):
+def to_uint8(image: np.ndarray) -> np.ndarray:
     """An HxWxC float image in [0, 1] (output_type "np") as 8-bit pixels, rounded as diffusers'
     "pil" output is (VaeImageProcessor.numpy_to_pil), so the pixels are the same."""
     return (image * 255).round().astype(np.uint8)
 
 
-def _chunk(kind, data):
+def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
-def encode_png(pixels, level=6):
+def encode_png(pixels: np.ndarray, level: int = 6) -> bytes:
     """HxWxC uint8 pixels (C = 1, 3 or 4) as the bytes of an 8-bit PNG file."""
     height, width, channels = pixels.shape
     rows = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(height, width * channels)
@@ -34,6 +34,6 @@ def encode_png(pixels, level=6):
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as PNG wants
     compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_FILTERED)
-    data = compressor.compress(filtered) + compressor.flush()
+    data = compressor.compress(filtered.data) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, COLOR_TYPES[channels], 0, 0, 0)
     return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
