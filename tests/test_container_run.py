@@ -160,9 +160,11 @@ def test_slurm_cancel_removes_the_tasks_container(image, slurm_cluster, tiny_sd,
 
 def test_scheduler_reaches_the_worker_in_the_image(image, tiny_sd, tmp_path):
     csv = write_prompts(tmp_path / "prompts.csv", PROMPTS[:3])
-    extra = ["--gpu_ids", "0", "--prompts_csv", csv, "--model_path", tiny_sd, *FAST, "--scheduler", "PNDMScheduler"]
+    extra = ["--gpu_ids", "0", "--prompts_csv", csv, "--model_path", tiny_sd, *FAST,
+             "--scheduler", "UniPCMultistepScheduler"]
     local = run_submit("--output_dir", str(tmp_path / "local"), *extra)
     boxed = run_submit("--output_dir", str(tmp_path / "boxed"), *extra, "--container", image)
     assert local.returncode == 0 and boxed.returncode == 0, local.stderr[-2000:] + boxed.stderr[-2000:]
     assert images_in(str(tmp_path / "boxed")) == images_in(str(tmp_path / "local"))
-    assert "--scheduler: PNDMScheduler in place of DDIMScheduler" in open(layout.worker_log(str(tmp_path / "boxed"), 0)).read()
+    log = open(layout.worker_log(str(tmp_path / "boxed"), 0)).read()
+    assert "--scheduler: UniPCMultistepScheduler in place of DDIMScheduler" in log
