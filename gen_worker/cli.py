@@ -14,6 +14,7 @@ from gen_worker.container.runtime import Container, ContainerOptions
 from gen_worker.errors import T2IError, UsageError
 from gen_worker.flags import add_flags
 from gen_worker.gpus import visible_gpus
+from gen_worker.model_check import identify
 from gen_worker.model_source import check_model_path
 from gen_worker.output import layout
 from gen_worker.output.record import prepare_output_dir
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     groups["generation"].add_argument("--allow_settings_change", action="store_true",
                                       help="add to an output folder made with other settings or prompts instead "
                                            "of refusing")
+    groups["generation"].add_argument("--adopt_existing", action="store_true",
+                                      help="take in the images of a folder that has no settings record (made by "
+                                           "the original script): each valid PNG under a sample's name is kept as "
+                                           "made with this run's settings, and the adoption is recorded")
     for options in (JobSpec, SlurmOptions, ContainerOptions):
         add_flags(options, groups)
     groups["slurm"].add_argument("--wait", dest="wait", action="store_true", default=None,
@@ -109,7 +114,8 @@ def build_spec(args: argparse.Namespace) -> Tuple[JobSpec, List[Sample]]:
     output_dir = os.path.abspath(args.output_dir)
     _check_output_dir(output_dir)
     values.update(prompts_csv=os.path.abspath(args.prompts_csv), output_dir=output_dir, model_path=model_path,
-                  num_samples=len(samples), samples_fingerprint=fingerprint(samples))
+                  num_samples=len(samples), samples_fingerprint=fingerprint(samples),
+                  model_identity=identify(model_path))
     return JobSpec(**values), samples
 
 
@@ -162,7 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # submitit's folder is named by its host path in the sbatch script: seen there inside too.
             container = container_for(args, spec, same_path=[os.path.join(spec.output_dir, layout.SUBMITIT_DIR)])
             return submit_to_slurm(spec, samples, options, command, args.allow_settings_change, container,
-                                   wait_for_run(args.wait))
+                                   wait_for_run(args.wait), args.adopt_existing)
         gpu_ids = local_gpu_ids(args)
         if args.device == "auto":
             args.device = "cpu" if gpu_ids == [""] else "cuda"
@@ -173,7 +179,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         refuse_if_jobs_alive(spec.output_dir, required=False)
         container = container_for(args, spec)
         lock = prepare_output_dir(spec, samples, args.allow_settings_change,
-                                  check=lambda: refuse_if_jobs_alive(spec.output_dir, required=False))
+                                  check=lambda: refuse_if_jobs_alive(spec.output_dir, required=False),
+                                  adopt_existing=args.adopt_existing)
     except T2IError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -101,6 +101,8 @@ class JobSpec:
                              help="decode the images of a batch one at a time: less memory at large --batch_size")
     # set by the submitter
     samples_fingerprint: str = ""  # prompts.fingerprint() of the samples, checked by each worker
+    # model_check.identify_model(): {"fingerprint", "components", "revision"}; checked by each worker
+    model_identity: Dict[str, Any] = dataclasses.field(default_factory=dict)
     # No class-level default: a spec unpickled from an older version has no such attribute at all.
     spec_version: str = dataclasses.field(default_factory=lambda: _current_version())
 

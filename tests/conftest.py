@@ -65,6 +65,12 @@ def images_in(folder):
             for n in sorted(os.listdir(folder)) if n.endswith(".png") and not n.startswith(".")}
 
 
+def pixels_in(folder):
+    """{file name: decoded pixels} of the finished images: what the picture is, whatever the PNG's text says."""
+    from PIL import Image
+    return {name: Image.open(os.path.join(folder, name)).tobytes() for name in images_in(folder)}
+
+
 def slurm_unavailable_reason():
     """Why no SLURM cluster can be used here, or None when one answers with a usable node."""
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:

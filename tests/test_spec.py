@@ -21,7 +21,7 @@ def _spec(tmp_path, **changes):
 
 def test_every_setting_is_a_flag_and_the_recorded_ones_are_declared_on_their_field():
     names = {f.name for f in flag_fields(JobSpec)}
-    assert {f.name for f in dataclasses.fields(JobSpec)} - names == {"samples_fingerprint", "spec_version"}
+    assert {f.name for f in dataclasses.fields(JobSpec)} - names == {"samples_fingerprint", "model_identity", "spec_version"}
     assert {"model_path", "seed_start", "guidance_scale", "scheduler", "batch_size"} <= set(RECORDED_SETTINGS)
     assert not {"device", "compile", "tf32", "output_dir", "prompts_csv"} & set(RECORDED_SETTINGS)
 

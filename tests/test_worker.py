@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from conftest import PROMPTS, images_in, write_prompts
+from conftest import PROMPTS, images_in, pixels_in, write_prompts
 from gen_worker.output import layout
 from gen_worker.worker.pipeline import ImageMaker, load_pipeline
 from gen_worker.prompts import load_samples
@@ -48,18 +48,19 @@ def test_out_of_memory_splits_the_block_and_every_image_is_made(tmp_path, sd_pip
     out, summary = _run(tmp_path, "batch4", sd_pipe, tiny_sd, batch_size=4)
     assert (summary["generated"], summary["failed"], summary["oom_splits"]) == (len(PROMPTS), 0, 2)
     assert "out of memory at batch size 4 (samples [0, 1, 2, 3])" in caplog.text
-    # Blocks [0-3] and [4-6] became [0,1] [2,3] [4,5] [6]: the batches of a --batch_size 2 run.
-    assert images_in(out) == images_in(reference_out)
+    # Blocks [0-3] and [4-6] became [0,1] [2,3] [4,5] [6]: the batches of a --batch_size 2 run
+    # (the same pixels; the files differ in the batch size they record).
+    assert pixels_in(out) == pixels_in(reference_out)
 
 
 def test_a_failed_write_fails_that_sample_only(tmp_path, sd_pipe, tiny_sd, monkeypatch):
     import gen_worker.worker.loop as worker
     save = worker.save_png_once
 
-    def disk_full_for_sample_2(image, path):
+    def disk_full_for_sample_2(image, path, text=None):
         if path.endswith("_seed44.png"):
             raise OSError(28, "No space left on device")
-        return save(image, path)
+        return save(image, path, text)
     monkeypatch.setattr(worker, "save_png_once", disk_full_for_sample_2)
     out, summary = _run(tmp_path, "out", sd_pipe, tiny_sd, batch_size=3)
     assert (summary["generated"], summary["failed"]) == (len(PROMPTS) - 1, 1)
@@ -72,7 +73,7 @@ def test_a_failed_write_fails_that_sample_only(tmp_path, sd_pipe, tiny_sd, monke
 def test_when_no_image_can_be_written_the_worker_stops(tmp_path, sd_pipe, tiny_sd, monkeypatch):
     import gen_worker.worker.loop as worker
 
-    def disk_full(image, path):
+    def disk_full(image, path, text=None):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(worker, "save_png_once", disk_full)
     with pytest.raises(WorkerError, match=r"the first \d samples all failed, stopping; last error: OSError"):

@@ -1,7 +1,7 @@
 """Writes that a crash or kill can never leave half-done under the final name."""
 import json
 import os
-from typing import IO, TYPE_CHECKING, Any, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from gen_worker.naming import temp_name
 
@@ -77,8 +77,9 @@ def create_once(path: str, write: Callable[[IO[bytes]], object]) -> bool:
         _remove_quietly(temp)
 
 
-def save_png_once(pixels: "np.ndarray", path: str) -> bool:
-    """HxWxC uint8 pixels as a PNG file, created once (encoded first: the file is open only to write)."""
+def save_png_once(pixels: "np.ndarray", path: str, text: Optional[Dict[str, str]] = None) -> bool:
+    """HxWxC uint8 pixels as a PNG file (with `text` chunks), created once (encoded first: the
+    file is open only to write)."""
     from gen_worker.worker.png import encode_png
-    data = encode_png(pixels)
+    data = encode_png(pixels, text=text)
     return create_once(path, lambda f: f.write(data))

@@ -6,7 +6,9 @@
       manifest.csv                      sample index, image id, seed, file name, prompt
       failed_prompts_gpu{k}.txt         one JSON line per failed sample of worker k
       summary_gpu{k}.json, summary.json per-worker and per-run summaries
+      quarantine/<time>/NAME.png.rejected  files that failed the resume check (reasons.json says why)
       logs/                             worker logs, live progress, previous runs' reports
+      logs/resume_check.json            what the last resume check found
       logs/slurm_jobs.json              SLURM mode: the jobs each submission queued
       logs/submitit/<job id>/           SLURM mode: submitit's files and logs, one folder per job
 """
@@ -20,6 +22,9 @@ LOGS_DIR = "logs"
 PREVIOUS_REPORTS_DIR = os.path.join(LOGS_DIR, "previous")
 SLURM_JOBS_FILE = os.path.join(LOGS_DIR, "slurm_jobs.json")
 SUBMITIT_DIR = os.path.join(LOGS_DIR, "submitit")
+RESUME_CHECK_FILE = os.path.join(LOGS_DIR, "resume_check.json")
+QUARANTINE_DIR = "quarantine"
+QUARANTINE_SUFFIX = ".rejected"  # a quarantined image is no *.png: FID tools glob recursively
 
 
 def failed_file(output_dir: str, worker_index: int) -> str:

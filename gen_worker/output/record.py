@@ -11,12 +11,14 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from gen_worker.output import layout
+from gen_worker.output import layout, provenance
 from gen_worker.output.atomic_files import replace_file, replace_json
+from gen_worker.output.png_file import DamagedPng
 from gen_worker.naming import is_temp_name
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec, recorded_defaults
 from gen_worker.errors import T2IError
+from gen_worker.model_check import changed_components
 
 if TYPE_CHECKING:
     from gen_worker.output.lock import RunLock
@@ -33,24 +35,70 @@ def _describe(changes: Sequence[str], limit: int = 4) -> str:
     return text + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
 
 
-def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool = False) -> None:
+def _folder_images(output_dir: str) -> list[str]:
+    return sorted(n for n in os.listdir(output_dir) if n.endswith(".png") and not n.startswith("."))
+
+
+def _model_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """How the model's content differs from the one the folder's images were made with (None: same, or unknown)."""
+    if not old.get("fingerprint") or not new.get("fingerprint") or old["fingerprint"] == new["fingerprint"]:
+        return None
+    changed = changed_components(old.get("components", {}), new.get("components", {}))
+    return f"model content: {', '.join(changed) or 'files'} changed ({old['fingerprint']} -> {new['fingerprint']})"
+
+
+def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool = False,
+                              adopt_existing: bool = False) -> list[dict[str, Any]]:
+    """Refuse a folder made with other settings or another model; record this run's. Returns the
+    settings an image in the folder may have been made with (this run's first, then earlier ones
+    that --allow_settings_change added to)."""
     path = os.path.join(output_dir, layout.SETTINGS_FILE)
     new = spec.recorded_settings()
     history: list[dict[str, Any]] = []
+    record: dict[str, Any] = {}
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+        record = read_settings_record(output_dir)
         old = {**recorded_defaults(), **record.get("settings", {})}
         history = record.get("history", [])
-        changes = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
-        if not changes:
-            return
-        if not allow_change:
+        same_model = bool(spec.model_identity.get("fingerprint")) and (
+            record.get("model", {}).get("fingerprint") == spec.model_identity["fingerprint"])
+        changes = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new
+                   if old.get(k) != new[k] and not (k == "model_path" and same_model)]
+        model_change = _model_change(record.get("model", {}), spec.model_identity)
+        changes += [model_change] if model_change else []
+        if changes and not allow_change:
             raise SettingsMismatch(
                 f"{output_dir} holds images made with other settings ({_describe(changes)}); "
                 "use another --output_dir, or pass --allow_settings_change to add to it anyway")
-        history.append({"settings": old, "replaced_at": time.strftime("%Y-%m-%d %H:%M:%S")})
-    replace_json(path, {"settings": new, "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S"), "history": history})
+        if changes:
+            history.append({"settings": old, "model": record.get("model", {}),
+                            "replaced_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+    else:
+        images = _folder_images(output_dir)
+        if images and not adopt_existing:
+            raise SettingsMismatch(
+                f"{output_dir} holds {len(images)} images but no {layout.SETTINGS_FILE} (made by another tool "
+                "or the original script?): use another --output_dir, or pass --adopt_existing to keep the valid "
+                "ones as made with this run's settings")
+        if images:
+            record["adopted"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "files": images}
+    replace_json(path, {"settings": new, "model": spec.model_identity, "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        "history": history, **({"adopted": record["adopted"]} if "adopted" in record else {})})
+    return [new] + [h["settings"] for h in reversed(history)]
+
+
+def read_settings_record(output_dir: str) -> dict[str, Any]:
+    """generation_settings.json; SettingsMismatch (one line) when it cannot be read."""
+    path = os.path.join(output_dir, layout.SETTINGS_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError) as err:
+        raise SettingsMismatch(f"{path} cannot be read ({err}): restore it, or move it away to start the "
+                               "folder afresh") from None
+    if not isinstance(record, dict):
+        raise SettingsMismatch(f"{path} is not a settings record: restore it, or move it away")
+    return record
 
 
 def read_manifest(output_dir: str) -> dict[int, dict[str, str]]:
@@ -114,8 +162,58 @@ def existing_images(output_dir: str) -> set[str]:
     return {n for n in os.listdir(output_dir) if n.endswith(".png") and not n.startswith(".")}
 
 
+def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Keep only images this folder's run would make: every file under an image name must be a whole
+    PNG whose provenance matches its manifest sample, the model and the recorded settings (or be one
+    that --adopt_existing took in). Anything else is moved to quarantine/ (never deleted; renamed so
+    that no *.png glob finds it) and made again. Returns the check's report (logs/resume_check.json)."""
+    out = spec.output_dir
+    by_name = {row["file_name"]: Sample(int(row["index"]), row["image_id"], row["prompt"], int(row["seed"]),
+                                        row["file_name"]) for row in read_manifest(out).values()}
+    record = read_settings_record(out)
+    adopted = set(record.get("adopted", {}).get("files", []))
+    fingerprint = spec.model_identity.get("fingerprint")
+    started, rejected, names = time.time(), [], _folder_images(out)
+    for name in names:
+        path = os.path.join(out, name)
+        try:
+            found = provenance.read(path)
+        except DamagedPng as err:
+            rejected.append((name, f"not a whole PNG: {err}"))
+            continue
+        except OSError as err:
+            rejected.append((name, f"unreadable: {err.strerror}"))
+            continue
+        sample = by_name.get(name)
+        if sample is None:
+            rejected.append((name, "not a sample of this folder's manifest"))
+        elif not (found is None and name in adopted):
+            why = provenance.mismatch(found, sample, fingerprint, accepted_settings)
+            if why:
+                rejected.append((name, why))
+    report = {"checked": len(names), "seconds": round(time.time() - started, 3),
+              "quarantined": _quarantine(out, rejected)}
+    replace_json(os.path.join(out, layout.RESUME_CHECK_FILE), report)
+    return report
+
+
+def _quarantine(output_dir: str, rejected: list[tuple[str, str]]) -> list[dict[str, str]]:
+    if not rejected:
+        return []
+    folder = os.path.join(output_dir, layout.QUARANTINE_DIR, time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(folder, exist_ok=True)
+    moved = []
+    for name, why in rejected:
+        target = os.path.join(folder, name + layout.QUARANTINE_SUFFIX)
+        os.replace(os.path.join(output_dir, name), target)
+        moved.append({"file": name, "reason": why, "moved_to": os.path.relpath(target, output_dir)})
+    with open(os.path.join(folder, "reasons.json"), "w", encoding="utf-8") as f:
+        json.dump(moved, f, indent=2, ensure_ascii=False)
+    return moved
+
+
 def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_change: bool = False,
-                       check: Callable[[], object] | None = None) -> "RunLock":
+                       check: Callable[[], object] | None = None, adopt_existing: bool = False) -> "RunLock":
     """Make the folder ready for a run and return its RunLock, held exclusively.
 
     Refuses a folder that another run is using, or that holds images of other settings or
@@ -131,8 +229,9 @@ def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_
     try:
         if check is not None:
             check()
-        check_and_record_settings(spec.output_dir, spec, allow_settings_change)
+        accepted = check_and_record_settings(spec.output_dir, spec, allow_settings_change, adopt_existing)
         check_and_write_manifest(spec.output_dir, samples, allow_settings_change)
+        check_existing_images(spec, accepted)
         remove_stale_temp_files(spec.output_dir)
         archive_previous_reports(spec.output_dir)
         clear_progress(spec.output_dir)

@@ -186,7 +186,7 @@ def _print_submitted(spec: JobSpec, opts: SlurmOptions, submission: Dict[str, An
 
 def submit_to_slurm(spec: JobSpec, samples: Sequence[Sample], opts: SlurmOptions, command: str,
                     allow_settings_change: bool = False, container: Optional[ImageContainer] = None,
-                    wait: bool = False) -> int:
+                    wait: bool = False, adopt_existing: bool = False) -> int:
     """Check, prepare the folder, queue what is missing; then follow it (`wait`) or return. Exit status.
     `container` (a checked container.Container): every task runs inside it."""
     from gen_worker.slurm.status import follow_hints, follow_run, summarize_run
@@ -195,7 +195,8 @@ def submit_to_slurm(spec: JobSpec, samples: Sequence[Sample], opts: SlurmOptions
     max_array, time_min = check_with_cluster(spec, opts)
     refuse_if_jobs_alive(out)
     # Again under the lock, before the folder changes: two submitters may race.
-    lock = prepare_output_dir(spec, samples, allow_settings_change, check=functools.partial(refuse_if_jobs_alive, out))
+    lock = prepare_output_dir(spec, samples, allow_settings_change, check=functools.partial(refuse_if_jobs_alive, out),
+                              adopt_existing=adopt_existing)
     try:
         started = time.time()
         workers = workers_with_work(samples, opts.num_tasks, spec.batch_size, existing_images(out))

@@ -14,7 +14,8 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Sequence
 
-from gen_worker.output import layout
+from gen_worker.model_check import changed_components, identify
+from gen_worker.output import layout, provenance
 from gen_worker.output.atomic_files import replace_json, save_png_once
 from gen_worker.worker.image_writer import ImageWriter, WriterError
 from gen_worker.worker.oom import SplitOnOutOfMemory
@@ -24,9 +25,8 @@ from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.output.lock import RunLock
 from gen_worker.output.record import existing_images
 from gen_worker.sharding import worker_blocks
-from gen_worker.spec import check_version
 from gen_worker.errors import T2IError, one_line
-from gen_worker.spec import JobSpec
+from gen_worker.spec import SPEC_VERSION, JobSpec, check_version
 
 if TYPE_CHECKING:
     from gen_worker.worker.pipeline import ImageMaker
@@ -58,11 +58,19 @@ def _set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _environment(device: str) -> dict[str, Any]:
+def library_versions() -> dict[str, str]:
+    """What made the pixels, recorded in every image (the GPU and driver are in the summary)."""
     import diffusers
     import torch
+    import transformers
+    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+            "t2i-batch spec": SPEC_VERSION}
+
+
+def _environment(device: str) -> dict[str, Any]:
+    import torch
     env = {"hostname": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-           "device": device, "torch": torch.__version__, "diffusers": diffusers.__version__}
+           "device": device, **library_versions()}
     if device == "cuda":
         env["gpu_name"] = torch.cuda.get_device_name(0)
     for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_NODEID"):
@@ -158,6 +166,7 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     samples = load_samples(spec.prompts_csv, spec.seed_start, spec.num_samples, spec.id_column, spec.prompt_column)
     if spec.samples_fingerprint and fingerprint(samples) != spec.samples_fingerprint:
         raise WorkerError(f"{spec.prompts_csv} changed after the run was submitted; submit again")
+    _check_model_unchanged(spec)
     blocks = [[samples[i] for i in block]
               for block in worker_blocks(len(samples), worker_index, num_workers, spec.batch_size)]
     done = existing_images(spec.output_dir)
@@ -186,12 +195,27 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     _generate(spec, maker, todo, done, _Outcomes(spec, worker_index, progress, summary, started), summary)
 
 
+def _check_model_unchanged(spec: JobSpec) -> None:
+    """The model's files are the ones the run was submitted with (a SLURM task may start hours later)."""
+    expected = spec.model_identity.get("fingerprint")
+    if not expected:
+        return
+    now = identify(spec.model_path)
+    if now.get("fingerprint") != expected:
+        changed = changed_components(spec.model_identity.get("components", {}), now.get("components", {}))
+        raise WorkerError(f"the model at {spec.model_path} changed since the run was submitted "
+                          f"({', '.join(changed) or 'its files'}): submit again to check it")
+
+
 def _generate(spec: JobSpec, maker: "ImageMaker", todo: Sequence[list[Sample]], done: set[str], outcomes: _Outcomes,
               summary: dict[str, Any]) -> None:
     """The loop: one pipeline call per block, while writer threads save the images of the last ones."""
+    versions = library_versions()
+
     def save(item: tuple[Sample, Any]) -> bool:
         sample, image = item
-        return save_png_once(to_uint8(image), os.path.join(spec.output_dir, sample.file_name))
+        text = provenance.png_text(provenance.for_sample(spec, sample, versions))
+        return save_png_once(to_uint8(image), os.path.join(spec.output_dir, sample.file_name), text)
 
     make = SplitOnOutOfMemory(maker.make)
     # Two blocks of images may wait: the GPU never waits for the disk unless the disk is slower.

@@ -7,10 +7,11 @@ and files as small as Pillow's (the Up filter with zlib's Z_FILTERED strategy, a
 """
 import struct
 import zlib
+from typing import Optional
 
 import numpy as np
 
-SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from gen_worker.output.png_file import SIGNATURE, chunk, text_chunk
 COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> grey, RGB, RGBA
 UP_FILTER = 2
 
@@ -21,12 +22,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (image * 255).round().astype(np.uint8)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
-
-
-def encode_png(pixels: np.ndarray, level: int = 6) -> bytes:
-    """HxWxC uint8 pixels (C = 1, 3 or 4) as the bytes of an 8-bit PNG file."""
+def encode_png(pixels: np.ndarray, level: int = 6, text: Optional[dict] = None) -> bytes:
+    """HxWxC uint8 pixels (C = 1, 3 or 4) as the bytes of an 8-bit PNG file, with `text`
+    ({key: text}) in text chunks before the image data (readable without reading the pixels)."""
     height, width, channels = pixels.shape
     rows = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(height, width * channels)
     filtered = np.empty((height, width * channels + 1), dtype=np.uint8)
@@ -36,4 +34,5 @@ def encode_png(pixels: np.ndarray, level: int = 6) -> bytes:
     compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_FILTERED)
     data = compressor.compress(filtered.data) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, COLOR_TYPES[channels], 0, 0, 0)
-    return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+    notes = b"".join(text_chunk(key, value) for key, value in (text or {}).items())
+    return SIGNATURE + chunk(b"IHDR", header) + notes + chunk(b"IDAT", data) + chunk(b"IEND", b"")

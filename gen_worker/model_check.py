@@ -1,0 +1,165 @@
+"""The model's identity and completeness, read from its files before any worker starts.
+
+identify_model() reads model_index.json, each component's small files (configs, tokenizer
+files) and each .safetensors file's size and header: no tensor data, no torch import, so it
+takes milliseconds even for a model of many GB (README, "Model identity"). It refuses what
+cannot load: an unknown pipeline or component class, a missing or truncated weight file, a
+sharded component missing a shard. The fingerprint goes into the folder's settings record and
+into every image: a rerun whose model content differs is refused, naming the component.
+"""
+import ast
+import hashlib
+import importlib.util
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Set
+
+from gen_worker.errors import T2IError
+
+SMALL_FILE_BYTES = 16 * 1024 * 1024  # configs, tokenizers: hashed whole
+IGNORED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".onnx", ".md", ".png", ".jpg", ".gitattributes")
+LIBRARIES = ("diffusers", "transformers")
+
+
+class ModelCheckError(T2IError):
+    pass
+
+
+@dataclass
+class ModelIdentity:
+    fingerprint: str  # over every component below
+    components: Dict[str, str] = field(default_factory=dict)  # component -> hash of its files
+    revision: Optional[str] = None  # a hub snapshot's commit
+
+
+def _safetensors_header(path: str) -> bytes:
+    """The header bytes of a .safetensors file; ModelCheckError when the file is cut short."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelCheckError(f"{path} is truncated ({size} bytes): not a safetensors file")
+        (length,) = struct.unpack("<Q", head)
+        header = f.read(length) if length <= size else b""
+    try:
+        entries = json.loads(header)
+        end = max((e["data_offsets"][1] for k, e in entries.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise ModelCheckError(f"{path} has no readable safetensors header: damaged or truncated") from None
+    if 8 + length + end > size:
+        raise ModelCheckError(f"{path} is truncated: {size} bytes, its header needs {8 + length + end}")
+    return header
+
+
+def weight_keys(path: str) -> Set[str]:
+    """The tensor names a .safetensors file holds (from its header)."""
+    return {k for k in json.loads(_safetensors_header(path)) if k != "__metadata__"}
+
+
+def _component_hash(folder: str) -> str:
+    digest = hashlib.sha256()
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if name.endswith(IGNORED_SUFFIXES) or name.startswith("."):
+                continue
+            digest.update(os.path.relpath(path, folder).encode() + b"\0")
+            if name.endswith(".safetensors"):
+                digest.update(str(os.path.getsize(path)).encode() + b"\0" + _safetensors_header(path))
+            elif os.path.getsize(path) <= SMALL_FILE_BYTES:
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+            else:
+                digest.update(str(os.path.getsize(path)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _check_shards(folder: str) -> None:
+    for name in os.listdir(folder):
+        if name.endswith(".safetensors.index.json"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                shards = set(json.load(f).get("weight_map", {}).values())
+            missing = sorted(s for s in shards if not os.path.isfile(os.path.join(folder, s)))
+            if missing:
+                raise ModelCheckError(f"{folder} lacks weight shards listed in {name}: {', '.join(missing[:3])}")
+
+
+def _exported_names(library: str) -> Optional[Set[str]]:
+    """Class names a library exports, without importing torch (None: cannot tell, let loading decide)."""
+    if library == "transformers":
+        try:
+            import transformers  # lazy: 0.6 s, no torch
+            return set(getattr(transformers, "_class_to_module", {})) or None
+        except ImportError:
+            return None
+    found = importlib.util.find_spec(library)
+    if found is None or not found.origin:
+        return None
+    try:  # diffusers imports torch at once: read the names its lazy __init__ lists instead
+        with open(found.origin, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError):
+        return None
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+def _check_classes(path: str, index: dict) -> None:
+    exported = {lib: _exported_names(lib) for lib in LIBRARIES}
+    wanted = [("pipeline", "diffusers", index["_class_name"])]
+    wanted += [(name, value[0], value[1]) for name, value in index.items()
+               if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[0]]
+    for component, library, cls in wanted:
+        if library not in LIBRARIES:
+            raise ModelCheckError(f"{path}: {component} comes from {library}, which t2i-batch does not load "
+                                  f"(only {' and '.join(LIBRARIES)}; no code from the model is run)")
+        names = exported[library]
+        if names is not None and cls not in names:
+            raise ModelCheckError(f"{path}: {component} is a {cls}, which the installed {library} does not have "
+                                  "(a newer version needed?)")
+
+
+def identify_model(path: str) -> ModelIdentity:
+    """Check a local diffusers folder (already known to have a model_index.json) and fingerprint it."""
+    with open(os.path.join(path, "model_index.json"), "rb") as f:
+        raw_index = f.read()
+    index = json.loads(raw_index)
+    _check_classes(path, index)
+    components: Dict[str, str] = {"model_index.json": hashlib.sha256(raw_index).hexdigest()[:16]}
+    for name, value in sorted(index.items()):
+        if name.startswith("_") or not (isinstance(value, list) and value and value[0]):
+            continue
+        folder = os.path.join(path, name)
+        if not os.path.isdir(folder):
+            raise ModelCheckError(f"{path}: model_index.json names a {name} component, but {folder} is missing")
+        _check_shards(folder)
+        components[name] = _component_hash(folder)
+    total = hashlib.sha256(json.dumps(components, sort_keys=True).encode()).hexdigest()[:16]
+    return ModelIdentity(total, components, _snapshot_revision(path))
+
+
+def _snapshot_revision(path: str) -> Optional[str]:
+    """A Hugging Face cache snapshot folder is named by its commit: .../snapshots/<sha>."""
+    parent, name = os.path.split(os.path.normpath(path))
+    return name if os.path.basename(parent) == "snapshots" and len(name) == 40 else None
+
+
+def changed_components(old: Dict[str, str], new: Dict[str, str]) -> List[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def identify(model_path: str) -> Dict[str, Any]:
+    """The identity of a checked --model_path (model_source.check_model_path) for the spec:
+    {"fingerprint", "components", "revision"}. A hub id is identified by its cached snapshot; one
+    not downloaded yet has no identity until a worker downloads it ({})."""
+    folder: Optional[str] = model_path if os.path.isdir(model_path) else None
+    if folder is None:
+        try:
+            from huggingface_hub import snapshot_download
+            folder = snapshot_download(model_path, local_files_only=True)
+        except Exception:  # not in the cache (huggingface_hub raises several types for that)
+            return {}
+    found = identify_model(folder)
+    return {"fingerprint": found.fingerprint, "components": found.components, "revision": found.revision}
