@@ -30,6 +30,11 @@ demo: $(VENV)/.installed $(DEMO_MODEL)/model_index.json
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+# Everything that starts no worker, submit.py, SLURM job or container (markers: pyproject.toml): ~30 s here.
+.PHONY: test-fast
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not e2e and not slurm and not container"
+
 # CPU benchmarks on the tiny model (about 12 minutes); prints a table, writes bench/results_cpu.json.
 bench: $(VENV)/.installed
 	$(PY) bench/run_benchmarks.py

@@ -1,10 +1,13 @@
 import csv
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 
 import pytest
+
+pytest_plugins = ["pytester"]  # test_test_tiers.py runs the conftest checks in a pytest of their own
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBMIT = os.path.join(REPO, "submit.py")
@@ -92,3 +95,55 @@ def skip_unless_required(reason, required_by):
 def slurm_cluster():
     """Skips a test that needs a SLURM cluster when none answers; fails instead under T2I_REQUIRE_SLURM=1 (CI)."""
     skip_unless_required(slurm_unavailable_reason(), "T2I_REQUIRE_SLURM")
+
+
+# ---------------------------------------------------------------- test tiers (markers: pyproject.toml)
+# `make test-fast` (pytest -m "not e2e and not slurm and not container") must start no worker: two cheap
+# checks keep the marks honest. Neither sees grandchildren (run_full_evaluation.sh's submit.py).
+
+TOOLKIT_MODULES = ("gen_worker", "gen_worker.__main__", "gen_worker.worker", "gen_worker.slurm_task")
+
+
+def starts_the_toolkit(args):
+    """Whether a command line (as given to Popen) runs submit.py, `python -m gen_worker` or a worker."""
+    if isinstance(args, (str, bytes, os.PathLike)):
+        try:
+            args = shlex.split(os.fsdecode(args))
+        except ValueError:
+            args = [os.fsdecode(args)]
+    args = [os.fsdecode(a) for a in args]
+    if not args:
+        return False
+    if os.path.basename(args[0]) == "t2i-batch":
+        return True
+    if not (os.path.basename(args[0]).startswith("python") or args[0] == sys.executable):
+        return False  # e.g. a (fake) container runtime: the container tier covers real ones
+    return (any(os.path.basename(a) == "submit.py" for a in args[1:])
+            or any(a == "-m" and b in TOOLKIT_MODULES for a, b in zip(args[1:], args[2:])))
+
+
+@pytest.fixture(autouse=True)
+def _e2e_mark_is_honest(request, monkeypatch):
+    """Fails a test not marked e2e that starts submit.py or a worker in a fresh process."""
+    execute = getattr(subprocess.Popen, "_execute_child", None)
+    if request.node.get_closest_marker("e2e") or execute is None:
+        yield
+        return
+
+    def checked(self, args, *rest, **kwargs):
+        if starts_the_toolkit(args):
+            pytest.fail(f"{request.node.nodeid} starts submit.py or a worker but is not marked e2e "
+                        f"(pytest.mark.e2e; make test-fast must start none): {args!r}"[:600], pytrace=False)
+        return execute(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", checked)
+    yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the SLURM cluster must be marked slurm, or `-m "not slurm"` would still run it."""
+    unmarked = [item.nodeid for item in items
+                if "slurm_cluster" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slurm")]
+    if unmarked:
+        raise pytest.UsageError("these tests use the slurm_cluster fixture but are not marked slurm "
+                                "(pytest.mark.slurm): " + ", ".join(unmarked))

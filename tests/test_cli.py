@@ -8,6 +8,8 @@ import pytest
 
 from conftest import FAST, run_submit, write_prompts
 
+pytestmark = pytest.mark.e2e  # each test runs submit.py (it stops before any worker starts)
+
 
 def _submit(csv, out, model, *extra):
     started = time.monotonic()

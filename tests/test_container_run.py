@@ -20,6 +20,8 @@ from gen_worker.output import layout
 from gen_worker.container.runtime import Container
 from gen_worker.container.binds import Bind
 
+pytestmark = [pytest.mark.container, pytest.mark.e2e]
+
 IMAGE = os.environ.get("T2I_TEST_IMAGE", "localhost/t2i-batch:test")
 BUILD_TIMEOUT_S = 900  # a cold build (debootstrap + PyPI) takes ~5 min here; cached ~3 s
 
@@ -111,6 +113,7 @@ def test_ctrl_c_stops_the_containers_and_removes_them(image, tiny_sd, tmp_path):
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
 
+@pytest.mark.slurm
 def test_slurm_array_in_podman_gives_the_same_bytes_owned_by_the_caller(image, slurm_cluster, tiny_sd, reference,
                                                                        tmp_path):
     """Each array task's python is the image's (submitit's `python` hook): same bytes as without it."""
@@ -136,6 +139,7 @@ def test_slurm_array_in_podman_gives_the_same_bytes_owned_by_the_caller(image, s
     assert _leftover_containers(out) == []
 
 
+@pytest.mark.slurm
 def test_slurm_cancel_removes_the_tasks_container(image, slurm_cluster, tiny_sd, tmp_path):
     """submitit ignores SIGTERM and SLURM's SIGKILL never reaches a container: the launcher removes it."""
     csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt {i}") for i in range(16)])

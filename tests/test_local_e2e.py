@@ -14,6 +14,8 @@ from PIL import Image
 from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, write_prompts
 from gen_worker.output import layout
 
+pytestmark = pytest.mark.e2e
+
 WAN = ["--device", "cpu", "--num_inference_steps", "3", "--height", "64", "--width", "64", "--dtype", "bf16",
        "--max_sequence_length", "16"]
 

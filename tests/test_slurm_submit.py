@@ -18,7 +18,7 @@ import pytest
 from conftest import FAST, REPO, SUBMIT, images_in, run_submit, write_prompts
 from gen_worker.output import layout
 
-pytestmark = pytest.mark.usefixtures("slurm_cluster")
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.usefixtures("slurm_cluster")]
 
 PROMPTS9 = [(str(i), f"prompt number {i}, a photo of a cat") for i in range(9)]
 # Small enough that 8 tasks fit the 16-CPU / 16 GB test node at once.
