@@ -4,6 +4,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -66,6 +67,18 @@ def images_in(folder):
     """{file name: bytes} of the finished images in a folder."""
     return {n: open(os.path.join(folder, n), "rb").read()
             for n in sorted(os.listdir(folder)) if n.endswith(".png") and not n.startswith(".")}
+
+
+def wait_for(condition, timeout=120, what="the condition", interval=0.05):
+    """Poll condition() until it returns something true (returned); fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
 
 
 def slurm_unavailable_reason():

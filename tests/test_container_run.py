@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, skip_unless_required, write_prompts
+from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, skip_unless_required, wait_for, write_prompts
 from gen_worker.output import layout
 from gen_worker.container.runtime import Container
 from gen_worker.container.binds import Bind
@@ -98,10 +98,11 @@ def test_ctrl_c_stops_the_containers_and_removes_them(image, tiny_sd, tmp_path):
                                   "--output_dir", out, "--model_path", tiny_sd, *slow, "--container", image],
                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  start_new_session=True)
-    deadline = time.monotonic() + 180
-    while not (os.path.isdir(out) and images_in(out)):
-        assert time.monotonic() < deadline and submitter.poll() is None, "no image made"
-        time.sleep(0.1)
+
+    def made_an_image():
+        assert submitter.poll() is None, "the submitter ended before making an image"
+        return os.path.isdir(out) and images_in(out)
+    wait_for(made_an_image, timeout=180, what="the first image")
     assert len(_leftover_containers(out)) == 2
     os.killpg(submitter.pid, signal.SIGINT)  # what the terminal does on Ctrl+C
     started = time.monotonic()
@@ -149,14 +150,9 @@ def test_slurm_cancel_removes_the_tasks_container(image, slurm_cluster, tiny_sd,
                         "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *slow,
                         "--container", image, "--no_wait")
     assert result.returncode == 0, result.stderr[-3000:]
-    deadline = time.monotonic() + 180
-    while not images_in(out):
-        assert time.monotonic() < deadline, "no image made"
-        time.sleep(0.2)
+    wait_for(lambda: images_in(out), timeout=180, what="the first image", interval=0.2)
     assert len(_leftover_containers(out)) == 1
     assert run_submit("cancel", "--output_dir", out).returncode == 0
-    deadline = time.monotonic() + 20
-    while _leftover_containers(out):
-        assert time.monotonic() < deadline, "the container outlived its cancelled task"
-        time.sleep(0.2)
+    wait_for(lambda: not _leftover_containers(out), timeout=20, what="the cancelled task's container to go",
+             interval=0.2)
     assert len(images_in(out)) < 16
