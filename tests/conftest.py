@@ -1,5 +1,6 @@
 import csv
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -81,14 +82,32 @@ def wait_for(condition, timeout=120, what="the condition", interval=0.05):
         time.sleep(interval)
 
 
-def slurm_unavailable_reason():
-    """Why no SLURM cluster can be used here, or None when one answers with a usable node."""
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+# slurm/start_cluster.sh names its cluster so; the tests submit to no other (see slurm_unavailable_reason).
+TEST_CLUSTER_NAME = "t2i_batch_test"
+ANY_CLUSTER_ENV = "T2I_SLURM_TEST_ANY_CLUSTER"
+
+
+def slurm_unavailable_reason(run=subprocess.run, which=shutil.which, environ=os.environ):
+    """Why the SLURM tests cannot run here, or None when the project's test cluster answers with a usable node.
+
+    Another cluster that answers (a site's real one, a colleague's) is refused: the tests would queue
+    jobs on it and assume this project's settings. T2I_SLURM_TEST_ANY_CLUSTER=1 allows it on purpose.
+    """
+    if which("sinfo") is None or which("sbatch") is None or which("scontrol") is None:
         return "no SLURM commands on PATH (start a test cluster with slurm/start_cluster.sh)"
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+        config = run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=10)
+        out = run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as err:
-        return f"sinfo does not answer ({err})"
+        return f"SLURM does not answer ({err})"
+    if config.returncode != 0:
+        return f"scontrol show config fails: {config.stderr.strip()[:200]} (start one with slurm/start_cluster.sh)"
+    match = re.search(r"^ClusterName\s*=\s*(\S+)", config.stdout, re.M)
+    name = match.group(1) if match else "(none)"
+    if name != TEST_CLUSTER_NAME and environ.get(ANY_CLUSTER_ENV) != "1":
+        return (f"the SLURM cluster that answers here is {name!r}, not this project's test cluster "
+                f"{TEST_CLUSTER_NAME!r} (slurm/start_cluster.sh): its tests would queue jobs on it. "
+                f"Set {ANY_CLUSTER_ENV}=1 to run them there anyway")
     if out.returncode != 0:
         return f"sinfo fails: {out.stderr.strip()[:200]} (start one with slurm/start_cluster.sh)"
     if not any(s in ("idle", "mixed", "allocated") for s in out.stdout.split()):
@@ -106,7 +125,8 @@ def skip_unless_required(reason, required_by):
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """Skips a test that needs a SLURM cluster when none answers; fails instead under T2I_REQUIRE_SLURM=1 (CI)."""
+    """Skips a test that needs the project's SLURM test cluster when it does not answer (or another cluster
+    does); fails instead under T2I_REQUIRE_SLURM=1 (CI)."""
     skip_unless_required(slurm_unavailable_reason(), "T2I_REQUIRE_SLURM")
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import FAST, REPO, SUBMIT, images_in, run_submit, wait_for, write_prompts
 from gen_worker.output import layout
+from gen_worker.slurm.commands import parse_time_minutes
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -224,15 +225,29 @@ def test_ctrl_c_detaches_and_cancel_stops_everything(tiny_sd, tmp_path):
     assert "Rerun the same command" in status.stdout
 
 
+def _default_partition_max_minutes():
+    """The default partition's MaxTime in minutes, as scontrol reports it (None: unlimited)."""
+    out = subprocess.run(["scontrol", "show", "partition", "--oneliner"], capture_output=True, text=True,
+                         check=True).stdout
+    [line] = [line for line in out.splitlines() if " Default=YES " in f" {line} "]
+    return parse_time_minutes(re.search(r"\bMaxTime=(\S+)", line).group(1))
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--partition", "nosuchpartition"], "SLURM refuses these options"),
-    (["--time", "20000"], "--time 20000 is more than the 10080 minutes the default partition allows"),
+    (["--time", "LIMIT+1"], "--time {over} is more than the {limit} minutes the default partition allows"),
     (["--sbatch_option", "constraint=nosuchfeature"], "--constraint is not passed through (use --constraint)"),
     (["--constraint", "nosuchfeature"], "SLURM refuses these options"),
     (["--gpu_ids", "0", "1"], "--gpu_ids is for --cluster local"),
     (["--time", "2"], "--time is in minutes and must be at least 5"),
 ])
 def test_bad_slurm_options_are_refused_before_anything_is_queued(tiny_sd, tmp_path, extra, message):
+    if "LIMIT+1" in extra:  # the cluster's own limit: not every cluster has the test cluster's 7 days
+        limit = _default_partition_max_minutes()
+        if limit is None:
+            pytest.skip("the default partition has no time limit")
+        extra = [str(limit + 1) if a == "LIMIT+1" else a for a in extra]
+        message = message.format(over=limit + 1, limit=limit)
     csv = write_prompts(tmp_path / "p.csv", PROMPTS9[:2])
     out = str(tmp_path / "out")
     result = run_submit(*SLURM, "--gpus", "2", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd,

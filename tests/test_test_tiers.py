@@ -1,10 +1,83 @@
-"""The test suite's own safety checks (tests/conftest.py), with fake commands: no cluster, no worker."""
+"""The test suite's own safety checks (tests/conftest.py), with fake commands: no cluster, no worker.
+
+The SLURM tests submit only to the project's test cluster (slurm/start_cluster.sh), whatever else answers.
+"""
 import os
+import re
+import subprocess
 import sys
 
 import pytest
 
-from conftest import SUBMIT, starts_the_toolkit
+from conftest import ANY_CLUSTER_ENV, REPO, SUBMIT, TEST_CLUSTER_NAME, skip_unless_required, \
+    slurm_unavailable_reason, starts_the_toolkit
+
+CONFIG = """Configuration data as of 2026-01-01T00:00:00
+AccountingStorageType   = accounting_storage/none
+ClusterName             = {name}
+MaxArraySize            = 5
+"""
+
+
+def _fake_slurm(cluster="t2i_batch_test", states="idle", config_rc=0):
+    calls = []
+
+    def run(argv, **kwargs):
+        calls.append(argv[0])
+        if argv[0] == "scontrol":
+            return subprocess.CompletedProcess(argv, config_rc, CONFIG.format(name=cluster) if cluster else "",
+                                               "" if config_rc == 0 else "slurm_load_ctl_conf error: Unable to contact")
+        return subprocess.CompletedProcess(argv, 0, states + "\n", "")
+    return run, calls
+
+
+def _reason(cluster="t2i_batch_test", environ=None, **kwargs):
+    run, calls = _fake_slurm(cluster, **kwargs)
+    reason = slurm_unavailable_reason(run=run, which=lambda name: f"/usr/bin/{name}", environ=environ or {})
+    assert "sbatch" not in calls  # asking is all it does
+    return reason
+
+
+def test_the_conftest_knows_the_cluster_name_that_start_cluster_sets():
+    script = open(os.path.join(REPO, "slurm", "start_cluster.sh")).read()
+    assert re.search(r"^CLUSTER_NAME=(\S+)$", script, re.M).group(1) == TEST_CLUSTER_NAME
+    assert "ClusterName=$CLUSTER_NAME" in script
+
+
+def test_the_projects_test_cluster_is_used():
+    assert _reason(TEST_CLUSTER_NAME) is None
+    assert _reason(TEST_CLUSTER_NAME, states="mixed\nidle") is None
+
+
+@pytest.mark.parametrize("cluster", ["t2i", "linux", "cluster", "t2i_batch_test_2", None])
+def test_another_cluster_is_refused_with_the_way_out(cluster):
+    reason = _reason(cluster)
+    assert reason and f"not this project's test cluster '{TEST_CLUSTER_NAME}'" in reason
+    assert (f"is '{cluster}'" if cluster else "is '(none)'") in reason
+    assert f"{ANY_CLUSTER_ENV}=1" in reason and "slurm/start_cluster.sh" in reason
+
+
+def test_another_cluster_is_used_only_when_asked_for():
+    assert _reason("linux", environ={ANY_CLUSTER_ENV: "1"}) is None
+    assert _reason("linux", environ={ANY_CLUSTER_ENV: "0"}) is not None
+    assert _reason("linux", environ={ANY_CLUSTER_ENV: "1"}, states="down*") == "no usable SLURM node (sinfo states: down*)"
+
+
+def test_no_controller_and_no_commands():
+    assert "scontrol show config fails: slurm_load_ctl_conf error" in _reason(config_rc=1)
+    reason = slurm_unavailable_reason(which=lambda name: None, environ={})
+    assert reason.startswith("no SLURM commands on PATH")
+
+
+def test_a_refused_cluster_skips_or_fails_under_t2i_require_slurm(monkeypatch):
+    reason = _reason("linux")
+    monkeypatch.delenv("T2I_REQUIRE_SLURM", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not this project's test cluster"):
+        skip_unless_required(reason, "T2I_REQUIRE_SLURM")
+    monkeypatch.setenv("T2I_REQUIRE_SLURM", "1")
+    with pytest.raises(pytest.fail.Exception, match="T2I_REQUIRE_SLURM=1 but the SLURM cluster that answers"):
+        skip_unless_required(reason, "T2I_REQUIRE_SLURM")
+
 
 @pytest.mark.parametrize("args, starts", [
     ([sys.executable, SUBMIT, "--cluster", "local"], True),
