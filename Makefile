@@ -34,6 +34,11 @@ typecheck: $(VENV)/.installed
 test: $(VENV)/.installed typecheck
 	$(PY) -m pytest
 
+# Everything that starts no worker, submit.py, SLURM job or container (markers: pyproject.toml): ~30 s here.
+.PHONY: test-fast
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not e2e and not slurm and not container"
+
 # CPU benchmarks on the tiny model (about 12 minutes); prints a table, writes bench/results_cpu.json.
 bench: $(VENV)/.installed
 	$(PY) bench/run_benchmarks.py

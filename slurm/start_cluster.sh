@@ -45,6 +45,9 @@ WAIT_S=${T2I_SLURM_WAIT:-60}
 CRED_EXPIRE=${T2I_SLURM_CRED_EXPIRE:-10}
 ACCOUNTING=${T2I_SLURM_ACCOUNTING:-0}
 CONF_DIR=/etc/slurm
+# The tests submit only to a cluster of this name (tests/conftest.py): another SLURM cluster that
+# happens to answer on the machine is never used by mistake. Keep the two in step.
+CLUSTER_NAME=t2i_batch_test
 NODE=$(hostname -s)
 PKGS=(slurmctld slurmd slurm-client munge)
 MARK="# managed by t2i-batch slurm/start_cluster.sh -- rewritten on every start, do not edit"
@@ -112,7 +115,7 @@ fi
 # Everything talks over 127.0.0.1: it is a one-node cluster and this avoids depending on how
 # (or whether) the host name resolves.
 slurm_conf="$MARK
-ClusterName=t2i
+ClusterName=$CLUSTER_NAME
 SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
@@ -297,8 +300,8 @@ StorageLoc=slurm_acct_db
     fi
     for _ in $(seq 150); do sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1 && break; sleep 0.2; done
     clusters=$(sacctmgr -n -P list cluster format=cluster 2>/dev/null) || { dump_logs; die "slurmdbd does not answer"; }
-    if ! grep -qx t2i <<<"$clusters"; then
-        sacctmgr -i add cluster t2i >/dev/null || die "sacctmgr add cluster t2i failed"
+    if ! grep -qx "$CLUSTER_NAME" <<<"$clusters"; then
+        sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null || die "sacctmgr add cluster $CLUSTER_NAME failed"
     fi
 else
     # Accounting off: stop what an earlier T2I_SLURM_ACCOUNTING=1 run started.
@@ -317,6 +320,13 @@ if (( CHANGED )) && { pid_alive "$CTLD_PID" slurmctld || pid_alive "$SLURMD_PID"
     stop_pid "$SLURMD_PID" slurmd
     stop_pid "$CTLD_PID" slurmctld
     ACTION="restarted (config changed)"
+fi
+# slurmctld refuses to start when StateSaveLocation was written under another ClusterName (a state
+# dir from before the rename of "t2i"): this dir is ours, so drop the old name and keep the jobs.
+if [[ -s $DIR/state/clustername ]] && [[ $(cat "$DIR/state/clustername") != "$CLUSTER_NAME" ]]; then
+    log "state dir was written by cluster '$(cat "$DIR/state/clustername")'; renaming it to $CLUSTER_NAME"
+    stop_pid "$CTLD_PID" slurmctld
+    rm -f "$DIR/state/clustername"
 fi
 for d in slurmctld slurmd; do
     if pgrep -x "$d" >/dev/null && ! pid_alive "$DIR/run/$d.pid" "$d"; then
@@ -366,5 +376,5 @@ while :; do
 done
 
 T1=$(date +%s.%N)
-log "cluster $ACTION; node $NODE is $state (${GPUS} GPUs, ${CPUS} CPUs, MaxArraySize=$MAX_ARRAY, accounting=$ACCOUNTING); $PKG_NOTE"
+log "cluster $CLUSTER_NAME $ACTION; node $NODE is $state (${GPUS} GPUs, ${CPUS} CPUs, MaxArraySize=$MAX_ARRAY, accounting=$ACCOUNTING); $PKG_NOTE"
 awk -v a="$T0" -v b="$T1" 'BEGIN { printf "[start_cluster] ready in %.1fs\n", b - a }' >&2

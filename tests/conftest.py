@@ -1,10 +1,15 @@
 import csv
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
+
+pytest_plugins = ["pytester"]  # test_test_tiers.py runs the conftest checks in a pytest of their own
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBMIT = os.path.join(REPO, "submit.py")
@@ -71,14 +76,44 @@ def pixels_in(folder):
     return {name: Image.open(os.path.join(folder, name)).tobytes() for name in images_in(folder)}
 
 
-def slurm_unavailable_reason():
-    """Why no SLURM cluster can be used here, or None when one answers with a usable node."""
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+def wait_for(condition, timeout=120, what="the condition", interval=0.05):
+    """Poll condition() until it returns something true (returned); fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# slurm/start_cluster.sh names its cluster so; the tests submit to no other (see slurm_unavailable_reason).
+TEST_CLUSTER_NAME = "t2i_batch_test"
+ANY_CLUSTER_ENV = "T2I_SLURM_TEST_ANY_CLUSTER"
+
+
+def slurm_unavailable_reason(run=subprocess.run, which=shutil.which, environ=os.environ):
+    """Why the SLURM tests cannot run here, or None when the project's test cluster answers with a usable node.
+
+    Another cluster that answers (a site's real one, a colleague's) is refused: the tests would queue
+    jobs on it and assume this project's settings. T2I_SLURM_TEST_ANY_CLUSTER=1 allows it on purpose.
+    """
+    if which("sinfo") is None or which("sbatch") is None or which("scontrol") is None:
         return "no SLURM commands on PATH (start a test cluster with slurm/start_cluster.sh)"
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+        config = run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=10)
+        out = run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as err:
-        return f"sinfo does not answer ({err})"
+        return f"SLURM does not answer ({err})"
+    if config.returncode != 0:
+        return f"scontrol show config fails: {config.stderr.strip()[:200]} (start one with slurm/start_cluster.sh)"
+    match = re.search(r"^ClusterName\s*=\s*(\S+)", config.stdout, re.M)
+    name = match.group(1) if match else "(none)"
+    if name != TEST_CLUSTER_NAME and environ.get(ANY_CLUSTER_ENV) != "1":
+        return (f"the SLURM cluster that answers here is {name!r}, not this project's test cluster "
+                f"{TEST_CLUSTER_NAME!r} (slurm/start_cluster.sh): its tests would queue jobs on it. "
+                f"Set {ANY_CLUSTER_ENV}=1 to run them there anyway")
     if out.returncode != 0:
         return f"sinfo fails: {out.stderr.strip()[:200]} (start one with slurm/start_cluster.sh)"
     if not any(s in ("idle", "mixed", "allocated") for s in out.stdout.split()):
@@ -96,5 +131,58 @@ def skip_unless_required(reason, required_by):
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """Skips a test that needs a SLURM cluster when none answers; fails instead under T2I_REQUIRE_SLURM=1 (CI)."""
+    """Skips a test that needs the project's SLURM test cluster when it does not answer (or another cluster
+    does); fails instead under T2I_REQUIRE_SLURM=1 (CI)."""
     skip_unless_required(slurm_unavailable_reason(), "T2I_REQUIRE_SLURM")
+
+
+# ---------------------------------------------------------------- test tiers (markers: pyproject.toml)
+# `make test-fast` (pytest -m "not e2e and not slurm and not container") must start no worker: two cheap
+# checks keep the marks honest. Neither sees grandchildren (run_full_evaluation.sh's submit.py).
+
+TOOLKIT_MODULES = ("gen_worker", "gen_worker.__main__", "gen_worker.worker", "gen_worker.slurm_task")
+
+
+def starts_the_toolkit(args):
+    """Whether a command line (as given to Popen) runs submit.py, `python -m gen_worker` or a worker."""
+    if isinstance(args, (str, bytes, os.PathLike)):
+        try:
+            args = shlex.split(os.fsdecode(args))
+        except ValueError:
+            args = [os.fsdecode(args)]
+    args = [os.fsdecode(a) for a in args]
+    if not args:
+        return False
+    if os.path.basename(args[0]) == "t2i-batch":
+        return True
+    if not (os.path.basename(args[0]).startswith("python") or args[0] == sys.executable):
+        return False  # e.g. a (fake) container runtime: the container tier covers real ones
+    return (any(os.path.basename(a) == "submit.py" for a in args[1:])
+            or any(a == "-m" and b in TOOLKIT_MODULES for a, b in zip(args[1:], args[2:])))
+
+
+@pytest.fixture(autouse=True)
+def _e2e_mark_is_honest(request, monkeypatch):
+    """Fails a test not marked e2e that starts submit.py or a worker in a fresh process."""
+    execute = getattr(subprocess.Popen, "_execute_child", None)
+    if request.node.get_closest_marker("e2e") or execute is None:
+        yield
+        return
+
+    def checked(self, args, *rest, **kwargs):
+        if starts_the_toolkit(args):
+            pytest.fail(f"{request.node.nodeid} starts submit.py or a worker but is not marked e2e "
+                        f"(pytest.mark.e2e; make test-fast must start none): {args!r}"[:600], pytrace=False)
+        return execute(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", checked)
+    yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the SLURM cluster must be marked slurm, or `-m "not slurm"` would still run it."""
+    unmarked = [item.nodeid for item in items
+                if "slurm_cluster" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slurm")]
+    if unmarked:
+        raise pytest.UsageError("these tests use the slurm_cluster fixture but are not marked slurm "
+                                "(pytest.mark.slurm): " + ", ".join(unmarked))

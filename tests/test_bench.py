@@ -4,7 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.e2e  # the benchmark script in a fresh process, making images (about a minute)
 
 
 def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):

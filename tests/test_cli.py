@@ -13,6 +13,8 @@ from gen_worker.flags import flag_fields
 from gen_worker.slurm.options import SlurmOptions
 from gen_worker.spec import JobSpec
 
+pytestmark = pytest.mark.e2e  # each test runs submit.py (it stops before any worker starts)
+
 
 def _submit(csv, out, model, *extra):
     started = time.monotonic()

@@ -15,10 +15,12 @@ import time
 
 import pytest
 
-from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, skip_unless_required, write_prompts
+from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, skip_unless_required, wait_for, write_prompts
 from gen_worker.output import layout
 from gen_worker.container.runtime import Container
 from gen_worker.container.binds import Bind
+
+pytestmark = [pytest.mark.container, pytest.mark.e2e]
 
 IMAGE = os.environ.get("T2I_TEST_IMAGE", "localhost/t2i-batch:test")
 BUILD_TIMEOUT_S = 900  # a cold build (debootstrap + PyPI) takes ~5 min here; cached ~3 s
@@ -96,10 +98,11 @@ def test_ctrl_c_stops_the_containers_and_removes_them(image, tiny_sd, tmp_path):
                                   "--output_dir", out, "--model_path", tiny_sd, *slow, "--container", image],
                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  start_new_session=True)
-    deadline = time.monotonic() + 180
-    while not (os.path.isdir(out) and images_in(out)):
-        assert time.monotonic() < deadline and submitter.poll() is None, "no image made"
-        time.sleep(0.1)
+
+    def made_an_image():
+        assert submitter.poll() is None, "the submitter ended before making an image"
+        return os.path.isdir(out) and images_in(out)
+    wait_for(made_an_image, timeout=180, what="the first image")
     assert len(_leftover_containers(out)) == 2
     os.killpg(submitter.pid, signal.SIGINT)  # what the terminal does on Ctrl+C
     started = time.monotonic()
@@ -111,6 +114,7 @@ def test_ctrl_c_stops_the_containers_and_removes_them(image, tiny_sd, tmp_path):
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
 
+@pytest.mark.slurm
 def test_slurm_array_in_podman_gives_the_same_bytes_owned_by_the_caller(image, slurm_cluster, tiny_sd, reference,
                                                                        tmp_path):
     """Each array task's python is the image's (submitit's `python` hook): same bytes as without it."""
@@ -136,6 +140,7 @@ def test_slurm_array_in_podman_gives_the_same_bytes_owned_by_the_caller(image, s
     assert _leftover_containers(out) == []
 
 
+@pytest.mark.slurm
 def test_slurm_cancel_removes_the_tasks_container(image, slurm_cluster, tiny_sd, tmp_path):
     """submitit ignores SIGTERM and SLURM's SIGKILL never reaches a container: the launcher removes it."""
     csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt {i}") for i in range(16)])
@@ -145,16 +150,11 @@ def test_slurm_cancel_removes_the_tasks_container(image, slurm_cluster, tiny_sd,
                         "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *slow,
                         "--container", image, "--no_wait")
     assert result.returncode == 0, result.stderr[-3000:]
-    deadline = time.monotonic() + 180
-    while not images_in(out):
-        assert time.monotonic() < deadline, "no image made"
-        time.sleep(0.2)
+    wait_for(lambda: images_in(out), timeout=180, what="the first image", interval=0.2)
     assert len(_leftover_containers(out)) == 1
     assert run_submit("cancel", "--output_dir", out).returncode == 0
-    deadline = time.monotonic() + 20
-    while _leftover_containers(out):
-        assert time.monotonic() < deadline, "the container outlived its cancelled task"
-        time.sleep(0.2)
+    wait_for(lambda: not _leftover_containers(out), timeout=20, what="the cancelled task's container to go",
+             interval=0.2)
     assert len(images_in(out)) < 16
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from _evaluation_helpers import save_tiny_clip, save_tiny_inception, smooth_image
 from conftest import REPO
@@ -46,6 +47,7 @@ def _env(tmp_path, model, **extra):
                 HEIGHT="64", WIDTH="64", DTYPE="fp32", METRICS_DEVICE="cpu", METRICS_BATCH_SIZE="4", **extra)
 
 
+@pytest.mark.e2e
 def test_full_evaluation_end_to_end_and_resume(tmp_path, tiny_sd):
     env = _env(tmp_path, tiny_sd, USE_MULTIGPU="true", GPU_IDS="0 1")
     out = tmp_path / "eval"
@@ -77,6 +79,8 @@ def test_full_evaluation_end_to_end_and_resume(tmp_path, tiny_sd):
     assert again["fid"] == metrics["fid"] and again["clip_score"] == metrics["clip_score"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slurm
 def test_full_evaluation_on_slurm(tmp_path, tiny_sd, slurm_cluster):
     env = _env(tmp_path, tiny_sd, CLUSTER="slurm", GPUS="2", SLURM_ARGS="--cpus_per_task 1 --mem_gb 1")
     result = _run(env)

@@ -11,8 +11,10 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, write_prompts
+from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, wait_for, write_prompts
 from gen_worker.output import layout
+
+pytestmark = pytest.mark.e2e
 
 WAN = ["--device", "cpu", "--num_inference_steps", "3", "--height", "64", "--width", "64", "--dtype", "bf16",
        "--max_sequence_length", "16"]
@@ -161,13 +163,6 @@ def _start(model, csv, out, gpu_ids, settings):
                             start_new_session=True)
 
 
-def _wait_for(condition, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 SLOW = ["--device", "cpu", "--num_inference_steps", "12", "--height", "64", "--width", "64", "--dtype", "fp32"]
 MANY = [(str(i), f"prompt number {i}, a photo") for i in range(16)]
 
@@ -185,7 +180,7 @@ def test_kill_9_of_a_worker_loses_nothing_and_a_rerun_completes(tiny_sd, tmp_pat
             return json.load(open(progress))["generated"] >= 1
         except (OSError, ValueError):
             return False
-    _wait_for(worker_1_has_made_one)
+    wait_for(worker_1_has_made_one, what="worker 1's first image")
     os.kill(json.load(open(progress))["pid"], signal.SIGKILL)
     _, stderr = submitter.communicate(timeout=300)
     assert submitter.returncode == 1
@@ -201,7 +196,7 @@ def test_ctrl_c_stops_every_worker_promptly_and_leaves_no_partial_file(tiny_sd, 
     csv = write_prompts(tmp_path / "p.csv", MANY)
     out = str(tmp_path / "out")
     submitter = _start(tiny_sd, csv, out, ["0", "1"], SLOW)
-    _wait_for(lambda: len(images_in(out)) >= 2 if os.path.isdir(out) else False)
+    wait_for(lambda: os.path.isdir(out) and len(images_in(out)) >= 2, what="two images")
     pids = [json.load(open(layout.progress_file(out, k)))["pid"] for k in (0, 1)]
     os.killpg(submitter.pid, signal.SIGINT)  # what the terminal does on Ctrl+C
     started = time.monotonic()
@@ -222,7 +217,7 @@ def test_second_concurrent_run_into_the_same_folder_is_refused(tiny_sd, tmp_path
     out = str(tmp_path / "out")
     first = _start(tiny_sd, csv, out, ["0"], SLOW)
     try:
-        _wait_for(lambda: os.path.exists(layout.progress_file(out, 0)))
+        wait_for(lambda: os.path.exists(layout.progress_file(out, 0)), what="the first run's worker")
         second = run_submit("--gpu_ids", "1", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *SLOW)
         assert second.returncode == 2
         assert "is in use by another run" in second.stderr

@@ -100,9 +100,9 @@ def test_stale_temp_files_and_old_reports_are_cleared(tmp_path):
 def test_second_run_is_refused_while_the_first_holds_the_folder(tmp_path):
     folder = str(tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from gen_worker.output.lock import RunLock; l = RunLock(sys.argv[1]); "
-        "l.acquire_exclusive(); l.downgrade_to_shared(); print('held', flush=True); time.sleep(60)"), folder],
-        stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+        "import sys; from gen_worker.output.lock import RunLock; l = RunLock(sys.argv[1]); "
+        "l.acquire_exclusive(); l.downgrade_to_shared(); print('held', flush=True); sys.stdin.read()"), folder],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(OutputDirBusy, match=f"in use by another run \\(pid {holder.pid}"):

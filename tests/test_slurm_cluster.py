@@ -15,7 +15,7 @@ import pytest
 TIMEOUT_S = 120
 
 
-pytestmark = pytest.mark.usefixtures("slurm_cluster")  # conftest: skip, or fail under T2I_REQUIRE_SLURM=1
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]  # conftest: skip, or fail under T2I_REQUIRE_SLURM=1
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import FAST, REPO, SUBMIT, images_in, run_submit, write_prompts
+from conftest import FAST, REPO, SUBMIT, images_in, run_submit, wait_for, write_prompts
 from gen_worker.output import layout
+from gen_worker.slurm.commands import parse_time_minutes
 
-pytestmark = pytest.mark.usefixtures("slurm_cluster")
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.usefixtures("slurm_cluster")]
 
 PROMPTS9 = [(str(i), f"prompt number {i}, a photo of a cat") for i in range(9)]
 # Small enough that 8 tasks fit the 16-CPU / 16 GB test node at once.
@@ -40,13 +40,6 @@ def _in_queue(job_ids):
     out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i"],
                          capture_output=True, text=True).stdout
     return out.split()
-
-
-def _wait_for(condition, timeout=240, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def _progress(out, k):
@@ -168,12 +161,12 @@ def test_status_cancel_requeue_and_resubmission(tiny_sd, tmp_path):
     cancel = run_submit("cancel", "--output_dir", out, "--task", "2")
     assert cancel.returncode == 0 and f"Cancelled {ids[2]}" in cancel.stdout, cancel.stdout + cancel.stderr
 
-    _wait_for(lambda: _progress(out, 0).get("generated", 0) >= 1, what="task 0's first image")
+    wait_for(lambda: _progress(out, 0).get("generated", 0) >= 1, timeout=240, what="task 0's first image")
     # What a timeout or preemption does: submitit's signal, checkpoint, `scontrol requeue`.
     subprocess.run(["scancel", "--signal=USR2", ids[0]], check=True)
     status = run_submit("status", "--output_dir", out)
     assert re.search(r"task 0 \(GPU \d\) +\S+ +[1-4]/4 images +(?!done)", status.stdout), status.stdout
-    _wait_for(lambda: not _in_queue(submission["job_ids"]), what="the jobs to end")
+    wait_for(lambda: not _in_queue(submission["job_ids"]), timeout=240, what="the jobs to end", interval=0.2)
 
     assert json.load(open(layout.slurm_task_file(out, 0)))["restart_count"] >= 1  # requeued, and ran again
     resumed = json.load(open(layout.summary_file(out, 0)))
@@ -206,14 +199,18 @@ def test_ctrl_c_detaches_and_cancel_stops_everything(tiny_sd, tmp_path):
     # 12 images a task: far more than a task could make in SLURM's KillWait after the cancel.
     csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt {i}, a photo of a bird") for i in range(24)])
     out = str(tmp_path / "out")
-    waiting = subprocess.Popen([sys.executable, SUBMIT, *SLURM, "--slurm_mode", "tasks", "--gpus", "2",
-                                "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *SLOW, "--wait"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    _wait_for(lambda: os.path.exists(os.path.join(out, layout.SLURM_JOBS_FILE)), what="the submission")
-    time.sleep(2)  # into the waiting loop
+    log = tmp_path / "submit.stderr"
+    with open(log, "w") as stderr_file:
+        waiting = subprocess.Popen([sys.executable, SUBMIT, *SLURM, "--slurm_mode", "tasks", "--gpus", "2",
+                                    "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *SLOW,
+                                    "--wait"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr_file,
+                                   start_new_session=True)
+    # Its progress bars are drawn as it starts following the jobs: then Ctrl+C detaches.
+    drawn = lambda: re.search(r"task 1\b.*%\|", log.read_text(errors="replace"))  # noqa: E731
+    wait_for(drawn, timeout=240, what="the progress bars")
     os.killpg(waiting.pid, signal.SIGINT)
-    stdout, stderr = waiting.communicate(timeout=60)
+    waiting.wait(timeout=60)
+    stderr = log.read_text()
     assert waiting.returncode == 130, stderr
     assert "Detached" in stderr and "status --output_dir" in stderr and "cancel --output_dir" in stderr
     [submission] = _submissions(out)
@@ -228,15 +225,29 @@ def test_ctrl_c_detaches_and_cancel_stops_everything(tiny_sd, tmp_path):
     assert "Rerun the same command" in status.stdout
 
 
+def _default_partition_max_minutes():
+    """The default partition's MaxTime in minutes, as scontrol reports it (None: unlimited)."""
+    out = subprocess.run(["scontrol", "show", "partition", "--oneliner"], capture_output=True, text=True,
+                         check=True).stdout
+    [line] = [line for line in out.splitlines() if " Default=YES " in f" {line} "]
+    return parse_time_minutes(re.search(r"\bMaxTime=(\S+)", line).group(1))
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--partition", "nosuchpartition"], "SLURM refuses these options"),
-    (["--time", "20000"], "--time 20000 is more than the 10080 minutes the default partition allows"),
+    (["--time", "LIMIT+1"], "--time {over} is more than the {limit} minutes the default partition allows"),
     (["--sbatch_option", "constraint=nosuchfeature"], "--constraint is not passed through (use --constraint)"),
     (["--constraint", "nosuchfeature"], "SLURM refuses these options"),
     (["--gpu_ids", "0", "1"], "--gpu_ids is for --cluster local"),
     (["--time", "2"], "--time is in minutes and must be at least 5"),
 ])
 def test_bad_slurm_options_are_refused_before_anything_is_queued(tiny_sd, tmp_path, extra, message):
+    if "LIMIT+1" in extra:  # the cluster's own limit: not every cluster has the test cluster's 7 days
+        limit = _default_partition_max_minutes()
+        if limit is None:
+            pytest.skip("the default partition has no time limit")
+        extra = [str(limit + 1) if a == "LIMIT+1" else a for a in extra]
+        message = message.format(over=limit + 1, limit=limit)
     csv = write_prompts(tmp_path / "p.csv", PROMPTS9[:2])
     out = str(tmp_path / "out")
     result = run_submit(*SLURM, "--gpus", "2", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd,
