@@ -12,6 +12,8 @@ The map, grouped by where the code runs:
     naming.py         {image_id}_seed{seed}.png, safe names for unsafe ids
     sharding.py       which samples worker k of N makes (round-robin of batch-size blocks)
     model_source.py   --model_path checks (folder or hub id, safetensors only)
+    model_check.py    the model's identity (content fingerprint) and completeness, from its
+                      files: configs and safetensors headers, no torch
     gpus.py           the visible GPUs
     tiny_model.py     tiny random-weight pipelines, offline (demo, tests)
     slurm_task.py     import shim: jobs queued before the layout change unpickle through it
@@ -27,8 +29,10 @@ The map, grouped by where the code runs:
 
   In the output folder (used by the submitter, the workers and evaluation/ alike)
     output/           layout.py (every file name), atomic_files.py (write-then-link),
-                      lock.py (one run per folder), record.py (settings + manifest, resume),
-                      summary.py, progress.py, progress_bars.py
+                      lock.py (one run per folder), record.py (settings + manifest, resume
+                      check, quarantine), provenance.py (what each PNG says it is),
+                      png_file.py (PNG chunks; is a file whole), summary.py, progress.py,
+                      progress_bars.py
 
   In each worker process, on its GPU (python -m gen_worker.worker, or a SLURM task)
     worker/           loop.py (the generation loop), pipeline.py (load diffusers, call it),

@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Sample i (CSV data row i) gets seed seed_start+i and is saved as "
                     "{image_id}_seed{seed}.png; rerunning the same command makes only what is missing.",
         epilog="SLURM runs: `submit.py status --output_dir D [--wait]` shows (or follows) the tasks of the "
-               "run in D; `submit.py cancel --output_dir D [--task K ...]` cancels its jobs.")
+               "run in D; `submit.py cancel --output_dir D [--task K ...]` cancels its jobs. Any image: "
+               "`submit.py show IMAGE` prints what it was made with; `submit.py reproduce IMAGE --output_dir D` "
+               "makes it again.")
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
     groups["run"].add_argument("--cluster", choices=("local", "slurm"), default="local",
                                help="local: one subprocess per GPU on this machine; slurm: submit through submitit")
@@ -153,6 +155,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] in ("status", "cancel"):
         from gen_worker.slurm.status import main as status_main
         return status_main(argv)
+    if argv and argv[0] in ("show", "reproduce"):
+        from gen_worker.image_tools import main as image_main
+        return image_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     # A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does.

@@ -1,8 +1,11 @@
 """The model's identity and completeness, read from its files before any worker starts.
 
-identify_model() reads model_index.json, each component's small files (configs, tokenizer
-files) and each .safetensors file's size and header: no tensor data, no torch import, so it
-takes milliseconds even for a model of many GB (README, "Model identity"). It refuses what
+identify_model() hashes model_index.json, each component's small files (configs, tokenizers) and
+the full content of each .safetensors file: a fine-tuned checkpoint copied over the old one has
+the same names, shapes and header, so nothing less tells them apart. A weight file's hash is
+computed once and kept by (path, size, mtime, inode) in the user's cache
+(~/.cache/t2i-batch/weight_hashes.json), so reruns and workers take milliseconds; the first look
+at SD 1.5's 4 GB takes seconds (README, "Model identity"). No torch import. It also refuses what
 cannot load: an unknown pipeline or component class, a missing or truncated weight file, a
 sharded component missing a shard. The fingerprint goes into the folder's settings record and
 into every image: a rerun whose model content differs is refused, naming the component.
@@ -58,7 +61,50 @@ def weight_keys(path: str) -> Set[str]:
     return {k for k in json.loads(_safetensors_header(path)) if k != "__metadata__"}
 
 
-def _component_hash(folder: str) -> str:
+def _hash_cache_path() -> str:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "t2i-batch", "weight_hashes.json")
+
+
+class _WeightHashes:
+    """sha256 of weight files, remembered by (real path, size, mtime, inode): a file replaced or
+    rewritten in place gets another mtime (or inode) and is hashed again."""
+
+    def __init__(self) -> None:
+        self.path = _hash_cache_path()
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                self.known: Dict[str, List[Any]] = json.load(f)
+        except (OSError, ValueError):
+            self.known = {}
+        self.changed = False
+
+    def sha256(self, path: str) -> str:
+        st = os.stat(path)
+        key, stamp = os.path.realpath(path), [st.st_size, st.st_mtime_ns, st.st_ino]
+        entry = self.known.get(key)
+        if entry and entry[:3] == stamp:
+            return str(entry[3])
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(8 << 20), b""):
+                digest.update(block)
+        self.known[key] = [*stamp, digest.hexdigest()]
+        self.changed = True
+        return digest.hexdigest()
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        try:  # a cache: a read-only home only makes the next look slower
+            from gen_worker.output.atomic_files import replace_json
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            replace_json(self.path, self.known)
+        except OSError:
+            pass
+
+
+def _component_hash(folder: str, hashes: _WeightHashes) -> str:
     digest = hashlib.sha256()
     for root, dirs, names in os.walk(folder):
         dirs.sort()
@@ -68,7 +114,8 @@ def _component_hash(folder: str) -> str:
                 continue
             digest.update(os.path.relpath(path, folder).encode() + b"\0")
             if name.endswith(".safetensors"):
-                digest.update(str(os.path.getsize(path)).encode() + b"\0" + _safetensors_header(path))
+                _safetensors_header(path)  # refuses a truncated file
+                digest.update(hashes.sha256(path).encode())
             elif os.path.getsize(path) <= SMALL_FILE_BYTES:
                 with open(path, "rb") as f:
                     digest.update(f.read())
@@ -128,6 +175,7 @@ def identify_model(path: str) -> ModelIdentity:
     index = json.loads(raw_index)
     _check_classes(path, index)
     components: Dict[str, str] = {"model_index.json": hashlib.sha256(raw_index).hexdigest()[:16]}
+    hashes = _WeightHashes()
     for name, value in sorted(index.items()):
         if name.startswith("_") or not (isinstance(value, list) and value and value[0]):
             continue
@@ -135,7 +183,8 @@ def identify_model(path: str) -> ModelIdentity:
         if not os.path.isdir(folder):
             raise ModelCheckError(f"{path}: model_index.json names a {name} component, but {folder} is missing")
         _check_shards(folder)
-        components[name] = _component_hash(folder)
+        components[name] = _component_hash(folder, hashes)
+    hashes.save()
     total = hashlib.sha256(json.dumps(components, sort_keys=True).encode()).hexdigest()[:16]
     return ModelIdentity(total, components, _snapshot_revision(path))
 

@@ -13,6 +13,8 @@ from gen_worker.output import layout
 from gen_worker.spec import JobSpec
 from gen_worker.worker.pipeline import ImageMaker, PipelineSetupError, load_pipeline
 
+pytestmark = pytest.mark.e2e
+
 DPM = "DPMSolverMultistepScheduler"
 
 

@@ -44,6 +44,7 @@ def test_the_json_round_trip_keeps_every_field_and_the_version(tmp_path):
     assert again == spec and again.spec_version == SPEC_VERSION
 
 
+@pytest.mark.e2e
 def test_a_worker_refuses_a_spec_from_other_code_in_one_line(tmp_path):
     """A local worker (or one in an older container image) given a spec.json of another version."""
     spec = _spec(tmp_path)

@@ -18,8 +18,12 @@ FORMAT = 1
 
 
 def for_sample(spec: JobSpec, sample: Sample, versions: Dict[str, str]) -> Dict[str, Any]:
+    # The batch the sample was made in (its first index and size): batch composition changes the
+    # last bits, so `reproduce` makes the same block again.
+    first = sample.index // spec.batch_size * spec.batch_size
+    block = [first, min(spec.batch_size, (spec.num_samples or first + spec.batch_size) - first)]
     return {"format": FORMAT, "index": sample.index, "image_id": sample.image_id, "seed": sample.seed,
-            "prompt": sample.prompt,
+            "prompt": sample.prompt, "block": block,
             "model": {"path": spec.model_path, "fingerprint": spec.model_identity.get("fingerprint")},
             "settings": spec.recorded_settings(), "versions": versions}
 

@@ -34,6 +34,8 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
         "num_samples": len(file_names), "missing": len(missing), **totals,
         "failed_files": [os.path.basename(layout.failed_file(output_dir, k))
                          for k in range(len(workers)) if os.path.exists(layout.failed_file(output_dir, k))],
+        # Files the resume check moved aside before this run (they were made again).
+        "quarantined": (read_json_if_any(os.path.join(output_dir, layout.RESUME_CHECK_FILE)) or {}).get("quarantined", []),
         "interrupted": interrupted, "wall_seconds": round(wall, 3),
         "images_per_second": round(totals["generated"] / wall, 4) if wall > 0 else None,
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
@@ -50,6 +52,10 @@ def final_lines(summary: dict[str, Any]) -> list[str]:
     lines = [f"{summary['num_samples'] - summary['missing']}/{summary['num_samples']} images in {out} "
              f"({summary['generated']} generated, {summary['skipped']} already there) in "
              f"{summary['wall_seconds']:.1f} s, {summary['images_per_second'] or 0:.2f} images/s"]
+    if summary.get("quarantined"):
+        lines.append(f"{len(summary['quarantined'])} files under image names were damaged or not made by this run: "
+                     f"moved to {os.path.join(out, layout.QUARANTINE_DIR)} (reasons: "
+                     f"{os.path.join(out, layout.RESUME_CHECK_FILE)}) and made again")
     for w in summary["workers"]:
         code = w.get("exit_code")
         if code not in (0, None) and not summary["interrupted"]:

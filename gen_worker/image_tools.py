@@ -1,0 +1,102 @@
+"""`submit.py show IMAGE` and `submit.py reproduce IMAGE --output_dir D`: what an image says it is,
+and the same image made again from that (byte-identical in the same environment).
+
+reproduce makes the image's whole block again (its batch: batch composition changes the last
+bits), as worker b of b+1 over the folder's first rows, so every sample keeps its index, seed and
+provenance. It needs the manifest.csv of the folder the image came from (the block's prompts).
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from gen_worker.errors import EXIT_USAGE, T2IError
+from gen_worker.model_check import identify
+from gen_worker.output import layout, provenance
+from gen_worker.output.png_file import DamagedPng
+from gen_worker.output.record import prepare_output_dir, read_manifest
+from gen_worker.prompts import load_samples
+from gen_worker.spec import JobSpec
+
+
+class ImageToolError(T2IError):
+    pass
+
+
+def read_image(path: str) -> Dict[str, Any]:
+    try:
+        found = provenance.read(path)
+    except DamagedPng as err:
+        raise ImageToolError(f"{path} is not a whole PNG file: {err}") from None
+    except OSError as err:
+        raise ImageToolError(f"cannot read {path}: {err.strerror}") from None
+    if found is None:
+        raise ImageToolError(f"{path} carries no t2i-batch provenance (made by another tool or an older version)")
+    return found
+
+
+def _block_rows(image: str, found: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The manifest rows 0 .. end of the image's block, from the image's own folder."""
+    first, size = found["block"]
+    rows = read_manifest(os.path.dirname(os.path.abspath(image)))
+    needed = range(first + size)
+    missing = [i for i in needed if i not in rows]
+    if missing:
+        raise ImageToolError(f"reproduce needs the {layout.MANIFEST_FILE} of the folder {image} came from "
+                             f"(rows 0-{first + size - 1}; missing from row {missing[0]})")
+    return [rows[i] for i in needed]
+
+
+def reproduce(image: str, output_dir: str, model_path: Optional[str], device: str, cpu_threads: int) -> str:
+    """Make the image's block again into output_dir; returns the path of the image made again."""
+    found = read_image(image)
+    rows = _block_rows(image, found)
+    settings = dict(found["settings"])
+    model = model_path or settings.pop("model_path")
+    settings.pop("model_path", None)
+    identity = identify(model)
+    if found["model"].get("fingerprint") and identity.get("fingerprint") != found["model"]["fingerprint"]:
+        raise ImageToolError(f"the model at {model} is not the one {image} was made with (fingerprint "
+                             f"{identity.get('fingerprint')}, the image says {found['model']['fingerprint']}); "
+                             "give that model with --model_path")
+    os.makedirs(output_dir, exist_ok=True)
+    csv_path = os.path.join(output_dir, "reproduce_prompts.csv")
+    with open(csv_path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("image_id", "prompt"))
+        writer.writerows((r["image_id"], r["prompt"]) for r in rows)
+    samples = load_samples(csv_path, settings["seed_start"], len(rows))
+    spec = JobSpec(prompts_csv=csv_path, output_dir=os.path.abspath(output_dir), model_path=model,
+                   num_samples=len(rows), device=device, cpu_threads=cpu_threads, model_identity=identity,
+                   **{k: v for k, v in settings.items() if k in JobSpec.__dataclass_fields__})
+    block = found["block"][0] // spec.batch_size
+    prepare_output_dir(spec, samples).release()
+    from gen_worker.worker.loop import run_worker
+    run_worker(spec, block, block + 1)  # worker b of b+1 makes block b alone
+    return os.path.join(spec.output_dir, samples[found["index"]].file_name)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"submit.py {argv[0]}", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("image", help="a PNG made by t2i-batch")
+    if argv[0] == "reproduce":
+        parser.add_argument("--output_dir", required=True, help="folder to make the image (its block) in")
+        parser.add_argument("--model_path", default=None, help="the model, if it moved (its content must match)")
+        parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+        parser.add_argument("--cpu_threads", type=int, default=1, help="as the run that made it (default: 1)")
+    args = parser.parse_args(argv[1:])
+    try:
+        if argv[0] == "show":
+            print(json.dumps(read_image(args.image), indent=2, ensure_ascii=False))
+            return 0
+        made = reproduce(args.image, args.output_dir, args.model_path, args.device, args.cpu_threads)
+    except T2IError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    with open(args.image, "rb") as a, open(made, "rb") as b:
+        same = a.read() == b.read()
+    print(f"{made}: {'byte-identical to' if same else 'DIFFERS from'} {args.image}")
+    return 0 if same else 1
