@@ -15,6 +15,7 @@ The map, grouped by where the code runs:
     model_check.py    the model's identity (content fingerprint) and completeness, from its
                       files: configs and safetensors headers, no torch
     gpus.py           the visible GPUs
+    image_tools.py    submit.py show / reproduce: an image's provenance, the image made again
     tiny_model.py     tiny random-weight pipelines, offline (demo, tests)
     slurm_task.py     import shim: jobs queued before the layout change unpickle through it
     __main__.py       python -m gen_worker: the same as submit.py
