@@ -17,7 +17,7 @@ from gen_worker.output.record import SettingsMismatch, prepare_output_dir
 from gen_worker.prompts import load_samples
 from gen_worker.spec import JobSpec
 from gen_worker.worker.loop import WorkerError, run_worker
-from gen_worker.worker.pipeline import load_pipeline
+from gen_worker.worker.pipeline import PipelineSetupError, load_pipeline
 
 UNET = os.path.join("unet", "diffusion_pytorch_model.safetensors")
 TEXT_ENCODER = os.path.join("text_encoder", "model.safetensors")
@@ -200,3 +200,18 @@ def test_a_worker_refuses_a_model_that_changed_after_submission(tmp_path, sd_pip
     _drop_keys(os.path.join(model_copy, TEXT_ENCODER), "final_layer_norm")
     with pytest.raises(WorkerError, match="changed since the run was submitted \\(text_encoder\\)"):
         run_worker(spec, 0, 1, pipe=sd_pipe)
+
+
+@pytest.mark.parametrize("weights, prefix, message", [
+    (UNET, "conv_out", "the unet weights lack conv_out."),
+    (TEXT_ENCODER, "final_layer_norm", "the text_encoder weights lack final_layer_norm."),
+])
+def test_a_partial_checkpoint_is_refused_at_load_not_run_with_random_weights(model_copy, weights, prefix, message):
+    _drop_keys(os.path.join(model_copy, weights), prefix)
+    with pytest.raises(PipelineSetupError, match=message.replace(".", r"\.")):
+        load_pipeline(model_copy, "fp32", "cpu")
+
+
+def test_a_complete_model_loads_without_complaint(tiny_sd, tiny_wan):
+    for model in (tiny_sd, tiny_wan):
+        assert load_pipeline(model, "fp32", "cpu") is not None

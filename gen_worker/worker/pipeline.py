@@ -7,7 +7,8 @@ not depend on which worker makes it, nor on the device the noise is drawn for.
 """
 import inspect
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -48,6 +49,8 @@ def load_pipeline(model_path: str, dtype: str, device: str) -> Any:
 
     diffusers_logging.disable_progress_bar()  # per-component bars only clutter the worker log
     kwargs = {"use_safetensors": True, "trust_remote_code": False, _dtype_argument_name(): TORCH_DTYPES[dtype]}
+    reports = _LoadReports()
+    logging.getLogger("transformers").addHandler(reports)
     try:
         pipe = None
         if _device_map(device):
@@ -59,9 +62,47 @@ def load_pipeline(model_path: str, dtype: str, device: str) -> Any:
             pipe = DiffusionPipeline.from_pretrained(model_path, **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:
         raise PipelineSetupError(f"cannot load a diffusers pipeline from {model_path}: {err}") from err
+    finally:
+        logging.getLogger("transformers").removeHandler(reports)
+    _check_complete(pipe, model_path, reports.missing)
     pipe.to(device)  # whatever device_map left on the CPU
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+class _LoadReports(logging.Handler):
+    """transformers initialises weights missing from a checkpoint at random and says so only in a
+    log record (its LOAD REPORT): collect [(model class, keys)] of the MISSING ones."""
+
+    ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.missing: List[Tuple[str, List[str]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.ANSI.sub("", record.getMessage())
+        if " LOAD REPORT" not in text:
+            return
+        keys = [line.split("|")[0].strip() for line in text.splitlines() if re.search(r"\|\s*MISSING\s*\|", line)]
+        if keys:
+            self.missing.append((text.split(" LOAD REPORT")[0].split()[-1], keys))
+
+
+def _check_complete(pipe: Any, model_path: str, missing: List[Tuple[str, List[str]]]) -> None:
+    """Every weight of every component came from the model's files: none left on the meta device
+    (diffusers, for keys its files lack) nor freshly initialised (transformers)."""
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            empty = [n for n, t in (*component.named_parameters(), *component.named_buffers()) if t.is_meta]
+            if empty:
+                raise PipelineSetupError(f"{model_path}: the {name} weights lack {', '.join(empty[:3])}"
+                                         f"{' and more' if len(empty) > 3 else ''}: a partial or damaged checkpoint")
+    for cls, keys in missing:
+        names = [n for n, c in pipe.components.items() if type(c).__name__ == cls] or [cls]
+        raise PipelineSetupError(f"{model_path}: the {names[0]} weights lack {', '.join(keys[:3])}"
+                                 f"{' and more' if len(keys) > 3 else ''}: a partial or damaged checkpoint "
+                                 "(transformers would run it with random weights there)")
 
 
 def _device_map(device: str) -> Dict[str, str]:
