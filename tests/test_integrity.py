@@ -63,6 +63,8 @@ def test_resume_quarantines_damaged_and_foreign_files_and_makes_them_again(tmp_p
     summary = _run(spec, samples, sd_pipe)
     assert summary["generated"] == 5 and images_in(out) == expected  # made again, byte for byte
     report = json.load(open(os.path.join(out, layout.RESUME_CHECK_FILE)))
+    # Only the files changed since the worker wrote them were read; the other one by its record.
+    assert (report["checked"], report["read"]) == (8, 6)
     reasons = {q["file"]: q["reason"] for q in report["quarantined"]}
     assert reasons == {
         names[0]: "not a whole PNG: empty file",
@@ -80,7 +82,7 @@ def test_images_from_another_model_are_quarantined(tmp_path, sd_pipe, tiny_sd):
     _run(spec, samples, sd_pipe)
     found = provenance.read(os.path.join(spec.output_dir, samples[0].file_name))
     found["model"]["fingerprint"] = "0123456789abcdef"
-    assert provenance.mismatch(found, samples[0], spec.model_identity["fingerprint"], [spec.recorded_settings()]) \
+    assert provenance.mismatch(found, samples[0], [spec.model_identity["fingerprint"]], [spec.recorded_settings()]) \
         == f"made by another model ({tiny_sd}, fingerprint 0123456789abcdef)"
 
 

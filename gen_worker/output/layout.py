@@ -9,6 +9,7 @@
       quarantine/<time>/NAME.png.rejected  files that failed the resume check (reasons.json says why)
       logs/                             worker logs, live progress, previous runs' reports
       logs/resume_check.json            what the last resume check found
+      logs/verified_images.tsv, logs/written_gpu{k}.tsv   images known good, by name, size, mtime, inode
       logs/slurm_jobs.json              SLURM mode: the jobs each submission queued
       logs/submitit/<job id>/           SLURM mode: submitit's files and logs, one folder per job
 """
@@ -23,6 +24,7 @@ PREVIOUS_REPORTS_DIR = os.path.join(LOGS_DIR, "previous")
 SLURM_JOBS_FILE = os.path.join(LOGS_DIR, "slurm_jobs.json")
 SUBMITIT_DIR = os.path.join(LOGS_DIR, "submitit")
 RESUME_CHECK_FILE = os.path.join(LOGS_DIR, "resume_check.json")
+VERIFIED_FILE = os.path.join(LOGS_DIR, "verified_images.tsv")  # images known whole and right, by stat
 QUARANTINE_DIR = "quarantine"
 QUARANTINE_SUFFIX = ".rejected"  # a quarantined image is no *.png: FID tools glob recursively
 
@@ -41,6 +43,11 @@ def progress_file(output_dir: str, worker_index: int) -> str:
 
 def worker_log(output_dir: str, worker_index: int) -> str:
     return os.path.join(output_dir, LOGS_DIR, f"worker_gpu{worker_index}.log")
+
+
+def written_file(output_dir: str, worker_index: int) -> str:
+    """Worker k's record of the images it wrote (name, size, mtime, inode): resume need not read them."""
+    return os.path.join(output_dir, LOGS_DIR, f"written_gpu{worker_index}.tsv")
 
 
 def slurm_task_file(output_dir: str, worker_index: int) -> str:

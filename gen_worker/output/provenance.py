@@ -46,16 +46,18 @@ def read(path: str) -> Optional[Dict[str, Any]]:
     return value if isinstance(value, dict) else None
 
 
-def mismatch(found: Optional[Dict[str, Any]], sample: Sample, fingerprint: Optional[str],
+def mismatch(found: Optional[Dict[str, Any]], sample: Sample, fingerprints: List[Optional[str]],
              accepted_settings: List[Dict[str, Any]]) -> Optional[str]:
-    """Why an image's provenance is not that of `sample` in this run (None: it is)."""
+    """Why an image's provenance is not that of `sample` in this run (None: it is). fingerprints
+    and accepted_settings: this run's first, then those the folder accepted before."""
     if found is None:
         return "no t2i-batch provenance (made by another tool?)"
     for key in ("index", "image_id", "seed", "prompt"):
         if found.get(key) != getattr(sample, key):
             return f"made for another sample ({key} {found.get(key)!r}, expected {getattr(sample, key)!r})"
     model = found.get("model") or {}
-    if fingerprint and model.get("fingerprint") != fingerprint:
+    fingerprint = fingerprints[0] if fingerprints else None
+    if fingerprint and model.get("fingerprint") not in fingerprints:
         return f"made by another model ({model.get('path')}, fingerprint {model.get('fingerprint')})"
     settings = found.get("settings") or {}
     # The model is known by its content where it has a fingerprint: a moved folder is the same model.

@@ -162,20 +162,53 @@ def existing_images(output_dir: str) -> set[str]:
     return {n for n in os.listdir(output_dir) if n.endswith(".png") and not n.startswith(".")}
 
 
+def stat_record(path: str) -> str:
+    """One line of an image record: name, size, mtime and inode (a file changed since has another)."""
+    st = os.stat(path)
+    return f"{os.path.basename(path)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\n"
+
+
+def _known_good(output_dir: str) -> set[str]:
+    """Record lines of the images checked by the last resume check or written by a worker since."""
+    logs = os.path.join(output_dir, layout.LOGS_DIR)
+    paths = [os.path.join(output_dir, layout.VERIFIED_FILE)] + [
+        os.path.join(logs, n) for n in os.listdir(logs) if n.startswith("written_gpu") and n.endswith(".tsv")]
+    lines: set[str] = set()
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines.update(f)
+        except OSError:
+            pass
+    return lines
+
+
 def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]) -> dict[str, Any]:
     """Keep only images this folder's run would make: every file under an image name must be a whole
     PNG whose provenance matches its manifest sample, the model and the recorded settings (or be one
     that --adopt_existing took in). Anything else is moved to quarantine/ (never deleted; renamed so
-    that no *.png glob finds it) and made again. Returns the check's report (logs/resume_check.json)."""
+    that no *.png glob finds it) and made again. Returns the check's report (logs/resume_check.json).
+
+    A file read and found right before, or written by a worker, is recorded by name, size, mtime and
+    inode (logs/verified_images.tsv, logs/written_gpu{k}.tsv): while all four are unchanged it is not
+    read again, so a resume over 30,000 large images takes a second, not a disk's read of them all."""
     out = spec.output_dir
+    known = _known_good(out)
     by_name = {row["file_name"]: Sample(int(row["index"]), row["image_id"], row["prompt"], int(row["seed"]),
                                         row["file_name"]) for row in read_manifest(out).values()}
-    record = read_settings_record(out)
-    adopted = set(record.get("adopted", {}).get("files", []))
-    fingerprint = spec.model_identity.get("fingerprint")
-    started, rejected, names = time.time(), [], _folder_images(out)
+    settings_record = read_settings_record(out)
+    adopted = set(settings_record.get("adopted", {}).get("files", []))
+    # This run's model, and those that --allow_settings_change added to the folder before.
+    fingerprints = [spec.model_identity.get("fingerprint")] + [
+        h.get("model", {}).get("fingerprint") for h in settings_record.get("history", [])]
+    started, rejected, names, good, read = time.time(), [], _folder_images(out), [], 0
     for name in names:
         path = os.path.join(out, name)
+        record = stat_record(path)
+        if record in known and name in by_name:
+            good.append(record)
+            continue
+        read += 1
         try:
             found = provenance.read(path)
         except DamagedPng as err:
@@ -185,14 +218,18 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
             rejected.append((name, f"unreadable: {err.strerror}"))
             continue
         sample = by_name.get(name)
-        if sample is None:
-            rejected.append((name, "not a sample of this folder's manifest"))
-        elif not (found is None and name in adopted):
-            why = provenance.mismatch(found, sample, fingerprint, accepted_settings)
-            if why:
-                rejected.append((name, why))
-    report = {"checked": len(names), "seconds": round(time.time() - started, 3),
-              "quarantined": _quarantine(out, rejected)}
+        why = "not a sample of this folder's manifest" if sample is None else None
+        if sample is not None and not (found is None and name in adopted):
+            why = provenance.mismatch(found, sample, fingerprints, accepted_settings)
+        if why:
+            rejected.append((name, why))
+        else:
+            good.append(record)
+    report = {"checked": len(names), "read": read,
+              "seconds": round(time.time() - started, 3), "quarantined": _quarantine(out, rejected)}
+    replace_file(os.path.join(out, layout.VERIFIED_FILE), "".join(good).encode("utf-8"))
+    for k in [n for n in os.listdir(os.path.join(out, layout.LOGS_DIR)) if n.startswith("written_gpu")]:
+        os.remove(os.path.join(out, layout.LOGS_DIR, k))  # folded into the verified list (lock held)
     replace_json(os.path.join(out, layout.RESUME_CHECK_FILE), report)
     return report
 

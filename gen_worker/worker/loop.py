@@ -23,7 +23,7 @@ from gen_worker.worker.png import to_uint8
 from gen_worker.output.progress import WorkerProgress
 from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.output.lock import RunLock
-from gen_worker.output.record import existing_images
+from gen_worker.output.record import existing_images, stat_record
 from gen_worker.sharding import worker_blocks
 from gen_worker.errors import T2IError, one_line
 from gen_worker.spec import SPEC_VERSION, JobSpec, check_version
@@ -145,6 +145,9 @@ class _Outcomes:
         with self.progress.lock:
             self.progress.add("generated" if created else "skipped")
             self.progress.save()
+            if created:  # a resume need not read it again (output/record.py, check_existing_images)
+                with open(layout.written_file(self.output_dir, self.worker_index), "a", encoding="utf-8") as f:
+                    f.write(stat_record(os.path.join(self.output_dir, item[0].file_name)))
         self.summary.setdefault("first_image_seconds", round(time.time() - self.started, 3))
 
     def nothing_works(self, writer: ImageWriter) -> bool:
