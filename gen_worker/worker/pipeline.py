@@ -217,8 +217,11 @@ class ImageMaker:
 
     def make(self, samples: Sequence[Sample]) -> List[Any]:
         generators = [torch.Generator("cpu").manual_seed(s.seed) for s in samples]
+        kwargs = dict(self.call_kwargs)
+        if "negative_prompt" in kwargs:  # one per prompt: SD-family pipelines refuse a str with a list of prompts
+            kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(samples)
         with torch.inference_mode():
-            out = self.pipe(prompt=[s.prompt for s in samples], generator=generators, **self.call_kwargs)
+            out = self.pipe(prompt=[s.prompt for s in samples], generator=generators, **kwargs)
         if self.is_video:
             return [frames[0] for frames in out.frames]
         return list(out.images)
