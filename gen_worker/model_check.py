@@ -134,6 +134,18 @@ def _check_shards(folder: str) -> None:
                 raise ModelCheckError(f"{folder} lacks weight shards listed in {name}: {', '.join(missing[:3])}")
 
 
+def _init_file(library: str) -> Optional[str]:
+    """The __init__.py of a library, or of a diffusers pipeline module named as a library in
+    model_index.json (SD 1.5 lists its safety checker as ["stable_diffusion", ...])."""
+    if library in LIBRARIES:
+        found = importlib.util.find_spec(library)
+        return found.origin if found else None
+    diffusers = importlib.util.find_spec("diffusers")
+    folders = (diffusers.submodule_search_locations or []) if diffusers else []
+    init = os.path.join(folders[0], "pipelines", library, "__init__.py") if folders else ""
+    return init if library.isidentifier() and os.path.isfile(init) else None
+
+
 def _exported_names(library: str) -> Optional[Set[str]]:
     """Class names a library exports, without importing torch (None: cannot tell, let loading decide)."""
     if library == "transformers":
@@ -142,11 +154,9 @@ def _exported_names(library: str) -> Optional[Set[str]]:
             return set(getattr(transformers, "_class_to_module", {})) or None
         except ImportError:
             return None
-    found = importlib.util.find_spec(library)
-    if found is None or not found.origin:
-        return None
+    init = _init_file(library)
     try:  # diffusers imports torch at once: read the names its lazy __init__ lists instead
-        with open(found.origin, encoding="utf-8") as f:
+        with open(init or "", encoding="utf-8") as f:
             tree = ast.parse(f.read())
     except (OSError, SyntaxError):
         return None
@@ -154,15 +164,14 @@ def _exported_names(library: str) -> Optional[Set[str]]:
 
 
 def _check_classes(path: str, index: dict) -> None:
-    exported = {lib: _exported_names(lib) for lib in LIBRARIES}
     wanted = [("pipeline", "diffusers", index["_class_name"])]
     wanted += [(name, value[0], value[1]) for name, value in index.items()
                if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[0]]
     for component, library, cls in wanted:
-        if library not in LIBRARIES:
+        if library not in LIBRARIES and _init_file(library) is None:
             raise ModelCheckError(f"{path}: {component} comes from {library}, which t2i-batch does not load "
                                   f"(only {' and '.join(LIBRARIES)}; no code from the model is run)")
-        names = exported[library]
+        names = _exported_names(library)
         if names is not None and cls not in names:
             raise ModelCheckError(f"{path}: {component} is a {cls}, which the installed {library} does not have "
                                   "(a newer version needed?)")

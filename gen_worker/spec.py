@@ -90,6 +90,10 @@ class JobSpec:
     vae_tiling: bool = flag(False, group="generation", recorded=True,
                             help="decode large images tile by tile to save memory (changes the images slightly at "
                                  "the seams)")
+    safety_checker: bool = flag(False, group="generation", recorded=True,
+                                help="keep the model's safety checker (SD 1.x/2.x folders that have one): flagged "
+                                     "images come back black, and are listed in nsfw_flagged_gpu{k}.txt (default: "
+                                     "loaded without it, so that evaluations see the model's own output)")
     # speed: not recorded
     compile: bool = flag(False, group="speed",
                          help="torch.compile the denoiser (unet/transformer): faster on GPU after a warm-up of minutes")

@@ -58,6 +58,25 @@ def prompts_csv(tmp_path):
     return write_prompts(tmp_path / "prompts.csv", PROMPTS)
 
 
+def run_worker_in_process(tmp_path, name, pipe, model, rows=PROMPTS, **changes):
+    """Prepare tmp_path/name and run worker 0 of 1 there in this process (pipe: loaded, or None to load
+    the model); returns (output folder, worker summary)."""
+    from gen_worker.model_check import identify
+    from gen_worker.output.record import prepare_output_dir
+    from gen_worker.prompts import load_samples
+    from gen_worker.spec import JobSpec
+    from gen_worker.worker.loop import run_worker
+
+    csv = write_prompts(tmp_path / "prompts.csv", rows)
+    fields = dict(prompts_csv=csv, output_dir=str(tmp_path / name), model_path=model, num_samples=len(rows),
+                  num_inference_steps=3, height=64, width=64, dtype="fp32", device="cpu",
+                  model_identity=identify(model))
+    fields.update(changes)
+    spec = JobSpec(**fields)
+    prepare_output_dir(spec, load_samples(csv, spec.seed_start)).release()
+    return spec.output_dir, run_worker(spec, 0, 1, pipe=pipe)
+
+
 def run_submit(*args, timeout=600, **kwargs):
     """Run submit.py in a fresh process, as a user would; returns the CompletedProcess."""
     return subprocess.run([sys.executable, SUBMIT, *map(str, args)], capture_output=True, text=True,

@@ -5,13 +5,10 @@ import os
 import pytest
 import torch
 
-from conftest import PROMPTS, images_in, pixels_in, write_prompts
+from conftest import PROMPTS, images_in, pixels_in, run_worker_in_process
 from gen_worker.output import layout
 from gen_worker.worker.pipeline import ImageMaker, load_pipeline
-from gen_worker.prompts import load_samples
-from gen_worker.output.record import prepare_output_dir
-from gen_worker.spec import JobSpec
-from gen_worker.worker.loop import WorkerError, run_worker
+from gen_worker.worker.loop import WorkerError
 
 MANY = [(str(i), f"prompt number {i}") for i in range(20)]
 
@@ -21,14 +18,7 @@ def sd_pipe(tiny_sd):
     return load_pipeline(tiny_sd, "fp32", "cpu")
 
 
-def _run(tmp_path, name, pipe, model, rows=PROMPTS, **changes):
-    csv = write_prompts(tmp_path / "prompts.csv", rows)
-    fields = dict(prompts_csv=csv, output_dir=str(tmp_path / name), model_path=model, num_samples=len(rows),
-                  num_inference_steps=3, height=64, width=64, dtype="fp32", device="cpu")
-    fields.update(changes)
-    spec = JobSpec(**fields)
-    prepare_output_dir(spec, load_samples(csv, spec.seed_start)).release()
-    return spec.output_dir, run_worker(spec, 0, 1, pipe=pipe)
+_run = run_worker_in_process
 
 
 def _failures(out):

@@ -5,6 +5,7 @@
       generation_settings.json          settings the images were made with (guards reruns)
       manifest.csv                      sample index, image id, seed, file name, prompt
       failed_prompts_gpu{k}.txt         one JSON line per failed sample of worker k
+      nsfw_flagged_gpu{k}.txt           --safety_checker: one JSON line per image worker k saw flagged
       summary_gpu{k}.json, summary.json per-worker and per-run summaries
       quarantine/<time>/NAME.png.rejected  files that failed the resume check (reasons.json says why)
       logs/                             worker logs, live progress, previous runs' reports
@@ -31,6 +32,11 @@ QUARANTINE_SUFFIX = ".rejected"  # a quarantined image is no *.png: FID tools gl
 
 def failed_file(output_dir: str, worker_index: int) -> str:
     return os.path.join(output_dir, f"failed_prompts_gpu{worker_index}.txt")
+
+
+def nsfw_flagged_file(output_dir: str, worker_index: int) -> str:
+    """Kept across reruns (not a report file): it lists images that stay in the folder."""
+    return os.path.join(output_dir, f"nsfw_flagged_gpu{worker_index}.txt")
 
 
 def summary_file(output_dir: str, worker_index: int) -> str:

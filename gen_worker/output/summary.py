@@ -26,7 +26,8 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
     for k, info in enumerate(workers):
         summary = read_worker_summary(output_dir, k) or {"worker_index": k, "state": "no summary (crashed?)", **info}
         per_worker.append({**info, **summary})
-    totals = {key: sum(w.get(key) or 0 for w in per_worker) for key in ("generated", "skipped", "failed")}
+    totals = {key: sum(w.get(key) or 0 for w in per_worker)
+              for key in ("generated", "skipped", "failed", "constant_images", "nsfw_flagged")}
     finished = time.time() if finished is None else finished
     wall = finished - started
     summary = {
@@ -65,6 +66,15 @@ def final_lines(summary: dict[str, Any]) -> list[str]:
     if summary["failed"]:
         files = ", ".join(os.path.join(out, f) for f in summary["failed_files"])
         lines.append(f"{summary['failed']} samples failed; their prompts and errors: {files}")
+    constant = summary.get("constant_images") or 0
+    if constant:
+        lines.append(f"warning: {constant} image{'s are' if constant > 1 else ' is'} constant (every pixel the same, "
+                     f"e.g. all black): their names are in the worker logs ({os.path.join(out, layout.LOGS_DIR)})")
+    flagged = summary.get("nsfw_flagged") or 0
+    if flagged:
+        files = os.path.join(out, "nsfw_flagged_gpu*.txt")
+        lines.append(f"{flagged} image{'s' if flagged > 1 else ''} flagged by the safety checker (black): listed in "
+                     f"{files}")
     if summary["missing"]:
         why = "interrupted" if summary["interrupted"] else "not complete"
         lines.append(f"Run {why}: {summary['missing']} images missing. Rerun the same command to make only those:")

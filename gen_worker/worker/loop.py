@@ -4,7 +4,9 @@ One clear loop, in the spirit of EDM's generate.py: for each block of samples th
 disk yet, call the pipeline with one generator per sample and hand the images to writer threads,
 which save each one atomically and count it once it is on disk; the next call starts at once.
 A sample that raises is written to failed_prompts_gpu{k}.txt and the loop goes on; a block that
-runs out of GPU memory is split and retried (oom.py).
+runs out of GPU memory is split and retried (oom.py). Each image is checked on the float array the
+pipeline returned (cheap, no second decode): NaN or Inf fails its sample ("non-finite output"); a
+constant image (every pixel the same, e.g. all black) is written but counted and warned about.
 """
 import json
 import logging
@@ -12,7 +14,9 @@ import os
 import socket
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
+
+import numpy as np
 
 from gen_worker.model_check import changed_components, identify
 from gen_worker.output import layout, provenance
@@ -44,11 +48,40 @@ class WorkerError(T2IError):
     pass
 
 
-def record_failure(output_dir: str, worker_index: int, sample: Sample, err: BaseException) -> None:
-    line = {"index": sample.index, "image_id": sample.image_id, "seed": sample.seed,
-            "prompt": sample.prompt, "error": one_line(err)}
-    with open(layout.failed_file(output_dir, worker_index), "a", encoding="utf-8") as f:
+class NonFiniteOutput(T2IError):
+    """The pipeline returned NaN or Inf (a broken VAE, fp16 overflow): never written as an image."""
+
+
+class Made(NamedTuple):
+    """One image for the writer threads, with what the generation loop saw in it."""
+    sample: Sample
+    image: Any
+    constant: bool
+    nsfw_flagged: bool
+
+
+def check_image(image: np.ndarray) -> bool:
+    """Raises NonFiniteOutput on NaN or Inf; returns whether the image is constant (one pass each)."""
+    if not np.isfinite(image).all():
+        raise NonFiniteOutput("non-finite output")
+    return bool(image.min() == image.max())
+
+
+def _append_line(path: str, line: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def record_failure(output_dir: str, worker_index: int, sample: Sample, err: BaseException) -> None:
+    _append_line(layout.failed_file(output_dir, worker_index),
+                 {"index": sample.index, "image_id": sample.image_id, "seed": sample.seed,
+                  "prompt": sample.prompt, "error": one_line(err)})
+
+
+def record_nsfw_flagged(output_dir: str, worker_index: int, sample: Sample) -> None:
+    _append_line(layout.nsfw_flagged_file(output_dir, worker_index),
+                 {"index": sample.index, "image_id": sample.image_id, "seed": sample.seed,
+                  "file_name": sample.file_name, "prompt": sample.prompt})
 
 
 def _set_torch_threads(threads: int) -> None:
@@ -95,7 +128,8 @@ def run_worker(spec: JobSpec, worker_index: int, num_workers: int, pipe: Any = N
         # In a docker/podman container the GPU is renumbered 0: the submitter passes the host's id.
         "host_gpu": os.environ.get("T2I_HOST_GPU", os.environ.get("CUDA_VISIBLE_DEVICES")),
         "container": os.environ.get("T2I_CONTAINER"), "batch_size": spec.batch_size,
-        "import_seconds": 0.0, "load_seconds": 0.0, "generate_seconds": 0.0}
+        "import_seconds": 0.0, "load_seconds": 0.0, "generate_seconds": 0.0,
+        "constant_images": 0, "nsfw_flagged": 0}
     lock = RunLock(output_dir)
     lock.acquire_shared()
     try:
@@ -137,17 +171,24 @@ class _Outcomes:
         self.last_error = one_line(failures[-1][1])
         log.warning("samples %s failed: %s", [s.index for s, _ in failures], self.last_error)
 
-    def written(self, item: tuple[Sample, Any], created: bool | None, error: Exception | None) -> None:
-        """The image writer's report on one (sample, image) item."""
+    def written(self, item: Made, created: bool | None, error: Exception | None) -> None:
+        """The image writer's report on one item."""
         if error is not None:
-            self.failed([(item[0], error)])
+            self.failed([(item.sample, error)])
             return
         with self.progress.lock:
             self.progress.add("generated" if created else "skipped")
             self.progress.save()
             if created:  # a resume need not read it again (output/record.py, check_existing_images)
                 with open(layout.written_file(self.output_dir, self.worker_index), "a", encoding="utf-8") as f:
-                    f.write(stat_record(os.path.join(self.output_dir, item[0].file_name)))
+                    f.write(stat_record(os.path.join(self.output_dir, item.sample.file_name)))
+            if created and item.constant:
+                self.summary["constant_images"] += 1
+                log.warning("constant image (every pixel the same, e.g. all black): %s (sample %d)",
+                            item.sample.file_name, item.sample.index)
+            if created and item.nsfw_flagged:
+                self.summary["nsfw_flagged"] += 1
+                record_nsfw_flagged(self.output_dir, self.worker_index, item.sample)
         self.summary.setdefault("first_image_seconds", round(time.time() - self.started, 3))
 
     def nothing_works(self, writer: ImageWriter) -> bool:
@@ -187,7 +228,7 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     summary.update(_environment(device))
     load_start = time.time()
     if pipe is None:
-        pipe = load_pipeline(spec.model_path, spec.dtype, device)
+        pipe = load_pipeline(spec.model_path, spec.dtype, device, spec.safety_checker)
         summary["speed_options"] = apply_speed_options(pipe, spec, device)
     maker = ImageMaker(pipe, spec)
     summary["load_seconds"] = round(time.time() - load_start, 3)
@@ -215,10 +256,16 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Sequence[list[Sample]], 
     """The loop: one pipeline call per block, while writer threads save the images of the last ones."""
     versions = library_versions()
 
-    def save(item: tuple[Sample, Any]) -> bool:
-        sample, image = item
-        text = provenance.png_text(provenance.for_sample(spec, sample, versions))
-        return save_png_once(to_uint8(image), os.path.join(spec.output_dir, sample.file_name), text)
+    def save(item: Made) -> bool:
+        text = provenance.png_text(provenance.for_sample(spec, item.sample, versions))
+        return save_png_once(to_uint8(item.image), os.path.join(spec.output_dir, item.sample.file_name), text)
+
+    def checked(sample: Sample, image: Any) -> Made | Exception:
+        try:
+            constant = check_image(image)
+        except NonFiniteOutput as err:
+            return err
+        return Made(sample, image, constant, sample.index in maker.nsfw_flagged)
 
     make = SplitOnOutOfMemory(maker.make)
     # Two blocks of images may wait: the GPU never waits for the disk unless the disk is slower.
@@ -228,14 +275,16 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Sequence[list[Sample]], 
     try:
         for block in todo:
             call_start = time.time()
-            results = make(block)
+            results = [(s, r if isinstance(r, Exception) else checked(s, r)) for s, r in make(block)
+                       if s.file_name not in done]  # the rest of a partly made block is made only to keep the batch
+            maker.nsfw_flagged.clear()
             summary.setdefault("warmup_seconds", round(time.time() - call_start, 3))  # the first call
-            failures = [(s, r) for s, r in results if isinstance(r, Exception) and s.file_name not in done]
+            failures = [(s, r) for s, r in results if isinstance(r, Exception)]
             if failures:
                 outcomes.failed(failures)
-            for sample, image in results:
-                if not isinstance(image, Exception) and sample.file_name not in done:
-                    writer.put((sample, image))  # the rest of a partly made block is made only to keep the batch
+            for _, made in results:
+                if isinstance(made, Made):
+                    writer.put(made)
             summary.update(generate_seconds=round(time.time() - generate_start, 3), oom_splits=make.splits,
                            writer_wait_seconds=round(writer.wait_seconds, 3))
             if outcomes.nothing_works(writer):

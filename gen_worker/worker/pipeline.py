@@ -39,16 +39,36 @@ def _dtype_argument_name() -> str:
     return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
 
 
-def load_pipeline(model_path: str, dtype: str, device: str) -> Any:
+def _has_safety_checker(model_path: str) -> bool:
+    """Whether the pipeline's model_index.json lists a safety checker (SD 1.x/2.x folders)."""
+    from diffusers import DiffusionPipeline
+    try:
+        config = DiffusionPipeline.load_config(model_path)
+    except (OSError, ValueError, EnvironmentError):
+        return False  # from_pretrained says what is wrong
+    value = config.get("safety_checker")  # [library, class], or [null, null] when saved without one
+    return isinstance(value, (list, tuple)) and bool(value) and value[0] is not None
+
+
+def load_pipeline(model_path: str, dtype: str, device: str, safety_checker: bool = False) -> Any:
     """Safetensors weights only, and never code from the model folder or the hub.
 
     On a GPU the weights are read straight into GPU memory (device_map), not built on the CPU first.
+    A safety checker the folder has is left out unless `safety_checker` (--safety_checker): it
+    blackens the images it flags, and evaluations need the model's own output.
     """
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()  # per-component bars only clutter the worker log
-    kwargs = {"use_safetensors": True, "trust_remote_code": False, _dtype_argument_name(): TORCH_DTYPES[dtype]}
+    kwargs: Dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False,
+                              _dtype_argument_name(): TORCH_DTYPES[dtype]}
+    if _has_safety_checker(model_path):
+        if safety_checker:
+            log.info("--safety_checker: the model's safety checker is on; the images it flags come back black")
+        else:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+            log.info("safety checker not loaded: images are the model's own output (--safety_checker keeps it)")
     reports = _LoadReports()
     logging.getLogger("transformers").addHandler(reports)
     try:
@@ -206,11 +226,13 @@ class ImageMaker:
 
     The images are HxWxC float arrays in [0, 1] (output_type "np"): the worker turns them into
     8-bit pixels and PNG files in its writer threads (png.py), off the GPU's critical path.
+    `nsfw_flagged`: the indices of the samples a safety checker flagged (the worker takes them out).
     """
 
     def __init__(self, pipe: Any, spec: JobSpec) -> None:
         self.pipe = pipe
         self.name = type(pipe).__name__
+        self.nsfw_flagged: set[int] = set()
         if spec.scheduler:
             use_scheduler(pipe, spec.scheduler)
         params = inspect.signature(pipe.__call__).parameters
@@ -258,8 +280,13 @@ class ImageMaker:
 
     def make(self, samples: Sequence[Sample]) -> List[Any]:
         generators = [torch.Generator("cpu").manual_seed(s.seed) for s in samples]
+        kwargs = dict(self.call_kwargs)
+        if "negative_prompt" in kwargs:  # one per prompt: SD-family pipelines refuse a str with a list of prompts
+            kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(samples)
         with torch.inference_mode():
-            out = self.pipe(prompt=[s.prompt for s in samples], generator=generators, **self.call_kwargs)
+            out = self.pipe(prompt=[s.prompt for s in samples], generator=generators, **kwargs)
+        flags = getattr(out, "nsfw_content_detected", None) or []
+        self.nsfw_flagged.update(s.index for s, flagged in zip(samples, flags) if flagged)
         if self.is_video:
             return [frames[0] for frames in out.frames]
         return list(out.images)
