@@ -16,7 +16,7 @@ from gen_worker.output.atomic_files import replace_file, replace_json
 from gen_worker.naming import is_temp_name
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec, recorded_defaults
-from gen_worker.errors import T2IError
+from gen_worker.errors import T2IError, one_line
 
 if TYPE_CHECKING:
     from gen_worker.output.lock import RunLock
@@ -26,6 +26,15 @@ MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")
 
 class SettingsMismatch(T2IError):
     pass
+
+
+class DamagedOutputDir(T2IError):
+    """A file or folder of the output folder's own layout is not what a run left there."""
+
+
+def _damaged(path: str, what: str, fix: str = "restore it or move it away (it guards reruns of this folder)"
+             ) -> DamagedOutputDir:
+    return DamagedOutputDir(f"{path} {what}; {fix}, or use another --output_dir")
 
 
 def _describe(changes: Sequence[str], limit: int = 4) -> str:
@@ -38,8 +47,15 @@ def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool
     new = spec.recorded_settings()
     history: list[dict[str, Any]] = []
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+        except IsADirectoryError:
+            raise _damaged(path, "is a folder") from None
+        except ValueError as err:
+            raise _damaged(path, f"is empty or not valid JSON ({err})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("settings", {}), dict):
+            raise _damaged(path, "does not hold recorded settings")
         old = {**recorded_defaults(), **record.get("settings", {})}
         history = record.get("history", [])
         changes = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
@@ -57,8 +73,16 @@ def read_manifest(output_dir: str) -> dict[int, dict[str, str]]:
     path = os.path.join(output_dir, layout.MANIFEST_FILE)
     if not os.path.exists(path):
         return {}
-    with open(path, encoding="utf-8", newline="") as f:
-        return {int(row["index"]): row for row in csv.DictReader(f)}
+    if os.path.isdir(path):
+        raise _damaged(path, "is a folder")
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = {int(row["index"]): row for row in csv.DictReader(f)}
+    except (ValueError, KeyError, TypeError, csv.Error) as err:
+        raise _damaged(path, f"is not a manifest t2i-batch wrote ({one_line(err)})") from None
+    if any(None in (row.get(c) for c in MANIFEST_COLUMNS) for row in rows.values()):
+        raise _damaged(path, "is not a manifest t2i-batch wrote (missing columns)")
+    return rows
 
 
 def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_change: bool = False) -> None:
@@ -125,7 +149,10 @@ def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_
     from gen_worker.output.progress import clear_progress
     from gen_worker.output.lock import RunLock
 
-    os.makedirs(os.path.join(spec.output_dir, layout.LOGS_DIR), exist_ok=True)
+    logs = os.path.join(spec.output_dir, layout.LOGS_DIR)
+    if os.path.lexists(logs) and not os.path.isdir(logs):
+        raise _damaged(logs, "is not a folder (t2i-batch keeps its logs there)", "move it away")
+    os.makedirs(logs, exist_ok=True)
     lock = RunLock(spec.output_dir)
     lock.acquire_exclusive()
     try:

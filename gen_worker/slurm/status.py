@@ -241,6 +241,9 @@ def main(argv: Sequence[str]) -> int:
                             help="cancel only these tasks (array mode; default: every job of the run)")
     args = parser.parse_args(argv[1:])
     output_dir = os.path.abspath(args.output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        print(f"error: --output_dir {output_dir} is not a folder", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if argv[0] == "cancel":
             return cancel_run(output_dir, args.task)
