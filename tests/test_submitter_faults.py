@@ -156,3 +156,27 @@ def test_status_of_a_file_is_one_line(tmp_path):
     path.write_text("x")
     for command in ("status", "cancel"):
         _one_error_line(run_submit(command, "--output_dir", path), 2, str(path))
+
+
+# d. cancel says when the tasks will have stopped (submitit's tasks ignore SIGTERM: SLURM kills them KillWait later).
+
+def test_cancel_says_when_the_tasks_will_have_stopped(tmp_path, monkeypatch, capsys):
+    from gen_worker.slurm import status
+    out = tmp_path / "out"
+    _record_slurm_jobs(out)
+    cancelled = []
+    monkeypatch.setattr(status, "queue_states", lambda ids: {"12_0": "COMPLETING"})  # never leaves the queue
+    monkeypatch.setattr(status, "cancel", cancelled.extend)
+    monkeypatch.setattr(status, "kill_wait_seconds", lambda: 30)
+    monkeypatch.setattr(status, "CANCEL_WAIT_SECONDS", 0)
+    assert status.cancel_run(str(out)) == 0
+    text = capsys.readouterr().out
+    assert cancelled == ["12"]
+    assert "KillWait 30 s" in text and "by " in text, text
+    assert "still" in text and "status --output_dir" in text, text
+
+
+def test_kill_wait_is_read_from_the_cluster(slurm_cluster):
+    from gen_worker.slurm.commands import kill_wait_seconds
+    wait = kill_wait_seconds()
+    assert isinstance(wait, int) and wait >= 0
