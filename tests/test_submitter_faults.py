@@ -97,7 +97,7 @@ def test_double_ctrl_c_exits_130_without_traceback(tmp_path, tiny_sd):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr, stderr
+    assert "Traceback" not in stderr and "Rerun the same command" in stderr, stderr
 
 
 # c. A local run into a folder with recorded SLURM jobs that squeue cannot check.
