@@ -4,6 +4,7 @@ Nothing here imports torch or diffusers: a bad input is refused in about a secon
 worker starts or any GPU is touched.
 """
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from gen_worker import flags
 from gen_worker.container.runtime import Container, ContainerOptions
-from gen_worker.errors import T2IError, UsageError
+from gen_worker.errors import T2IError, UsageError, one_line
 from gen_worker.flags import add_flags
 from gen_worker.gpus import visible_gpus
 from gen_worker.model_check import identify
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     groups["run"].add_argument("--gpu_ids", nargs="+", default=None, metavar="ID",
                                help="GPUs to use, one worker each (local mode); default: every visible GPU. "
                                     "With --device cpu they still set the number of workers")
+    groups["run"].add_argument("--ignore_recorded_slurm_jobs", action="store_true",
+                               help="local mode: start even when squeue cannot tell whether the SLURM jobs recorded "
+                                    "in the output folder (logs/slurm_jobs.json) have ended, e.g. on a machine "
+                                    "without SLURM; only when you know they have (jobs squeue lists are still refused)")
     groups["generation"].add_argument("--allow_settings_change", action="store_true",
                                       help="add to an output folder made with other settings or prompts instead "
                                            "of refusing")
@@ -85,6 +90,9 @@ def _check_mode_flags(args: argparse.Namespace) -> None:
     if args.cluster == "slurm":
         if args.gpu_ids is not None:
             raise UsageError("--gpu_ids is for --cluster local; with --cluster slurm use --gpus N (the number of tasks)")
+        if args.ignore_recorded_slurm_jobs:
+            raise UsageError("--ignore_recorded_slurm_jobs is for --cluster local; a SLURM submission always checks "
+                             "its earlier jobs with squeue")
         return
     if args.gpus is not None:
         raise UsageError("--gpus is for --cluster slurm; with --cluster local use --gpu_ids (e.g. --gpu_ids 0 1)")
@@ -163,6 +171,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = command_line(["python", sys.argv[0] or "submit.py", *argv])
+    try:
+        return _run(args, command)
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
+    except OSError as err:  # a full disk, a file system gone read-only: the images written so far are kept
+        where = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else one_line(err)
+        print(f"error: {where}", file=sys.stderr)
+        print("The images already written are kept. Fix that, then rerun the same command to make only "
+              f"what is missing:\n  {command}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
     from gen_worker.slurm.record import refuse_if_jobs_alive
     try:
         _check_mode_flags(args)
@@ -181,10 +203,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # SLURM tasks queued into this folder earlier may start any time: not together with a local run.
         # Checked first (running tasks hold the lock, whose message would name their long-gone
         # submitter), and again under the lock.
-        refuse_if_jobs_alive(spec.output_dir, required=False)
+        check_slurm = functools.partial(refuse_if_jobs_alive, spec.output_dir, "--ignore_recorded_slurm_jobs",
+                                        args.ignore_recorded_slurm_jobs)
+        check_slurm()
         container = container_for(args, spec)
-        lock = prepare_output_dir(spec, samples, args.allow_settings_change,
-                                  check=lambda: refuse_if_jobs_alive(spec.output_dir, required=False),
+        lock = prepare_output_dir(spec, samples, args.allow_settings_change, check=check_slurm,
                                   adopt_existing=args.adopt_existing)
     except T2IError as err:
         print(f"error: {err}", file=sys.stderr)

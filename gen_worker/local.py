@@ -47,9 +47,13 @@ def start_worker(spec_path: str, output_dir: str, worker_index: int, num_workers
         where = f" in {container.runtime} {container.image}" + (f" ({name})" if name else "")
     log_path = layout.worker_log(output_dir, worker_index)
     with open(log_path, "ab") as log:
-        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} worker {worker_index}/{num_workers} "
-                  f"CUDA_VISIBLE_DEVICES={cuda_visible_devices}{where}\n".encode())
-        log.flush()
+        try:
+            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} worker {worker_index}/{num_workers} "
+                      f"CUDA_VISIBLE_DEVICES={cuda_visible_devices}{where}\n".encode())
+            log.flush()
+        except OSError as err:  # a full disk: name the file
+            err.filename = log_path
+            raise
         return subprocess.Popen(
             [*python, "-m", "gen_worker.worker", "--spec", spec_path,
              "--worker_index", str(worker_index), "--num_workers", str(num_workers)],
@@ -80,6 +84,17 @@ def stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def _kill_on_next_signal(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Once stopping: a second Ctrl+C (or SIGTERM) kills the workers instead of unwinding the submitter,
+    which still writes the summary and prints what to rerun."""
+    def kill(signum: int, frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    signal.signal(signal.SIGINT, kill)
+    signal.signal(signal.SIGTERM, kill)
 
 
 def _tail(path: str, lines: int = 15) -> list[str]:
@@ -118,6 +133,8 @@ def run_local(spec: JobSpec, samples: Sequence[Sample], gpu_ids: Sequence[str], 
             time.sleep(0.5)
     except KeyboardInterrupt:
         interrupted = True
+        _kill_on_next_signal(procs)
+        print("\nStopping the workers (Ctrl+C again kills them at once)...", file=sys.stderr)
         stop_workers(procs)
     finally:
         bars.refresh()

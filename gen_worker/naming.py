@@ -10,6 +10,8 @@ import re
 PAD_DIGITS = 6
 # A stem we accept verbatim: ASCII letters, digits and a few separators, not starting with a dot.
 _SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+# A whole number, as written by hand or as a float column ("12.0"); ASCII digits only ('²'.isdigit()).
+_WHOLE_NUMBER = re.compile(r"[0-9]+(\.0+)?", re.ASCII)
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._+-]+")
 TEMP_SUFFIX = ".tmp"
 
@@ -18,8 +20,8 @@ def file_stem(image_id: str) -> str:
     """The stem used in file names for a CSV image id (raises ValueError for an empty id)."""
     if image_id == "" or image_id.strip() == "":
         raise ValueError("empty image id")
-    if image_id.isascii() and image_id.isdigit():
-        return image_id.zfill(PAD_DIGITS)
+    if _WHOLE_NUMBER.fullmatch(image_id):  # "7", "007", "7.0" (a spreadsheet's float): 000007
+        return image_id.split(".")[0].zfill(PAD_DIGITS)
     if _SAFE_STEM.fullmatch(image_id) and ".." not in image_id:
         return image_id
     slug = _UNSAFE_RUN.sub("_", image_id).strip("._-")[:40] or "id"

@@ -82,3 +82,11 @@ def test_fingerprint_changes_with_any_prompt(tmp_path):
     b = load_samples(write_prompts(tmp_path / "b.csv", [("1", "a"), ("2", "c")]), 0)
     assert fingerprint(a) == fingerprint(load_samples(str(tmp_path / "a.csv"), 0))
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_1_and_1_0_collide_like_7_and_007(tmp_path):
+    path = write_prompts(tmp_path / "p.csv", [("1", "a"), ("1.0", "b")])
+    with pytest.raises(PromptsError, match="map to the same file name"):
+        load_samples(path, 0)
+    alone = load_samples(write_prompts(tmp_path / "q.csv", [("1.0", "a"), ("2.50", "b")]), 0)
+    assert [s.file_name for s in alone] == ["000001_seed0.png", "2.50_seed1.png"]

@@ -17,6 +17,11 @@ def _write_temp(path: str, write: Callable[[IO[bytes]], object]) -> str:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+    except OSError as err:  # ENOSPC from write() names no file: name the one being written
+        _remove_quietly(temp)
+        if err.filename in (None, temp):
+            err.filename = path
+        raise
     except BaseException:
         _remove_quietly(temp)
         raise

@@ -51,7 +51,11 @@ class RunLock:
                 "wait for it to finish or stop it first")
         os.ftruncate(fd, 0)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as err:  # a full disk: name the file
+            err.filename = self.path
+            raise
 
     def downgrade_to_shared(self) -> None:
         self._flock(fcntl.LOCK_SH)

@@ -17,7 +17,7 @@ from gen_worker.output.png_file import DamagedPng
 from gen_worker.naming import is_temp_name
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec, recorded_defaults
-from gen_worker.errors import T2IError
+from gen_worker.errors import T2IError, one_line
 from gen_worker.model_check import changed_components
 
 if TYPE_CHECKING:
@@ -28,6 +28,15 @@ MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")
 
 class SettingsMismatch(T2IError):
     pass
+
+
+class DamagedOutputDir(T2IError):
+    """A file or folder of the output folder's own layout is not what a run left there."""
+
+
+def _damaged(path: str, what: str, fix: str = "restore it or move it away (it guards reruns of this folder)"
+             ) -> DamagedOutputDir:
+    return DamagedOutputDir(f"{path} {what}; {fix}, or use another --output_dir")
 
 
 def _describe(changes: Sequence[str], limit: int = 4) -> str:
@@ -88,16 +97,17 @@ def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool
 
 
 def read_settings_record(output_dir: str) -> dict[str, Any]:
-    """generation_settings.json; SettingsMismatch (one line) when it cannot be read."""
+    """generation_settings.json; DamagedOutputDir (one line) when it cannot be read."""
     path = os.path.join(output_dir, layout.SETTINGS_FILE)
     try:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
-    except (OSError, ValueError) as err:
-        raise SettingsMismatch(f"{path} cannot be read ({err}): restore it, or move it away to start the "
-                               "folder afresh") from None
-    if not isinstance(record, dict):
-        raise SettingsMismatch(f"{path} is not a settings record: restore it, or move it away")
+    except IsADirectoryError:
+        raise _damaged(path, "is a folder") from None
+    except ValueError as err:
+        raise _damaged(path, f"is empty or not valid JSON ({err})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("settings", {}), dict):
+        raise _damaged(path, "does not hold recorded settings")
     return record
 
 
@@ -105,8 +115,16 @@ def read_manifest(output_dir: str) -> dict[int, dict[str, str]]:
     path = os.path.join(output_dir, layout.MANIFEST_FILE)
     if not os.path.exists(path):
         return {}
-    with open(path, encoding="utf-8", newline="") as f:
-        return {int(row["index"]): row for row in csv.DictReader(f)}
+    if os.path.isdir(path):
+        raise _damaged(path, "is a folder")
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = {int(row["index"]): row for row in csv.DictReader(f)}
+    except (ValueError, KeyError, TypeError, csv.Error) as err:
+        raise _damaged(path, f"is not a manifest t2i-batch wrote ({one_line(err)})") from None
+    if any(None in (row.get(c) for c in MANIFEST_COLUMNS) for row in rows.values()):
+        raise _damaged(path, "is not a manifest t2i-batch wrote (missing columns)")
+    return rows
 
 
 def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_change: bool = False) -> None:
@@ -260,7 +278,10 @@ def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_
     from gen_worker.output.progress import clear_progress
     from gen_worker.output.lock import RunLock
 
-    os.makedirs(os.path.join(spec.output_dir, layout.LOGS_DIR), exist_ok=True)
+    logs = os.path.join(spec.output_dir, layout.LOGS_DIR)
+    if os.path.lexists(logs) and not os.path.isdir(logs):
+        raise _damaged(logs, "is not a folder (t2i-batch keeps its logs there)", "move it away")
+    os.makedirs(logs, exist_ok=True)
     lock = RunLock(spec.output_dir)
     lock.acquire_exclusive()
     try:

@@ -63,13 +63,25 @@ def cancel(slurm_ids: Iterable[str]) -> None:
         raise SlurmError(f"scancel failed: {_first_line(out.stderr) or f'exit code {out.returncode}'}")
 
 
+def _config_number(name: str) -> int | None:
+    """A number from `scontrol show config` (e.g. `KillWait = 30 sec`), None when unknown."""
+    out = run_slurm(["scontrol", "show", "config"])
+    match = re.search(rf"^{name}\s*=\s*(\d+)", out.stdout, re.M)
+    return int(match.group(1)) if out.returncode == 0 and match else None
+
+
 def max_array_size() -> int:
     """The cluster's MaxArraySize: the largest array index is MaxArraySize - 1."""
-    out = run_slurm(["scontrol", "show", "config"])
-    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.M)
-    if out.returncode != 0 or not match:
-        return SLURM_DEFAULT_MAX_ARRAY_SIZE
-    return int(match.group(1))
+    size = _config_number("MaxArraySize")
+    return SLURM_DEFAULT_MAX_ARRAY_SIZE if size is None else size
+
+
+def kill_wait_seconds() -> int | None:
+    """KillWait: how long SLURM waits after a cancel's SIGTERM before it kills a job's processes."""
+    try:
+        return _config_number("KillWait")
+    except SlurmError:
+        return None
 
 
 def parse_time_minutes(text: str) -> int | None:

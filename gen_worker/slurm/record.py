@@ -50,20 +50,23 @@ def alive_slurm_ids(output_dir: str) -> list[str]:
     return [i for i in ids if i in states]
 
 
-def refuse_if_jobs_alive(output_dir: str, required: bool = True) -> None:
+def refuse_if_jobs_alive(output_dir: str, unknown_ok_flag: str | None = None, unknown_ok: bool = False) -> None:
     """Refuse to start a run while SLURM jobs of an earlier submission may still write here.
 
-    required=False (local mode): a machine without SLURM commands cannot check, and goes on.
+    When squeue cannot answer (no SLURM commands on this machine, controller down) the run is
+    refused too; a local run names `unknown_ok_flag`, with which (unknown_ok=True) it goes on.
     """
     if not os.path.exists(record_path(output_dir)):
         return
     try:
         alive = alive_slurm_ids(output_dir)
     except SlurmError as err:
-        if required:
-            raise SlurmJobsAlive(
-                f"cannot check whether the SLURM jobs recorded in {output_dir} still run: {err}") from None
-        return
+        if unknown_ok:
+            return
+        jobs = ", ".join(sorted({i.split("_")[0] for i in all_slurm_ids(output_dir)}))
+        hint = (f"; if you know they have ended, pass {unknown_ok_flag}" if unknown_ok_flag else "")
+        raise SlurmJobsAlive(
+            f"cannot check whether the SLURM jobs recorded in {output_dir} (job {jobs}) still run: {err}{hint}") from None
     if alive:
         jobs = ", ".join(sorted({i.split("_")[0] for i in alive}))
         raise SlurmJobsAlive(

@@ -23,7 +23,7 @@ from gen_worker.output.progress_bars import ProgressBars
 from gen_worker.output.record import existing_images, read_manifest
 from gen_worker.output.summary import exit_status, final_lines, read_worker_summary, write_run_summary
 from gen_worker.sharding import worker_indices
-from gen_worker.slurm.commands import SlurmError, cancel, queue_states
+from gen_worker.slurm.commands import SlurmError, cancel, kill_wait_seconds, queue_states
 from gen_worker.slurm.record import latest_submission
 
 SQUEUE_EVERY_SECONDS = 3.0
@@ -221,11 +221,22 @@ def cancel_run(output_dir: str, workers: Sequence[int] | None = None) -> int:
         return 0
     # Whole jobs when cancelling everything (one scancel per array), else the array tasks named.
     ids = sorted({t["job_id"] for t in alive}) if not workers else [t["slurm_id"] for t in alive]
+    cancelled_at = time.time()
     cancel(ids)
     print(f"Cancelled {', '.join(ids)} (tasks {', '.join(str(t['worker']) for t in alive)}).")
+    # submitit's tasks ignore the SIGTERM of a cancel: SLURM kills them KillWait seconds later.
+    kill_wait = kill_wait_seconds()
+    if kill_wait is not None:
+        by = time.strftime("%H:%M:%S", time.localtime(cancelled_at + kill_wait))
+        print(f"SLURM stops running tasks by {by} (KillWait {kill_wait} s after the cancel).")
     deadline = time.monotonic() + CANCEL_WAIT_SECONDS
     while time.monotonic() < deadline and any(t["slurm_id"] in queue_states(ids) for t in alive):
         time.sleep(1)
+    left = [t for t in alive if t["slurm_id"] in queue_states(ids)]
+    if left:
+        print(f"{len(left)} tasks are still ending (a rerun is refused until they have left the queue); "
+              f"check with `python submit.py status --output_dir {shlex.quote(output_dir)}`.")
+        return 0
     print("Rerun the submit command to make what is missing.")
     return 0
 
@@ -241,6 +252,9 @@ def main(argv: Sequence[str]) -> int:
                             help="cancel only these tasks (array mode; default: every job of the run)")
     args = parser.parse_args(argv[1:])
     output_dir = os.path.abspath(args.output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        print(f"error: --output_dir {output_dir} is not a folder", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if argv[0] == "cancel":
             return cancel_run(output_dir, args.task)
