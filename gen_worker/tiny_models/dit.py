@@ -93,7 +93,9 @@ def build_sana(folder: str) -> None:
     text_encoder = gemma2_encoder(tokenizer, hidden=8)
     transformer = SanaTransformer2DModel(
         patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=4,
-        num_cross_attention_heads=2, cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=8,
+        # More cross-attention heads than 2: a mask batch twice the images' (CFG) then fails as in real Sana
+        # (20 heads) instead of being silently reshaped into per-head masks.
+        num_cross_attention_heads=4, cross_attention_head_dim=2, cross_attention_dim=8, caption_channels=8,
         sample_size=16,
     )
     blocks = 6  # 2 ** (6 - 1) = 32x
