@@ -73,7 +73,7 @@ def clip_encoder(tokenizer: "CLIPTokenizer", hidden: int = 32, projection: bool 
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer), hidden_size=hidden,
         intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77,
-        projection_dim=hidden,
+        **({"projection_dim": hidden} if projection else {}),
     )
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
 
