@@ -16,7 +16,10 @@ The map, grouped by where the code runs:
                       files: configs and safetensors headers, no torch
     gpus.py           the visible GPUs
     image_tools.py    submit.py show / reproduce: an image's provenance, the image made again
-    tiny_model.py     tiny random-weight pipelines, offline (demo, tests)
+    tiny_model.py     tiny random-weight pipelines, offline (demo, tests): --arch sd, sdxl, sd3,
+                      flux, pixart, sana, wan, wan22
+    tiny_models/      its builders, one per family: text.py (tokenizers, text encoders),
+                      unet.py (sd, sdxl), dit.py (sd3, flux, pixart, sana), video.py (wan, wan22)
     slurm_task.py     import shim: jobs queued before the layout change unpickle through it
     __main__.py       python -m gen_worker: the same as submit.py
     local.py          --cluster local: one worker subprocess per GPU, progress bars
