@@ -146,3 +146,14 @@ def test_loading_straight_to_the_device_and_the_fallback(tiny_sd, monkeypatch, c
     pipe = load_pipeline(tiny_sd, "fp32", "cpu")
     assert pipe.unet.device.type == "cpu"
     assert ("loading on the CPU first" in caplog.text) != loads_straight
+
+
+def test_cfg_truncation_is_refused_where_the_attention_mask_cannot_be_cut(tmp_path):
+    """Sana doubles prompt_attention_mask under guidance and keeps it from the step-end callback."""
+    from gen_worker.tiny_model import build
+    build(str(tmp_path / "sana"), "sana")
+    pipe = load_pipeline(str(tmp_path / "sana"), "fp32", "cpu")
+    spec = JobSpec(prompts_csv="p.csv", output_dir=str(tmp_path), model_path=str(tmp_path / "sana"), num_samples=1,
+                   num_inference_steps=3, height=32, width=32, cfg_truncation_step=1)
+    with pytest.raises(PipelineSetupError, match="SanaPipeline: its doubled attention mask cannot be cut back"):
+        ImageMaker(pipe, spec)

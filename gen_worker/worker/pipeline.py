@@ -274,7 +274,13 @@ class ImageMaker:
             raise PipelineSetupError(f"--cfg_truncation_step is not supported for {self.name} "
                                      "(no classifier-free guidance switch or step-end callback)")
         allowed = getattr(self.pipe, "_callback_tensor_inputs", ["latents"])
-        wanted = ["latents", "prompt_embeds", "pooled_prompt_embeds", "add_text_embeds", "add_time_ids"]
+        if "prompt_attention_mask" in params and "prompt_attention_mask" not in allowed:
+            # Sana doubles its attention mask under guidance but does not hand it to the callback: the
+            # mask would stay doubled after the cut (wrong images with 2 heads, an error with more).
+            raise PipelineSetupError(f"--cfg_truncation_step is not supported for {self.name}: its doubled "
+                                     "attention mask cannot be cut back at the step-end callback")
+        wanted = ["latents", "prompt_embeds", "pooled_prompt_embeds", "add_text_embeds", "add_time_ids",
+                  "prompt_attention_mask"]
         return {"callback_on_step_end": cfg_truncation_callback(step),
                 "callback_on_step_end_tensor_inputs": [n for n in wanted if n in allowed]}
 
