@@ -26,9 +26,9 @@
 #   GPU_IDS             local: GPU ids, space-separated [every visible GPU]
 #   GPUS                slurm: number of GPUs (one task each) [8]
 #   SLURM_ARGS          slurm: more submit.py flags, e.g. "--partition gpu --time 720"
-#   DEVICE              auto, cuda or cpu [auto]
-#   SEED_START NUM_INFERENCE_STEPS GUIDANCE_SCALE HEIGHT WIDTH DTYPE CFG_TRUNCATION_STEP ENABLE_HALF_FRAME
-#                       generation settings, as submit.py's flags [42 20 7.5 480 832 bf16 - false]
+#   DEVICE SEED_START NUM_INFERENCE_STEPS GUIDANCE_SCALE HEIGHT WIDTH DTYPE CFG_TRUNCATION_STEP ENABLE_HALF_FRAME
+#                       generation settings, passed as submit.py's flags when set [submit.py's defaults:
+#                       python submit.py --help]; the metrics and report read them from the images' folder
 #   GENERATE_ARGS       more submit.py flags, e.g. "--batch_size 4 --max_sequence_length 226"
 #   METRICS_DEVICE METRICS_BATCH_SIZE  [auto 64]
 #   ALLOW_INCOMPLETE    true: compute metrics even if some samples failed [false]
@@ -75,10 +75,13 @@ fi
 echo "prompts: $PROMPTS_CSV"
 
 step "2/4 generation ($CLUSTER)"
-gen_args=(--cluster "$CLUSTER" --prompts_csv "$PROMPTS_CSV" --output_dir "$IMAGES_DIR" --model_path "$MODEL_PATH"
-          --device "${DEVICE:-auto}" --seed_start "${SEED_START:-42}"
-          --num_inference_steps "${NUM_INFERENCE_STEPS:-20}" --guidance_scale "${GUIDANCE_SCALE:-7.5}"
-          --height "${HEIGHT:-480}" --width "${WIDTH:-832}" --dtype "${DTYPE:-bf16}")
+gen_args=(--cluster "$CLUSTER" --prompts_csv "$PROMPTS_CSV" --output_dir "$IMAGES_DIR" --model_path "$MODEL_PATH")
+# Only what the caller set: submit.py owns the defaults (one definition, gen_worker/spec.py).
+for pair in DEVICE:device SEED_START:seed_start NUM_INFERENCE_STEPS:num_inference_steps \
+            GUIDANCE_SCALE:guidance_scale HEIGHT:height WIDTH:width DTYPE:dtype; do
+    var="${pair%%:*}"
+    [[ -n "${!var:-}" ]] && gen_args+=("--${pair#*:}" "${!var}")
+done
 # From COCO with ALL_CAPTIONS the CSV has more rows than NUM_SAMPLES images: generate them all.
 if [[ -n "${NUM_SAMPLES:-}" && -z "$REFERENCE_LIST" ]]; then gen_args+=(--num_samples "$NUM_SAMPLES"); fi
 [[ -n "${CFG_TRUNCATION_STEP:-}" ]] && gen_args+=(--cfg_truncation_step "$CFG_TRUNCATION_STEP")
@@ -108,8 +111,7 @@ fi
 
 step "3/4 metrics"
 metric_args=(--generated "$IMAGES_DIR" --prompts_csv "$PROMPTS_CSV" --out "$OUTPUT_DIR/metrics.json"
-             --seed_start "${SEED_START:-42}" --device "${METRICS_DEVICE:-auto}"
-             --batch_size "${METRICS_BATCH_SIZE:-64}")
+             --device "${METRICS_DEVICE:-auto}" --batch_size "${METRICS_BATCH_SIZE:-64}")
 if is_true "$SKIP_FID"; then
     metric_args+=(--no_fid)
 else
@@ -127,7 +129,7 @@ if is_true "$SKIP_CLIP"; then metric_args+=(--no_clip); else metric_args+=(--cli
 
 step "4/4 report"
 "$PYTHON" -m evaluation.report --generated "$IMAGES_DIR" --metrics "$OUTPUT_DIR/metrics.json" \
-    --prompts_csv "$PROMPTS_CSV" --out_dir "$OUTPUT_DIR/report" --seed_start "${SEED_START:-42}"
+    --prompts_csv "$PROMPTS_CSV" --out_dir "$OUTPUT_DIR/report"
 
 echo
 echo "done: images in $IMAGES_DIR, scores in $OUTPUT_DIR/metrics.json, report in $OUTPUT_DIR/report/report.html"

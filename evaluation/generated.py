@@ -1,40 +1,47 @@
 """Which files are generated images, which are reference images, and which prompt belongs to which image.
 
-Generated images are the ``*.png`` files *directly* in the output folder named ``{image_id}_seed{seed}.png``;
-anything else (hidden or temporary files, other extensions, sub-folders such as ``grid/``) is ignored.
+Everything is read with the generator's own code (gen_worker): its file-name pattern
+(naming.image_name / parse_image_name), its prompts reader (prompts.read_rows: the same columns,
+``--id_column`` / ``--prompt_column``), its manifest and its settings record (output.record).
 
-Prompt of a generated image (``--seed_start``, default 42):
+Generated images are the ``*.png`` files *directly* in the output folder named ``{stem}_seed{seed}.png``;
+anything else (hidden or temporary files, other extensions, sub-folders such as ``grid/`` or
+``quarantine/``) is ignored.
+
+Prompt of a generated image:
 
 0. the entry of the folder's ``manifest.csv`` (written by submit.py: index, image_id, seed, file_name,
    prompt) for that file name, when the folder has one -- exact, also for ids submit.py had to rename;
-1. the row ``seed - seed_start`` of the prompts CSV (0-based, header excluded), if that row has the same
-   image_id -- the convention "row i is generated with seed seed_start + i", which also tells apart the
-   several captions of one COCO image (``--all_captions``);
-2. otherwise the only row with that image_id, if the image_id is unique in the CSV -- covers
-   "every row gets seeds seed_start, seed_start+1, ... for its samples";
+1. the row ``seed - seed_start`` of the prompts CSV (0-based, header excluded), if that row's id gives
+   the image's file stem -- the rule "row i is generated with seed seed_start + i", which also tells
+   apart the several captions of one COCO image (``--all_captions``). seed_start is the one the
+   folder's ``generation_settings.json`` recorded (or ``--seed_start`` for a folder another tool made);
+2. otherwise the only row whose id gives that stem, if there is one -- covers "every row gets seeds
+   seed_start, seed_start+1, ... for its samples";
 3. otherwise the image cannot be matched (an error for the CLIP score).
 
-Image ids are compared as text, except that all-digit ids compare as integers (``007`` == ``7``).
+Ids compare by the file stem the generator makes of them (``7``, ``007`` and ``7.0`` are all ``000007``).
 """
 
 from __future__ import annotations
 
-import csv
 import os
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
 from evaluation.errors import EvaluationError
+from gen_worker.naming import file_stem, parse_image_name
+from gen_worker.output import layout
+from gen_worker.output import record as output_record
+from gen_worker.prompts import read_rows
 
-GENERATED_NAME = re.compile(r"^(?P<image_id>.+)_seed(?P<seed>\d+)\.png$")
 REFERENCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
 class GeneratedImage:
     path: str
-    image_id: str
+    image_id: str  # the file stem
     seed: int
 
 
@@ -45,24 +52,8 @@ class PromptRow:
     prompt: str
 
 
-def normalize_id(image_id: str) -> str:
-    s = str(image_id).strip()
-    return str(int(s)) if s.isdigit() else s
-
-
-def _natural_key(image_id: str) -> tuple[int, int, str]:
-    s = normalize_id(image_id)
-    return (0, int(s), "") if s.isdigit() else (1, 0, s)
-
-
-def parse_generated_name(name: str) -> tuple[str, int] | None:
-    """``'123_seed42.png'`` -> ``('123', 42)``; ``None`` if the name does not follow the pattern."""
-    if name.startswith("."):
-        return None
-    m = GENERATED_NAME.match(name)
-    if m is None:
-        return None
-    return m.group("image_id"), int(m.group("seed"))
+def _natural_key(stem: str) -> tuple[int, int, str]:
+    return (0, int(stem), "") if stem.isascii() and stem.isdigit() else (1, 0, stem)
 
 
 def list_generated_images(folder: str) -> tuple[list[GeneratedImage], list[str]]:
@@ -72,7 +63,7 @@ def list_generated_images(folder: str) -> tuple[list[GeneratedImage], list[str]]
     found: list[GeneratedImage] = []
     ignored: list[str] = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        parsed = parse_generated_name(entry.name) if entry.is_file() else None
+        parsed = parse_image_name(entry.name) if entry.is_file() else None
         if parsed is None:
             ignored.append(entry.name)
             continue
@@ -107,74 +98,82 @@ def list_reference_images(folder: str, reference_list: str | None = None) -> lis
     return [os.path.join(folder, n) for n in names]
 
 
-def read_prompts_csv(path: str) -> list[PromptRow]:
-    """Rows of a prompts CSV with at least the columns ``image_id`` and ``prompt``."""
-    if not os.path.isfile(path):
-        raise EvaluationError(f"prompts CSV not found: {path}")
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            missing = [c for c in ("image_id", "prompt") if c not in fields]
-            if missing:
-                raise EvaluationError(f"prompts CSV {path} lacks column(s) {', '.join(missing)} (header: {fields})")
-            rows = [
-                PromptRow(index=i, image_id=(r["image_id"] or "").strip(), prompt=r["prompt"] or "")
-                for i, r in enumerate(reader)
-            ]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise EvaluationError(f"cannot read prompts CSV {path}: {exc}") from None
-    if not rows:
-        raise EvaluationError(f"prompts CSV has no rows: {path}")
-    return rows
-
-
-MANIFEST_NAME = "manifest.csv"
+def read_prompts_csv(path: str, id_column: str | None = None, prompt_column: str | None = None) -> list[PromptRow]:
+    """Every row of a prompts CSV, read as submit.py reads it (same column detection and overrides)."""
+    _, _, rows = read_rows(path, id_column, prompt_column)
+    return [PromptRow(index=i, image_id=image_id, prompt=prompt) for i, (image_id, prompt) in enumerate(rows)]
 
 
 def read_manifest(folder: str) -> dict[str, PromptRow]:
     """``file_name -> PromptRow`` from the ``manifest.csv`` submit.py writes in its output folder ({} if none)."""
-    path = os.path.join(folder, MANIFEST_NAME)
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8", newline="") as f:
-        return {
-            r["file_name"]: PromptRow(index=int(r["index"]), image_id=r["image_id"], prompt=r["prompt"])
-            for r in csv.DictReader(f)
-        }
+    return {r["file_name"]: PromptRow(index=i, image_id=r["image_id"], prompt=r["prompt"])
+            for i, r in output_record.read_manifest(folder).items()}
+
+
+def recorded_seed_start(folder: str, given: int | None = None) -> int | None:
+    """``given`` if set, else the seed_start the folder's settings record holds (None: no record)."""
+    if given is not None or not os.path.isfile(os.path.join(folder, layout.SETTINGS_FILE)):
+        return given
+    return output_record.read_settings_record(folder).get("settings", {}).get("seed_start")
 
 
 def match_prompts(
     images: Sequence[GeneratedImage],
     rows: Sequence[PromptRow],
-    seed_start: int = 42,
+    seed_start: int | None = None,
     manifest: dict[str, PromptRow] | None = None,
 ) -> tuple[list[PromptRow | None], list[GeneratedImage]]:
     """The prompt row of each image (``None`` where unmatched) and the list of unmatched images."""
-    by_id: dict[str, list[PromptRow]] = {}
-    for row in rows:
-        by_id.setdefault(normalize_id(row.image_id), []).append(row)
+    stems = [file_stem(row.image_id) for row in rows]
+    by_stem: dict[str, list[PromptRow]] = {}
+    for row, stem in zip(rows, stems):
+        by_stem.setdefault(stem, []).append(row)
 
     matched: list[PromptRow | None] = []
     unmatched: list[GeneratedImage] = []
     for img in images:
-        key = normalize_id(img.image_id)
-        idx = img.seed - seed_start
+        stem = file_stem(img.image_id)
         row: PromptRow | None = (manifest or {}).get(os.path.basename(img.path))
-        if row is None and 0 <= idx < len(rows) and normalize_id(rows[idx].image_id) == key:
+        idx = img.seed - seed_start if seed_start is not None else -1
+        if row is None and 0 <= idx < len(rows) and stems[idx] == stem:
             row = rows[idx]
-        elif row is None and len(by_id.get(key, ())) == 1:
-            row = by_id[key][0]
+        elif row is None and len(by_stem.get(stem, ())) == 1:
+            row = by_stem[stem][0]
         matched.append(row)
         if row is None:
             unmatched.append(img)
     return matched, unmatched
 
 
-def require_all_matched(unmatched: Sequence[GeneratedImage], total: int, seed_start: int) -> None:
+def match_folder(
+    folder: str,
+    images: Sequence[GeneratedImage],
+    prompts_csv: str | None = None,
+    seed_start: int | None = None,
+    id_column: str | None = None,
+    prompt_column: str | None = None,
+) -> tuple[list[PromptRow | None], list[GeneratedImage], list[PromptRow], int | None]:
+    """(matched, unmatched, rows, seed_start) for the images of ``folder``: prompts from ``prompts_csv``
+    or, without one, from the folder's own manifest.csv; seed_start as given or as recorded."""
+    manifest = read_manifest(folder)
+    if prompts_csv:
+        rows = read_prompts_csv(prompts_csv, id_column, prompt_column)
+    else:
+        rows = sorted(manifest.values(), key=lambda r: r.index)
+    seed_start = recorded_seed_start(folder, seed_start)
+    matched, unmatched = match_prompts(images, rows, seed_start, manifest)
+    return matched, unmatched, rows, seed_start
+
+
+def has_manifest(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, layout.MANIFEST_FILE))
+
+
+def require_all_matched(unmatched: Sequence[GeneratedImage], total: int, seed_start: int | None) -> None:
     if unmatched:
         shown = ", ".join(os.path.basename(g.path) for g in unmatched[:3]) + (" ..." if len(unmatched) > 3 else "")
+        why = (f"or ambiguous and row seed-{seed_start} has another image_id; check --seed_start" if seed_start is not None
+               else "or ambiguous, and the folder has no generation_settings.json there: pass --seed_start")
         raise EvaluationError(
-            f"{len(unmatched)} of {total} generated images have no prompt in the CSV (image_id not found, or "
-            f"ambiguous and row seed-{seed_start} has another image_id; check --seed_start): {shown}"
+            f"{len(unmatched)} of {total} generated images have no prompt in the CSV (image_id not found, {why}): {shown}"
         )

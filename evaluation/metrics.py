@@ -5,7 +5,7 @@ Usage::
     python -m evaluation.metrics --generated DIR (--reference_dir DIR [--reference_list refs.txt] |
         --reference_stats stats.npz) --prompts_csv prompts.csv --inception_weights inception-2015-12-05.pt \\
         --clip_model CLIP_DIR --out metrics.json [--device auto|cuda|cpu] [--batch_size 64] \\
-        [--save_reference_stats stats.npz] [--seed_start 42] [--no_fid] [--no_clip]
+        [--save_reference_stats stats.npz] [--seed_start N] [--no_fid] [--no_clip]
 
 Weights come only from the given local paths; nothing is downloaded (HF_HUB_OFFLINE=1, local_files_only).
 """
@@ -23,6 +23,7 @@ import time
 from typing import Any, Sequence
 
 from evaluation.errors import EvaluationError, run_cli
+from evaluation.generated import has_manifest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -39,14 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--reference_stats", help=".npz with mu/sigma saved by --save_reference_stats")
     p.add_argument("--reference_list", help="use only these file names (one a line) from --reference_dir")
     p.add_argument("--save_reference_stats", help="save the reference mu/sigma to this .npz for reuse")
-    p.add_argument("--prompts_csv", help="the prompts CSV the images were generated from (needed for CLIP score)")
+    p.add_argument("--prompts_csv", help="the prompts CSV the images were generated from (CLIP score; default: the "
+                                         "folder's manifest.csv, which submit.py writes)")
+    p.add_argument("--id_column", help="id column of --prompts_csv (default: as submit.py: image_id or id)")
+    p.add_argument("--prompt_column", help="prompt column of --prompts_csv (default: as submit.py: prompt, caption or text)")
     p.add_argument("--inception_weights", help="inception-2015-12-05.pt (NVIDIA's TorchScript FID Inception)")
     p.add_argument("--clip_model", help="local folder of a transformers CLIP model, e.g. clip-vit-large-patch14")
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:N or cpu")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="image loading processes")
-    p.add_argument("--seed_start", type=int, default=42, help="seed of CSV row 0 (for prompt matching)")
+    p.add_argument("--seed_start", type=int, default=None,
+                   help="seed of CSV row 0, for folders another tool made (default: the folder's recorded one)")
     p.add_argument("--no_center_crop", action="store_true",
                    help="FID: do not centre-crop non-square images to a square before resizing to 299")
     p.add_argument("--no_fid", action="store_true")
@@ -66,8 +71,9 @@ def _check_args(args: argparse.Namespace) -> None:
             raise EvaluationError("--reference_list needs --reference_dir")
     elif args.save_reference_stats:
         raise EvaluationError("--save_reference_stats needs FID (drop --no_fid)")
-    if not args.no_clip and not args.prompts_csv:
-        raise EvaluationError("CLIP score needs --prompts_csv (or pass --no_clip)")
+    if not args.no_clip and not args.prompts_csv and not has_manifest(args.generated):
+        raise EvaluationError("CLIP score needs --prompts_csv, or a folder made by submit.py (its manifest.csv "
+                              "names each image's prompt); or pass --no_clip")
 
 
 def _versions() -> dict[str, str]:
@@ -91,19 +97,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not images:
         raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {args.generated}")
 
-    rows, prompts = None, None
-    if args.prompts_csv:
-        rows = gen.read_prompts_csv(args.prompts_csv)
-        matched, unmatched = gen.match_prompts(images, rows, args.seed_start, gen.read_manifest(args.generated))
+    rows, prompts, seed_start = None, None, None
+    if args.prompts_csv or gen.has_manifest(args.generated):
+        matched, unmatched, rows, seed_start = gen.match_folder(
+            args.generated, images, args.prompts_csv, args.seed_start, args.id_column, args.prompt_column)
         if not args.no_clip:
-            gen.require_all_matched(unmatched, len(images), args.seed_start)
+            gen.require_all_matched(unmatched, len(images), seed_start)
             prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
 
     result: dict[str, Any] = {"fid": None, "clip_score": None}
     settings: dict[str, Any] = {
         "generated": os.path.abspath(args.generated),
         "prompts_csv": os.path.abspath(args.prompts_csv) if args.prompts_csv else None,
-        "seed_start": args.seed_start,
+        "seed_start": seed_start,
         "device": str(device),
         "batch_size": args.batch_size,
     }

@@ -3,7 +3,7 @@
 Usage::
 
     python -m evaluation.report --generated DIR --metrics metrics.json --prompts_csv prompts.csv \\
-        --out_dir REPORT_DIR [--grid_size 16] [--seed_start 42] [--thumb_size 256]
+        --out_dir REPORT_DIR [--grid_size 16] [--seed_start N] [--thumb_size 256]
 
 Thumbnails (JPEG) and ``grid.jpg`` go to ``REPORT_DIR``, which must not be the generated folder or inside it
 (FID tools glob the generated folder). Samples are spread evenly over the generated images sorted by image id
@@ -24,6 +24,8 @@ from PIL import Image
 
 from evaluation import generated as gen
 from evaluation.errors import EvaluationError, read_json_file, run_cli
+from gen_worker.output import layout
+from gen_worker.output.atomic_files import read_json_if_any
 
 
 def check_out_dir(out_dir: str, generated_dir: str) -> None:
@@ -88,6 +90,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| generated images | {c.get('generated_images')} |",
         f"| reference images | {c.get('reference_images', 'n/a')} |",
         f"| prompts (rows) | {c.get('prompt_rows')} |",
+        f"| flagged by the safety checker | {c.get('nsfw_flagged', 'n/a')} |",
+        f"| constant images (e.g. all black) | {c.get('constant_images', 'n/a')} |",
         "",
     ]
     for w in report["warnings"]:
@@ -113,6 +117,8 @@ def render_html(report: dict[str, Any]) -> str:
         ("generated images", c.get("generated_images")),
         ("reference images", c.get("reference_images", "n/a")),
         ("prompts (rows)", c.get("prompt_rows")),
+        ("flagged by the safety checker", c.get("nsfw_flagged", "n/a")),
+        ("constant images (e.g. all black)", c.get("constant_images", "n/a")),
     ]
     table = "\n".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
     warns = "\n".join(f"<p class='warn'>warning: {e(w)}</p>" for w in report["warnings"])
@@ -154,14 +160,16 @@ def build_report(
     prompts_csv: str | None,
     out_dir: str,
     grid_size: int = 16,
-    seed_start: int = 42,
+    seed_start: int | None = None,
     thumb_size: int = 256,
+    id_column: str | None = None,
+    prompt_column: str | None = None,
 ) -> dict[str, Any]:
     check_out_dir(out_dir, generated_dir)
     metrics = load_metrics(metrics_path)
     images, ignored = gen.list_generated_images(generated_dir)
-    rows = gen.read_prompts_csv(prompts_csv) if prompts_csv else []
-    matched, _ = gen.match_prompts(images, rows, seed_start, gen.read_manifest(generated_dir)) if rows else ([None] * len(images), images)
+    matched, _, rows, seed_start = gen.match_folder(generated_dir, images, prompts_csv, seed_start, id_column,
+                                                     prompt_column)
 
     warnings = list(metrics.get("warnings") or [])
     m_counts = dict(metrics.get("counts") or {})
@@ -187,8 +195,16 @@ def build_report(
     if thumb_paths:
         make_grid(thumb_paths, os.path.join(out_dir, "grid.jpg"), cell=min(thumb_size, 192))
 
+    # What the generation run counted (submit.py's summary.json): images the model's safety checker
+    # blacked out (--safety_checker) or that came out constant weigh on the scores.
+    run = read_json_if_any(os.path.join(generated_dir, layout.RUN_SUMMARY_FILE)) or {}
+    for key, what in (("nsfw_flagged", "flagged by the safety checker (black)"),
+                      ("constant_images", "constant (every pixel the same, e.g. all black)")):
+        if run.get(key):
+            warnings.append(f"{run[key]} generated images are {what}: they are in the scores")
     counts = {
         **m_counts,
+        **{key: run[key] for key in ("nsfw_flagged", "constant_images") if key in run},
         "generated_images": len(images),
         "ignored_files": len(ignored),
         "prompt_rows": len(rows) if rows else m_counts.get("prompt_rows"),
@@ -224,7 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts_csv", help="prompts CSV, to show each sample's prompt")
     p.add_argument("--out_dir", required=True, help="report folder (not inside --generated)")
     p.add_argument("--grid_size", type=int, default=16, help="number of sample images (default 16)")
-    p.add_argument("--seed_start", type=int, default=42, help="seed of CSV row 0 (for prompt matching)")
+    p.add_argument("--seed_start", type=int, default=None,
+                   help="seed of CSV row 0, for folders another tool made (default: the folder's recorded one)")
+    p.add_argument("--id_column", help="id column of --prompts_csv (default: as submit.py: image_id or id)")
+    p.add_argument("--prompt_column", help="prompt column of --prompts_csv (default: as submit.py: prompt, caption or text)")
     p.add_argument("--thumb_size", type=int, default=256, help="longest side of the thumbnails in pixels")
     return p
 
@@ -232,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     report = build_report(args.generated, args.metrics, args.prompts_csv, args.out_dir,
-                          args.grid_size, args.seed_start, args.thumb_size)
+                          args.grid_size, args.seed_start, args.thumb_size, args.id_column, args.prompt_column)
     write_report(report, args.out_dir)
     print(f"wrote report.json, report.md, report.html ({len(report['samples'])} samples) to {args.out_dir}")
     return 0

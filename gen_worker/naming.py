@@ -13,6 +13,7 @@ _SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 # A whole number, as written by hand or as a float column ("12.0"); ASCII digits only ('²'.isdigit()).
 _WHOLE_NUMBER = re.compile(r"[0-9]+(\.0+)?", re.ASCII)
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._+-]+")
+_IMAGE_NAME = re.compile(r"(?P<stem>.+)_seed(?P<seed>[0-9]+)\.png")
 TEMP_SUFFIX = ".tmp"
 
 
@@ -31,6 +32,13 @@ def file_stem(image_id: str) -> str:
 
 def image_name(stem: str, seed: int) -> str:
     return f"{stem}_seed{seed}.png"
+
+
+def parse_image_name(name: str) -> tuple[str, int] | None:
+    """image_name's inverse: '000123_seed42.png' -> ('000123', 42); None for any other name
+    (hidden and temporary files included). The last _seed<digits> wins."""
+    match = None if name.startswith(".") else _IMAGE_NAME.fullmatch(name)
+    return (match.group("stem"), int(match.group("seed"))) if match else None
 
 
 def temp_name(final_name: str, pid: int) -> str:

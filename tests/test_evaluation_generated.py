@@ -3,6 +3,8 @@ import pytest
 from evaluation import generated as gen
 from evaluation.coco_prompts import write_prompts_csv
 from evaluation.errors import EvaluationError
+from gen_worker.errors import T2IError
+from gen_worker.naming import parse_image_name
 
 
 @pytest.mark.parametrize(
@@ -20,8 +22,8 @@ from evaluation.errors import EvaluationError
         ("123_seedx.png", None),
     ],
 )
-def test_parse_generated_name(name, expected):
-    assert gen.parse_generated_name(name) == expected
+def test_generated_names_are_parsed_with_the_generators_pattern(name, expected):
+    assert parse_image_name(name) == expected
 
 
 def test_list_generated_images_only_direct_pngs_sorted(tmp_path):
@@ -76,7 +78,7 @@ def test_match_numeric_ids_ignore_leading_zeros():
     matched, _ = gen.match_prompts([_img("7", 42)], _rows(["007"]), seed_start=42)
     assert matched[0].prompt == "p0"
     # a generator that zero-pads numeric ids in file names (COCO 42 -> 000042_seed43.png)
-    matched, unmatched = gen.match_prompts([_img("000042", 43), _img("000042", 44)], _rows(["41", "42", "42"]))
+    matched, unmatched = gen.match_prompts([_img("000042", 43), _img("000042", 44)], _rows(["41", "42", "42"]), 42)
     assert [r.prompt for r in matched] == ["p1", "p2"] and unmatched == []
 
 
@@ -88,13 +90,17 @@ def test_read_prompts_csv(tmp_path):
     # extra columns and a BOM are fine
     path.write_bytes("\ufeffimage_id,prompt,extra\n5,hello,x\n".encode("utf-8"))
     assert [(r.image_id, r.prompt) for r in gen.read_prompts_csv(str(path))] == [("5", "hello")]
-    path.write_text("id,text\n1,a\n")
-    with pytest.raises(EvaluationError, match="lacks column\\(s\\) image_id, prompt"):
+    # read as submit.py reads it: the same column names, the same overrides
+    path.write_text("id,caption\n1,a\n")
+    assert [(r.image_id, r.prompt) for r in gen.read_prompts_csv(str(path))] == [("1", "a")]
+    path.write_text("key,text_en\nk1,a\n")
+    assert [(r.image_id, r.prompt) for r in gen.read_prompts_csv(str(path), "key", "text_en")] == [("k1", "a")]
+    with pytest.raises(T2IError, match="no prompt column"):
         gen.read_prompts_csv(str(path))
     path.write_text("image_id,prompt\n")
-    with pytest.raises(EvaluationError, match="has no rows"):
+    with pytest.raises(T2IError, match="no data rows"):
         gen.read_prompts_csv(str(path))
-    with pytest.raises(EvaluationError, match="prompts CSV not found"):
+    with pytest.raises(T2IError, match="prompts CSV not found"):
         gen.read_prompts_csv(str(tmp_path / "nope.csv"))
 
 

@@ -1,5 +1,6 @@
 """FID / CLIP score end to end through the metrics CLI, with tiny random-weight networks saved by the tests."""
 
+import csv
 import json
 import os
 import pickle
@@ -189,15 +190,41 @@ def test_clip_score_with_several_captions_per_image(assets, tmp_path):
     gen = tmp_path / "gen"
     write_generated(str(gen), assets["base"][:5], ids, [42 + i for i in range(5)])
     out = tmp_path / "m.json"
+    # A folder another tool made (no settings record): its seed_start is given.
     assert metrics.main(["--generated", str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
-                         "--no_fid", "--out", str(out), "--num_workers", "2", "--batch_size", "2"]) == 0
+                         "--no_fid", "--out", str(out), "--num_workers", "2", "--batch_size", "2",
+                         "--seed_start", "42"]) == 0
     score = json.loads(out.read_text())["clip_score"]
     paths = [str(gen / f"{i}_seed{42 + k}.png") for k, i in enumerate(ids)]
     assert score == pytest.approx(_direct_clip_score(assets["clip"], paths, prompts), abs=1e-3)
+    # Without it, and without a record, the repeated ids cannot be told apart: said so.
+    with pytest.raises(EvaluationError, match="no generation_settings.json there: pass --seed_start"):
+        metrics.main(["--generated", str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
+                      "--no_fid", "--out", str(out), "--num_workers", "0"])
     # with another seed_start the rows no longer match and the ids are ambiguous -> clear error
     with pytest.raises(EvaluationError, match="5 of 5 generated images have no prompt"):
         metrics.main(["--generated", str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
                       "--no_fid", "--out", str(out), "--num_workers", "0", "--seed_start", "0"])
+
+
+def test_the_folders_recorded_seed_start_and_any_csv_submit_py_reads(assets, tmp_path):
+    """No second default seed: a folder made with --seed_start 7 is scored without repeating 7; and an
+    id,caption CSV (which submit.py accepts) is read the same way here."""
+    ids = ["7", "7", "7", "9", "9"]
+    prompts = ["a red square", "a square that is red", "red box", "blue sky", "the sky, blue"]
+    csv_path = tmp_path / "coco.csv"
+    with open(csv_path, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([("id", "caption"), *zip(ids, prompts)])
+    gen = tmp_path / "gen"
+    write_generated(str(gen), assets["base"][:5], ids, [7 + i for i in range(5)])
+    (gen / "generation_settings.json").write_text(json.dumps({"settings": {"seed_start": 7}}))
+    out = tmp_path / "m.json"
+    assert metrics.main(["--generated", str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
+                         "--no_fid", "--out", str(out), "--num_workers", "0"]) == 0
+    result = json.loads(out.read_text())
+    paths = [str(gen / f"{i}_seed{7 + k}.png") for k, i in enumerate(ids)]
+    assert result["clip_score"] == pytest.approx(_direct_clip_score(assets["clip"], paths, prompts), abs=1e-3)
+    assert result["settings"]["seed_start"] == 7
 
 
 def test_clip_preprocess_can_go_to_worker_processes(assets):

@@ -74,3 +74,17 @@ def test_pick_samples():
     assert report.pick_samples(100, 4) == [0, 33, 66, 99]
     assert report.pick_samples(100, 1) == [0]
     assert report.pick_samples(0, 4) == []
+
+
+def test_report_shows_what_the_run_counted_against_its_images(setup):
+    """Images the safety checker blacked out (--safety_checker) or that came out constant are in the scores."""
+    tmp_path, gen, csv_path, metrics = setup
+    (gen / "summary.json").write_text(json.dumps({"nsfw_flagged": 3, "constant_images": 4}))
+    out = tmp_path / "report"
+    assert report.main(["--generated", str(gen), "--metrics", str(metrics), "--prompts_csv", str(csv_path),
+                        "--out_dir", str(out), "--grid_size", "2"]) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert (data["counts"]["nsfw_flagged"], data["counts"]["constant_images"]) == (3, 4)
+    assert "3 generated images are flagged by the safety checker (black): they are in the scores" in data["warnings"]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<tr><th>flagged by the safety checker</th><td>3</td></tr>" in page
