@@ -137,6 +137,12 @@ def local_gpu_ids(args: argparse.Namespace) -> List[str]:
             raise UsageError("--gpu_ids takes GPU ids separated by spaces, e.g. --gpu_ids 0 1")
         if len(set(ids)) != len(ids):
             raise UsageError(f"--gpu_ids lists a GPU twice: {' '.join(ids)}")
+        negative = [g for g in ids if g.startswith("-")]
+        if negative:
+            raise UsageError(f"--gpu_ids {negative[0]}: GPU ids are 0 or more (see nvidia-smi)")
+        if args.device != "cpu" and not visible_gpus():
+            raise UsageError(f"--gpu_ids {' '.join(ids)}, but no GPU is visible (nvidia-smi finds none, or "
+                             "CUDA_VISIBLE_DEVICES hides them); with --device cpu they set the number of CPU workers")
         return ids
     found = visible_gpus()
     if args.device == "cpu" or (args.device == "auto" and not found):

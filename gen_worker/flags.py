@@ -98,6 +98,10 @@ def at_least(low: float) -> Check:
     return lambda value: None if value >= low else f"must be at least {low}" if low != 0 else "must be 0 or more"
 
 
+def at_most(high: float) -> Check:
+    return lambda value: None if value <= high else f"must be at most {high}"
+
+
 def more_than(low: float) -> Check:
     return lambda value: None if value > low else f"must be more than {low}"
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from gen_worker.errors import T2IError
-from gen_worker.flags import at_least, check, finite, flag, flag_fields, multiple_of, recorded_names
+from gen_worker.errors import UsageError
+from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, multiple_of, recorded_names
 
 DTYPES = ("bf16", "fp16", "fp32")
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 DEVICES = ("auto", "cuda", "cpu")
 
 
@@ -54,7 +56,7 @@ class JobSpec:
     cpu_threads: int = flag(1, group="run", checks=[at_least(1)],
                             help="torch CPU threads per worker; fixed so images do not depend on the number of workers")
     # generation settings: recorded
-    seed_start: int = flag(42, group="generation", recorded=True, checks=[at_least(0)],
+    seed_start: int = flag(42, group="generation", recorded=True, checks=[at_least(0), at_most(MAX_SEED)],
                            help="seed of sample 0; sample i uses seed_start+i")
     num_inference_steps: int = flag(20, group="generation", recorded=True, checks=[at_least(1)],
                                     help="denoising steps")
@@ -112,6 +114,9 @@ class JobSpec:
 
     def __post_init__(self) -> None:
         check(JobSpec, vars(self))
+        if self.num_samples and self.seed_start + self.num_samples - 1 > MAX_SEED:
+            raise UsageError(f"--seed_start {self.seed_start} + {self.num_samples} samples goes past {MAX_SEED}, "
+                             "the largest seed torch's generator takes")
 
     def recorded_settings(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in RECORDED_SETTINGS}

@@ -114,3 +114,24 @@ def test_help_documents_every_flag_with_its_default():
     for flag, default in [("--cluster", "local"), ("--seed_start", "42"), ("--guidance_scale", "7.5"),
                           ("--dtype", "bf16"), ("--vae_tiling", "False"), ("--gpus", "8")]:
         assert f"default: {default}" in text[text.index(flag + " "):][:700], flag
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--guidance_scale", "nan"), "--guidance_scale must be a finite number (got nan)"),
+    (("--guidance_scale", "inf"), "--guidance_scale must be a finite number (got inf)"),
+    (("--seed_start", str(2**64)), f"--seed_start must be at most {2**64 - 1}"),
+    (("--seed_start", str(2**64 - 1)), "goes past 18446744073709551615, the largest seed torch's generator takes"),
+])
+def test_numbers_that_cannot_work_are_refused(tmp_path, tiny_sd, extra, message):
+    csv = write_prompts(tmp_path / "p.csv", [("1", "a"), ("2", "b")])
+    _assert_refused(*_submit(csv, str(tmp_path / "out"), tiny_sd, *extra), message)
+
+
+def test_gpu_ids_that_cannot_work_are_refused(tmp_path, tiny_sd):
+    csv = write_prompts(tmp_path / "p.csv", [("1", "a")])
+    base = ["--prompts_csv", csv, "--output_dir", str(tmp_path / "o"), "--model_path", tiny_sd]
+    _assert_refused(run_submit("--gpu_ids", "-1", *base, *FAST), 0, "--gpu_ids -1: GPU ids are 0 or more")
+    no_gpu = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # and no nvidia-smi on this machine
+    for device in ("cuda", "auto"):
+        result = run_submit("--gpu_ids", "0", *base, "--device", device, env=no_gpu)
+        _assert_refused(result, 0, "--gpu_ids 0, but no GPU is visible")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Union
 
 from gen_worker.errors import UsageError
-from gen_worker.flags import at_least, flag, more_than, one_line_each
+from gen_worker.flags import at_least, finite, flag, more_than, one_line_each
 
 DEFAULT_GPUS = 8
 MIN_TIME_MINUTES = 5  # submitit asks SLURM for a requeue signal 90 s before the end
@@ -45,7 +45,7 @@ class SlurmOptions:
     time: Optional[int] = flag(None, group="slurm", checks=[lambda minutes: _time_problem(minutes)],
                                help="time limit per task in minutes (default: 4320 = 3 days, or the partition's "
                                     "limit if lower); a task that runs out is requeued and resumes")
-    mem_gb: float = flag(64, group="slurm", checks=[more_than(0)], help="CPU memory per task (per GPU), in GB")
+    mem_gb: float = flag(64, group="slurm", checks=[finite, more_than(0)], help="CPU memory per task (per GPU), in GB")
     cpus_per_task: int = flag(8, group="slurm", checks=[at_least(1)], help="CPU cores per task")
     constraint: Optional[str] = flag(None, group="slurm", help="node features, e.g. 'a100|h100'")
     exclude: Optional[str] = flag(None, group="slurm", help="nodes not to use, e.g. 'node[01-03]'")
