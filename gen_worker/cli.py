@@ -14,7 +14,7 @@ from gen_worker import flags
 from gen_worker.container.runtime import Container, ContainerOptions
 from gen_worker.errors import T2IError, UsageError, one_line
 from gen_worker.flags import add_flags
-from gen_worker.gpus import visible_gpus
+from gen_worker.gpus import compute_capabilities, visible_gpus
 from gen_worker.model_check import identify
 from gen_worker.model_source import check_model_path
 from gen_worker.output import layout
@@ -22,7 +22,7 @@ from gen_worker.output.record import prepare_output_dir
 from gen_worker.output.summary import command_line
 from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.slurm.options import SlurmOptions, wait_for_run
-from gen_worker.spec import JobSpec
+from gen_worker.spec import JobSpec, auto_dtype, pipeline_guidance_default
 
 
 # The option groups of --help, in order; each flag field (spec.py, slurm/options.py,
@@ -116,10 +116,17 @@ def _check_output_dir(path: str) -> None:
         raise UsageError(f"cannot write to --output_dir {path}: {err.strerror}") from None
 
 
-def build_spec(args: argparse.Namespace) -> Tuple[JobSpec, List[Sample]]:
-    """Check every input; return (spec, samples). Raises a T2IError with a one-line message."""
+def build_spec(args: argparse.Namespace, gpu_ids: Sequence[str] = ()) -> Tuple[JobSpec, List[Sample]]:
+    """Check every input; return (spec, samples). Raises a T2IError with a one-line message.
+    The settings whose default depends on the model or the device are resolved here, so that the folder
+    records the values used: --guidance_scale (the pipeline's own), --dtype auto (on gpu_ids' GPUs)."""
     values = flags.checked_values(JobSpec, args)
     model_path = check_model_path(args.model_path)
+    if values["guidance_scale"] is None:
+        values["guidance_scale"] = pipeline_guidance_default(model_path)
+    if values["dtype"] == "auto":
+        on_gpu = args.device != "cpu" and [g for g in gpu_ids if g]
+        values["dtype"] = auto_dtype(args.device, compute_capabilities(gpu_ids) if on_gpu else [])
     samples = load_samples(args.prompts_csv, args.seed_start, args.num_samples, args.id_column, args.prompt_column)
     output_dir = os.path.abspath(args.output_dir)
     _check_output_dir(output_dir)
@@ -197,7 +204,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         if args.cluster == "slurm":
             from gen_worker.slurm.submit import submit_to_slurm
             options = SlurmOptions(**flags.checked_values(SlurmOptions, args))
-            spec, samples = build_spec(args)  # --device auto stays auto: the submit host may have no GPU
+            # --device auto stays auto: the submit host may have no GPU (--dtype auto: bf16 unless --device cpu)
+            spec, samples = build_spec(args)
             # submitit's folder is named by its host path in the sbatch script: seen there inside too.
             container = container_for(args, spec, same_path=[os.path.join(spec.output_dir, layout.SUBMITIT_DIR)])
             return submit_to_slurm(spec, samples, options, command, args.allow_settings_change, container,
@@ -205,7 +213,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         gpu_ids = local_gpu_ids(args)
         if args.device == "auto":
             args.device = "cpu" if gpu_ids == [""] else "cuda"
-        spec, samples = build_spec(args)
+        spec, samples = build_spec(args, gpu_ids)
         # SLURM tasks queued into this folder earlier may start any time: not together with a local run.
         # Checked first (running tasks hold the lock, whose message would name their long-gone
         # submitter), and again under the lock.

@@ -1,6 +1,19 @@
 """Which GPUs this machine shows, found without importing torch (the submitter must start fast)."""
 import os
 import subprocess
+from typing import Dict, List, Optional, Sequence
+
+
+def _nvidia_smi(query: str) -> Optional[List[str]]:
+    """The lines nvidia-smi answers --query-gpu=<query> with; None when it cannot run or fails."""
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
 def visible_gpus() -> list[str]:
@@ -10,11 +23,15 @@ def visible_gpus() -> list[str]:
         ids = [part.strip() for part in listed.split(",") if part.strip()]
         # CUDA stops at the first invalid entry, conventionally -1 ("hide every GPU").
         return ids[:ids.index("-1")] if "-1" in ids else ids
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    if out.returncode != 0:
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return _nvidia_smi("index") or []
+
+
+def compute_capabilities(gpu_ids: Sequence[str]) -> List[str]:
+    """The compute capability ("8.6") of each of these GPUs (nvidia-smi indices or UUIDs) that nvidia-smi
+    reports; the ones it does not are left out ([] when it cannot run)."""
+    caps: Dict[str, str] = {}
+    for line in _nvidia_smi("index,uuid,compute_cap") or []:
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            caps[parts[0]] = caps[parts[1]] = parts[2]
+    return [caps[g] for g in gpu_ids if g in caps]

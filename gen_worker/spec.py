@@ -14,13 +14,13 @@ import importlib.util
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from gen_worker.errors import T2IError
 from gen_worker.errors import UsageError
 from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, multiple_of, recorded_names
 
-DTYPES = ("bf16", "fp16", "fp32")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 DEVICES = ("auto", "cuda", "cpu")
 
@@ -37,6 +37,85 @@ def diffusers_scheduler(name: str) -> Optional[str]:
         return None  # the worker checks it again against the diffusers it imports
     known = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and str(n.value).endswith("Scheduler")}
     return None if name in known else "is not a diffusers scheduler class (e.g. DPMSolverMultistepScheduler)"
+
+
+def _diffusers_folder() -> Optional[str]:
+    found = importlib.util.find_spec("diffusers")
+    folders = (found.submodule_search_locations or []) if found else []
+    return folders[0] if folders else None
+
+
+def _call_guidance_default(class_name: str) -> Optional[float]:
+    """The `guidance_scale` default of a diffusers pipeline class's __call__, read from its source."""
+    root = _diffusers_folder()
+    if root is None or not class_name.isidentifier():
+        return None
+    marker = f"class {class_name}("
+    for folder, _, files in os.walk(os.path.join(root, "pipelines")):
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    text = f.read()
+                if marker not in text:
+                    continue
+                tree = ast.parse(text)
+            except (OSError, SyntaxError):
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ClassDef) and node.name == class_name:
+                    return _guidance_default_in(node)
+    return None
+
+
+def _guidance_default_in(cls: ast.ClassDef) -> Optional[float]:
+    for node in cls.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "__call__":
+            args = node.args
+            positional = args.posonlyargs + args.args
+            pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+            for arg, default in pairs:
+                if arg.arg == "guidance_scale" and isinstance(default, ast.Constant) \
+                        and isinstance(default.value, (int, float)) and not isinstance(default.value, bool):
+                    return float(default.value)
+    return None
+
+
+def pipeline_guidance_default(model_path: str) -> float:
+    """--guidance_scale's default: the one of the model's pipeline class (Flux 3.5, SD 7.5, ...), read from
+    model_index.json and diffusers' source (no torch). UsageError when it cannot be told here."""
+    folder: Optional[str] = model_path if os.path.isdir(model_path) else None
+    if folder is None:
+        try:
+            from huggingface_hub import snapshot_download
+            folder = snapshot_download(model_path, local_files_only=True)
+        except Exception:  # not in the cache (huggingface_hub raises several types for that)
+            raise UsageError(f"--model_path {model_path} is not downloaded yet, so its pipeline's default "
+                             "guidance scale cannot be read here: give --guidance_scale") from None
+    try:
+        with open(os.path.join(folder, "model_index.json"), encoding="utf-8") as f:
+            class_name = str(json.load(f).get("_class_name", ""))
+    except (OSError, ValueError, AttributeError):
+        class_name = ""
+    found = _call_guidance_default(class_name) if class_name else None
+    if found is None:
+        raise UsageError(f"cannot read the default guidance scale of {class_name or 'the pipeline'} "
+                         f"({model_path}) from the installed diffusers: give --guidance_scale")
+    return found
+
+
+def auto_dtype(device: str, compute_capabilities: Sequence[str]) -> str:
+    """--dtype auto: fp32 on a CPU (bf16 is emulated there, several times slower), bf16 on GPUs of compute
+    capability 8.0 or more (Ampere and newer), fp16 when any GPU is older."""
+    if device == "cpu":
+        return "fp32"
+    try:
+        oldest = min(tuple(int(part) for part in cap.split(".")) for cap in compute_capabilities)
+    except ValueError:  # none known: the nodes of a SLURM run, unseen from the submit host
+        return "bf16"
+    return "bf16" if oldest >= (8, 0) else "fp16"
 
 
 @dataclass
@@ -60,14 +139,17 @@ class JobSpec:
                            help="seed of sample 0; sample i uses seed_start+i")
     num_inference_steps: int = flag(20, group="generation", recorded=True, checks=[at_least(1)],
                                     help="denoising steps")
-    guidance_scale: float = flag(7.5, group="generation", recorded=True, checks=[finite, at_least(0)],
-                                 help="classifier-free guidance scale")
+    guidance_scale: Optional[float] = flag(None, group="generation", recorded=True, checks=[finite, at_least(0)],
+                                           help="classifier-free guidance scale (default: the pipeline's own, "
+                                                "e.g. 3.5 for Flux, 7.5 for SD, read from diffusers and recorded)")
     height: int = flag(480, group="generation", recorded=True, checks=[at_least(1), multiple_of(8)],
                        help="image height in pixels (multiple of 8)")
     width: int = flag(832, group="generation", recorded=True, checks=[at_least(1), multiple_of(8)],
                       help="image width in pixels (multiple of 8)")
-    dtype: str = flag("bf16", group="generation", recorded=True, choices=DTYPES,
-                      help="weights and compute precision")
+    dtype: str = flag("auto", group="generation", recorded=True, choices=DTYPES,
+                      help="weights and compute precision; auto: fp32 on CPU, bf16 on GPUs of compute capability "
+                           "8.0+, fp16 on older ones (SLURM: bf16 unless --device cpu, the nodes' GPUs being "
+                           "unknown here); the precision used is recorded")
     scheduler: Optional[str] = flag(None, group="generation", recorded=True, checks=[diffusers_scheduler],
                                     metavar="CLASS",
                                     help="diffusers scheduler class to sample with, e.g. DPMSolverMultistepScheduler, "

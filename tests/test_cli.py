@@ -111,8 +111,8 @@ def test_help_documents_every_flag_with_its_default():
             continue  # required, or repeatable (nothing by default)
         shown = "default:" in f.metadata["help"] or f"(default: {f.default})" in section
         assert shown and "default:" in section, f.name
-    for flag, default in [("--cluster", "local"), ("--seed_start", "42"), ("--guidance_scale", "7.5"),
-                          ("--dtype", "bf16"), ("--vae_tiling", "False"), ("--gpus", "8")]:
+    for flag, default in [("--cluster", "local"), ("--seed_start", "42"), ("--guidance_scale", "the pipeline's own"),
+                          ("--dtype", "auto"), ("--vae_tiling", "False"), ("--gpus", "8")]:
         assert f"default: {default}" in text[text.index(flag + " "):][:700], flag
 
 

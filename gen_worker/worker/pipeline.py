@@ -61,6 +61,10 @@ def load_pipeline(model_path: str, dtype: str, device: str, safety_checker: bool
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()  # per-component bars only clutter the worker log
+    if dtype == "auto":  # a spec not made by the submitter (which records the dtype it resolves)
+        from gen_worker.spec import auto_dtype
+        caps = [".".join(map(str, torch.cuda.get_device_capability()))] if device == "cuda" else []
+        dtype = auto_dtype(device, caps)
     kwargs: Dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False,
                               _dtype_argument_name(): TORCH_DTYPES[dtype]}
     if _has_safety_checker(model_path):
@@ -237,13 +241,14 @@ class ImageMaker:
             use_scheduler(pipe, spec.scheduler)
         params = inspect.signature(pipe.__call__).parameters
         self.is_video = "num_frames" in params
-        kwargs = {
+        kwargs: Dict[str, Any] = {
             "num_inference_steps": spec.num_inference_steps,
-            "guidance_scale": spec.guidance_scale,
             "height": spec.height,
             "width": spec.width,
             "output_type": "np",
         }
+        if spec.guidance_scale is not None:  # None (a spec not made by the submitter): the pipeline's own
+            kwargs["guidance_scale"] = spec.guidance_scale
         if self.is_video:
             frames = spec.num_frames
             if spec.enable_half_frame:
