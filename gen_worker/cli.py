@@ -14,7 +14,7 @@ from gen_worker import flags
 from gen_worker.container.runtime import Container, ContainerOptions
 from gen_worker.errors import T2IError, UsageError, one_line
 from gen_worker.flags import add_flags
-from gen_worker.gpus import visible_gpus
+from gen_worker.gpus import select_gpus, visible_gpus
 from gen_worker.model_check import identify
 from gen_worker.model_source import check_model_path
 from gen_worker.output import layout
@@ -140,7 +140,10 @@ def local_gpu_ids(args: argparse.Namespace) -> List[str]:
         negative = [g for g in ids if g.startswith("-")]
         if negative:
             raise UsageError(f"--gpu_ids {negative[0]}: GPU ids are 0 or more (see nvidia-smi)")
-        if args.device != "cpu" and not visible_gpus():
+        visible = visible_gpus()
+        if visible:  # indices into the visible GPUs, as torch counts them
+            return select_gpus(ids, visible)
+        if args.device != "cpu":
             raise UsageError(f"--gpu_ids {' '.join(ids)}, but no GPU is visible (nvidia-smi finds none, or "
                              "CUDA_VISIBLE_DEVICES hides them); with --device cpu they set the number of CPU workers")
         return ids

@@ -1,6 +1,9 @@
 """Which GPUs this machine shows, found without importing torch (the submitter must start fast)."""
 import os
 import subprocess
+from typing import Sequence
+
+from gen_worker.errors import UsageError
 
 
 def visible_gpus() -> list[str]:
@@ -18,3 +21,20 @@ def visible_gpus() -> list[str]:
     if out.returncode != 0:
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def select_gpus(ids: Sequence[str], visible: Sequence[str]) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES value of each --gpu_ids entry: ids are indices into `visible` (as torch
+    counts GPUs), and each worker gets the visible entry at its index, kept as is (an id, UUID or MIG id)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    source = f"CUDA_VISIBLE_DEVICES={listed}" if listed else "nvidia-smi"
+    chosen = []
+    for gpu in ids:
+        if not gpu.isdigit():
+            raise UsageError(f"--gpu_ids {gpu}: GPU ids are indices into the visible GPUs "
+                             f"(0 to {len(visible) - 1}, {source})")
+        if int(gpu) >= len(visible):
+            raise UsageError(f"--gpu_ids {gpu}: there are {len(visible)} visible GPUs ({source}): GPU ids are "
+                             f"indices 0 to {len(visible) - 1} into them")
+        chosen.append(visible[int(gpu)])
+    return chosen

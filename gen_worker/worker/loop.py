@@ -100,12 +100,23 @@ def library_versions() -> dict[str, str]:
             "t2i-batch spec": SPEC_VERSION}
 
 
+def gpu_uuid(properties: Any) -> str | None:
+    """The GPU's UUID as nvidia-smi -L writes it ("GPU-..."; a MIG instance's own), None where torch has none."""
+    uuid = getattr(properties, "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
 def _environment(device: str) -> dict[str, Any]:
     import torch
     env = {"hostname": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
            "device": device, **library_versions()}
+    env["gpu_uuid"] = None
     if device == "cuda":
         env["gpu_name"] = torch.cuda.get_device_name(0)
+        env["gpu_uuid"] = gpu_uuid(torch.cuda.get_device_properties(0))
     for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_NODEID"):
         if key in os.environ:
             env[key.lower()] = os.environ[key]
