@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups["run"].add_argument("--cluster", choices=("local", "slurm"), default="local",
                                help="local: one subprocess per GPU on this machine; slurm: submit through submitit")
     groups["run"].add_argument("--gpu_ids", nargs="+", default=None, metavar="ID",
-                               help="GPUs to use, one worker each (local mode); default: every visible GPU. "
+                               help="GPUs to use, one worker each (local mode): indices into the visible GPUs, as torch "
+                                    "counts them (under CUDA_VISIBLE_DEVICES=4,5, 0 is GPU 4); default: every visible GPU. "
                                     "With --device cpu they still set the number of workers")
     groups["run"].add_argument("--ignore_recorded_slurm_jobs", action="store_true",
                                help="local mode: start even when squeue cannot tell whether the SLURM jobs recorded "
