@@ -5,8 +5,8 @@ disk yet, call the pipeline with one generator per sample and hand the images to
 which save each one atomically and count it once it is on disk; the next call starts at once.
 A sample that raises is written to failed_prompts_gpu{k}.txt and the loop goes on; a block that
 runs out of GPU memory is split and retried (oom.py); a CUDA error that leaves the GPU context
-unusable (illegal memory access, device-side assert) stops the worker at once. Each image is checked on the float array the
-pipeline returned (cheap, no second decode): NaN or Inf fails its sample ("non-finite output"); a
+unusable (illegal memory access, device-side assert) stops the worker at once. Each image is
+checked on the float array the pipeline returned (cheap, no second decode): NaN or Inf fails its sample ("non-finite output"); a
 constant image (every pixel the same, e.g. all black) is written but counted and warned about.
 """
 import json
