@@ -14,7 +14,7 @@ from gen_worker import flags
 from gen_worker.container.runtime import Container, ContainerOptions
 from gen_worker.errors import T2IError, UsageError, one_line
 from gen_worker.flags import add_flags
-from gen_worker.gpus import compute_capabilities, visible_gpus
+from gen_worker.gpus import compute_capabilities, select_gpus, visible_gpus
 from gen_worker.model_check import identify
 from gen_worker.model_source import check_model_path
 from gen_worker.output import layout
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups["run"].add_argument("--cluster", choices=("local", "slurm"), default="local",
                                help="local: one subprocess per GPU on this machine; slurm: submit through submitit")
     groups["run"].add_argument("--gpu_ids", nargs="+", default=None, metavar="ID",
-                               help="GPUs to use, one worker each (local mode); default: every visible GPU. "
+                               help="GPUs to use, one worker each (local mode): indices into the visible GPUs, as torch "
+                                    "counts them (under CUDA_VISIBLE_DEVICES=4,5, 0 is GPU 4); default: every visible GPU. "
                                     "With --device cpu they still set the number of workers")
     groups["run"].add_argument("--ignore_recorded_slurm_jobs", action="store_true",
                                help="local mode: start even when squeue cannot tell whether the SLURM jobs recorded "
@@ -147,7 +148,10 @@ def local_gpu_ids(args: argparse.Namespace) -> List[str]:
         negative = [g for g in ids if g.startswith("-")]
         if negative:
             raise UsageError(f"--gpu_ids {negative[0]}: GPU ids are 0 or more (see nvidia-smi)")
-        if args.device != "cpu" and not visible_gpus():
+        visible = visible_gpus()
+        if visible:  # indices into the visible GPUs, as torch counts them
+            return select_gpus(ids, visible)
+        if args.device != "cpu":
             raise UsageError(f"--gpu_ids {' '.join(ids)}, but no GPU is visible (nvidia-smi finds none, or "
                              "CUDA_VISIBLE_DEVICES hides them); with --device cpu they set the number of CPU workers")
         return ids

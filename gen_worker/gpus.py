@@ -3,6 +3,8 @@ import os
 import subprocess
 from typing import Dict, List, Optional, Sequence
 
+from gen_worker.errors import UsageError
+
 
 def _nvidia_smi(query: str) -> Optional[List[str]]:
     """The lines nvidia-smi answers --query-gpu=<query> with; None when it cannot run or fails."""
@@ -35,3 +37,20 @@ def compute_capabilities(gpu_ids: Sequence[str]) -> List[str]:
         if len(parts) == 3:
             caps[parts[0]] = caps[parts[1]] = parts[2]
     return [caps[g] for g in gpu_ids if g in caps]
+
+
+def select_gpus(ids: Sequence[str], visible: Sequence[str]) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES value of each --gpu_ids entry: ids are indices into `visible` (as torch
+    counts GPUs), and each worker gets the visible entry at its index, kept as is (an id, UUID or MIG id)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    source = f"CUDA_VISIBLE_DEVICES={listed}" if listed else "nvidia-smi"
+    chosen = []
+    for gpu in ids:
+        if not gpu.isdigit():
+            raise UsageError(f"--gpu_ids {gpu}: GPU ids are indices into the visible GPUs "
+                             f"(0 to {len(visible) - 1}, {source})")
+        if int(gpu) >= len(visible):
+            raise UsageError(f"--gpu_ids {gpu}: there are {len(visible)} visible GPUs ({source}): GPU ids are "
+                             f"indices 0 to {len(visible) - 1} into them")
+        chosen.append(visible[int(gpu)])
+    return chosen

@@ -239,3 +239,15 @@ def test_unsafe_ids_never_write_outside_the_output_dir(tiny_sd, tmp_path):
     assert sorted(mapping) == sorted(raw for raw, _ in rows)  # the original ids are recorded
     assert sorted(mapping.values()) == sorted(made)
     assert all("/" not in name and not name.startswith(".") for name in made)
+
+
+def test_gpu_ids_are_indices_into_cuda_visible_devices(tiny_sd, tmp_path):
+    csv = write_prompts(tmp_path / "p.csv", PROMPTS[:2])
+    out = str(tmp_path / "out")
+    result = run_submit("--gpu_ids", "0", "1", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd,
+                        *FAST, env=dict(os.environ, CUDA_VISIBLE_DEVICES="4,5"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = _summaries(out)
+    assert [s["cuda_visible_devices"] for s in summaries] == ["4", "5"]
+    assert [s["gpu_uuid"] for s in summaries] == [None, None]  # CPU workers
+    assert "GPU 4: 100%" in result.stderr and "GPU 5: 100%" in result.stderr

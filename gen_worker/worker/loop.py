@@ -4,8 +4,9 @@ One clear loop, in the spirit of EDM's generate.py: for each block of samples th
 disk yet, call the pipeline with one generator per sample and hand the images to writer threads,
 which save each one atomically and count it once it is on disk; the next call starts at once.
 A sample that raises is written to failed_prompts_gpu{k}.txt and the loop goes on; a block that
-runs out of GPU memory is split and retried (oom.py). Each image is checked on the float array the
-pipeline returned (cheap, no second decode): NaN or Inf fails its sample ("non-finite output"); a
+runs out of GPU memory is split and retried (oom.py); a CUDA error that leaves the GPU context
+unusable (illegal memory access, device-side assert) stops the worker at once. Each image is
+checked on the float array the pipeline returned (cheap, no second decode): NaN or Inf fails its sample ("non-finite output"); a
 constant image (every pixel the same, e.g. all black) is written but counted and warned about.
 """
 import json
@@ -100,12 +101,23 @@ def library_versions() -> dict[str, str]:
             "t2i-batch spec": SPEC_VERSION}
 
 
+def gpu_uuid(properties: Any) -> str | None:
+    """The GPU's UUID as nvidia-smi -L writes it ("GPU-..."; a MIG instance's own), None where torch has none."""
+    uuid = getattr(properties, "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
 def _environment(device: str) -> dict[str, Any]:
     import torch
     env = {"hostname": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
            "device": device, **library_versions()}
+    env["gpu_uuid"] = None
     if device == "cuda":
         env["gpu_name"] = torch.cuda.get_device_name(0)
+        env["gpu_uuid"] = gpu_uuid(torch.cuda.get_device_properties(0))
     for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_NODEID"):
         if key in os.environ:
             env[key.lower()] = os.environ[key]
@@ -267,7 +279,7 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Sequence[list[Sample]], 
             return err
         return Made(sample, image, constant, sample.index in maker.nsfw_flagged)
 
-    make = SplitOnOutOfMemory(maker.make)
+    make = SplitOnOutOfMemory(maker.make, recover=maker.restore_dtypes)
     # Two blocks of images may wait: the GPU never waits for the disk unless the disk is slower.
     writer = ImageWriter(save, outcomes.written, max_pending=max(4, 2 * spec.batch_size))
     generate_start = time.time()
@@ -287,6 +299,9 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Sequence[list[Sample]], 
                     writer.put(made)
             summary.update(generate_seconds=round(time.time() - generate_start, 3), oom_splits=make.splits,
                            writer_wait_seconds=round(writer.wait_seconds, 3))
+            if make.sticky is not None:  # every later call would fail too
+                raise WorkerError(f"stopping after a CUDA error on samples {[s.index for s, _ in failures]} "
+                                  f"({one_line(make.sticky)[:300]}): the GPU context is unusable; rerun to resume")
             if outcomes.nothing_works(writer):
                 raise WorkerError(f"the first {outcomes.progress['failed']} samples all failed, stopping; "
                                   f"last error: {outcomes.last_error}")

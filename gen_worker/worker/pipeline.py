@@ -237,6 +237,8 @@ class ImageMaker:
         self.pipe = pipe
         self.name = type(pipe).__name__
         self.nsfw_flagged: set[int] = set()
+        vae = getattr(pipe, "vae", None)
+        self.vae_dtype = getattr(vae, "dtype", None)
         if spec.scheduler:
             use_scheduler(pipe, spec.scheduler)
         params = inspect.signature(pipe.__call__).parameters
@@ -288,6 +290,15 @@ class ImageMaker:
                   "prompt_attention_mask"]
         return {"callback_on_step_end": cfg_truncation_callback(step),
                 "callback_on_step_end_tensor_inputs": [n for n in wanted if n in allowed]}
+
+    def restore_dtypes(self) -> None:
+        """After a failed call: the VAE back in the pipeline's dtype. With fp16, SDXL upcasts its VAE to
+        fp32 for decoding and casts it back after; an error in between would leave every later call
+        failing with a dtype mismatch."""
+        vae = getattr(self.pipe, "vae", None)
+        if vae is not None and self.vae_dtype is not None and vae.dtype != self.vae_dtype:
+            log.warning("the failed call left the VAE in %s: back to %s", vae.dtype, self.vae_dtype)
+            vae.to(dtype=self.vae_dtype)
 
     def make(self, samples: Sequence[Sample]) -> List[Any]:
         generators = [torch.Generator("cpu").manual_seed(s.seed) for s in samples]
