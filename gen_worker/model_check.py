@@ -134,15 +134,33 @@ def _check_shards(folder: str) -> None:
                 raise ModelCheckError(f"{folder} lacks weight shards listed in {name}: {', '.join(missing[:3])}")
 
 
+def diffusers_folder() -> Optional[str]:
+    """Where the installed diffusers' source is (None: not installed). Importing diffusers imports
+    torch (seconds), so the submitter reads its source instead."""
+    found = importlib.util.find_spec("diffusers")
+    folders = (found.submodule_search_locations or []) if found else []
+    return folders[0] if folders else None
+
+
+def source_strings(path: str) -> Optional[Set[str]]:
+    """Every string constant of a Python file (a lazy __init__ lists its exports as strings); None
+    when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError):
+        return None
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
 def _init_file(library: str) -> Optional[str]:
     """The __init__.py of a library, or of a diffusers pipeline module named as a library in
     model_index.json (SD 1.5 lists its safety checker as ["stable_diffusion", ...])."""
     if library in LIBRARIES:
         found = importlib.util.find_spec(library)
         return found.origin if found else None
-    diffusers = importlib.util.find_spec("diffusers")
-    folders = (diffusers.submodule_search_locations or []) if diffusers else []
-    init = os.path.join(folders[0], "pipelines", library, "__init__.py") if folders else ""
+    root = diffusers_folder()
+    init = os.path.join(root, "pipelines", library, "__init__.py") if root else ""
     return init if library.isidentifier() and os.path.isfile(init) else None
 
 
@@ -155,12 +173,7 @@ def _exported_names(library: str) -> Optional[Set[str]]:
         except ImportError:
             return None
     init = _init_file(library)
-    try:  # diffusers imports torch at once: read the names its lazy __init__ lists instead
-        with open(init or "", encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-    except (OSError, SyntaxError):
-        return None
-    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    return source_strings(init) if init else None
 
 
 def _check_classes(path: str, index: dict) -> None:

@@ -10,15 +10,14 @@ may change the last bits of a pixel, not what the image shows (README, "Speed").
 import ast
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence
 
-from gen_worker.errors import T2IError
-from gen_worker.errors import UsageError
+from gen_worker.errors import T2IError, UsageError
 from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, multiple_of, recorded_names
+from gen_worker.model_check import diffusers_folder, source_strings
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
@@ -27,27 +26,17 @@ DEVICES = ("auto", "cuda", "cpu")
 
 def diffusers_scheduler(name: str) -> Optional[str]:
     """A scheduler class diffusers exports, found in its source (importing diffusers takes seconds)."""
-    found = importlib.util.find_spec("diffusers")
-    folders = (found.submodule_search_locations or []) if found else []
-    init = os.path.join(folders[0], "schedulers", "__init__.py") if folders else ""
-    try:
-        with open(init, encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-    except (OSError, SyntaxError):
+    root = diffusers_folder()
+    known = source_strings(os.path.join(root, "schedulers", "__init__.py")) if root else None
+    if known is None:
         return None  # the worker checks it again against the diffusers it imports
-    known = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and str(n.value).endswith("Scheduler")}
-    return None if name in known else "is not a diffusers scheduler class (e.g. DPMSolverMultistepScheduler)"
-
-
-def _diffusers_folder() -> Optional[str]:
-    found = importlib.util.find_spec("diffusers")
-    folders = (found.submodule_search_locations or []) if found else []
-    return folders[0] if folders else None
+    schedulers = {n for n in known if n.endswith("Scheduler")}
+    return None if name in schedulers else "is not a diffusers scheduler class (e.g. DPMSolverMultistepScheduler)"
 
 
 def _call_guidance_default(class_name: str) -> Optional[float]:
     """The `guidance_scale` default of a diffusers pipeline class's __call__, read from its source."""
-    root = _diffusers_folder()
+    root = diffusers_folder()
     if root is None or not class_name.isidentifier():
         return None
     marker = f"class {class_name}("
