@@ -152,5 +152,9 @@ def run_local(spec: JobSpec, samples: Sequence[Sample], gpu_ids: Sequence[str], 
     for line in final_lines(summary):
         print(line, file=sys.stderr)
     if interrupted:
+        # The run is over: a Ctrl+C arriving now, while Python exits (it restores the default handler,
+        # which kills the process), must not turn exit status 130 into death by SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return 130
     return exit_status(summary, all(w["exit_code"] == 0 for w in workers))
