@@ -22,6 +22,7 @@ from gen_worker.model_check import diffusers_folder, source_strings
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 DEVICES = ("auto", "cuda", "cpu")
+SCHEDULES = ("dynamic", "static")
 
 
 def diffusers_scheduler(name: str) -> Optional[str]:
@@ -123,6 +124,13 @@ class JobSpec:
     device: str = flag("auto", group="run", choices=DEVICES, help="auto: cuda when a GPU is visible")
     cpu_threads: int = flag(1, group="run", checks=[at_least(1)],
                             help="torch CPU threads per worker; fixed so images do not depend on the number of workers")
+    schedule: str = flag("dynamic", group="run", choices=SCHEDULES,
+                         help="dynamic: workers claim blocks of --batch_size samples from a queue in the output folder, "
+                              "taking over those of a dead worker, and a run may be joined; static: worker k of N "
+                              "makes blocks k, k+N, ... (same images either way)")
+    lease_seconds: float = flag(120.0, group="run", checks=[finite, at_least(1)],
+                                help="--schedule dynamic: a worker whose heartbeat (every lease/4 s) has not moved "
+                                     "for this long is dead and its blocks are taken over")
     # generation settings: recorded
     seed_start: int = flag(42, group="generation", recorded=True, checks=[at_least(0), at_most(MAX_SEED)],
                            help="seed of sample 0; sample i uses seed_start+i")

@@ -13,6 +13,7 @@
       logs/verified_images.tsv, logs/written_gpu{k}.tsv   images known good, by name, size, mtime, inode
       logs/slurm_jobs.json              SLURM mode: the jobs each submission queued
       logs/submitit/<job id>/           SLURM mode: submitit's files and logs, one folder per job
+      claims/                           --schedule dynamic: the block queue, leases and heartbeats (output/claims.py)
 """
 import os
 
@@ -27,6 +28,7 @@ SUBMITIT_DIR = os.path.join(LOGS_DIR, "submitit")
 RESUME_CHECK_FILE = os.path.join(LOGS_DIR, "resume_check.json")
 VERIFIED_FILE = os.path.join(LOGS_DIR, "verified_images.tsv")  # images known whole and right, by stat
 QUARANTINE_DIR = "quarantine"
+CLAIMS_DIR = "claims"
 QUARANTINE_SUFFIX = ".rejected"  # a quarantined image is no *.png: FID tools glob recursively
 
 

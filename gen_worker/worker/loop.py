@@ -15,7 +15,8 @@ import os
 import socket
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from gen_worker.output.progress import WorkerProgress
 from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.output.lock import RunLock
 from gen_worker.output.record import existing_images, stat_record
+from gen_worker.output.claims import BlockQueue, done_blocks
 from gen_worker.sharding import worker_blocks
 from gen_worker.errors import T2IError, one_line
 from gen_worker.spec import SPEC_VERSION, JobSpec, check_version
@@ -172,6 +174,7 @@ class _Outcomes:
         self.output_dir, self.worker_index, self.progress = spec.output_dir, worker_index, progress
         self.summary, self.started = summary, started
         self.last_error = ""  # one line
+        self.blocks = _PendingBlocks()
 
     def failed(self, failures: Sequence[tuple[Sample, BaseException]]) -> None:
         """failures: (sample, exception) pairs."""
@@ -185,6 +188,12 @@ class _Outcomes:
 
     def written(self, item: Made, created: bool | None, error: Exception | None) -> None:
         """The image writer's report on one item."""
+        try:
+            self._written(item, created, error)
+        finally:
+            self.blocks.reported(item.sample)
+
+    def _written(self, item: Made, created: bool | None, error: Exception | None) -> None:
         if error is not None:
             self.failed([(item.sample, error)])
             return
@@ -210,6 +219,37 @@ class _Outcomes:
         return self.progress["generated"] == 0
 
 
+class _PendingBlocks:
+    """Blocks whose images the writer threads have not all reported yet; `on_done(block)` runs once
+    every image of a block is written or failed (dynamic schedule: the block's .done marker)."""
+
+    def __init__(self, on_done: Callable[[int], object] = lambda block: None) -> None:
+        self.on_done = on_done
+        self._lock = threading.Lock()
+        self._left: dict[int, int] = {}
+        self._block_of: dict[str, int] = {}
+
+    def made(self, block: int, queued: Sequence[Sample]) -> None:
+        """Call before the images are queued for writing."""
+        with self._lock:
+            self._left[block] = len(queued)
+            self._block_of.update((s.file_name, block) for s in queued)
+        if not queued:
+            self.on_done(block)
+
+    def reported(self, sample: Sample) -> None:
+        with self._lock:
+            block = self._block_of.pop(sample.file_name, None)
+            if block is None:
+                return
+            self._left[block] -= 1
+            finished = self._left[block] == 0
+            if finished:
+                del self._left[block]
+        if finished:
+            self.on_done(block)
+
+
 def _import_diffusers() -> None:
     """Import diffusers' pipelines up front, so that their cost is reported apart from loading."""
     import diffusers
@@ -223,17 +263,24 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     if spec.samples_fingerprint and fingerprint(samples) != spec.samples_fingerprint:
         raise WorkerError(f"{spec.prompts_csv} changed after the run was submitted; submit again")
     _check_model_unchanged(spec)
-    blocks = [[samples[i] for i in block]
-              for block in worker_blocks(len(samples), worker_index, num_workers, spec.batch_size)]
     done = existing_images(spec.output_dir)
-    todo = [b for b in blocks if any(s.file_name not in done for s in b)]
-    on_disk = sum(s.file_name in done for b in blocks for s in b)
-    progress.update(state="loading", total=sum(len(b) for b in blocks), skipped=on_disk)
+    if spec.schedule == "static":
+        blocks = {b[0] // spec.batch_size: [samples[i] for i in b]
+                  for b in worker_blocks(len(samples), worker_index, num_workers, spec.batch_size)}
+        on_disk = sum(s.file_name in done for b in blocks.values() for s in b)
+        total = sum(len(b) for b in blocks.values())
+    else:  # every block, claimed one by one; the progress counts what this worker makes of what is missing
+        blocks = {b: samples[i:i + spec.batch_size] for b, i in enumerate(range(0, len(samples), spec.batch_size))}
+        on_disk, total = 0, sum(s.file_name not in done for s in samples)
+    complete = {b for b, block in blocks.items() if all(s.file_name in done for s in block)}
+    if spec.schedule == "dynamic":
+        complete |= done_blocks(spec.output_dir)
+    progress.update(state="loading", total=total, skipped=on_disk)
     import_start = time.time()
     from gen_worker.worker.pipeline import ImageMaker, apply_speed_options, load_pipeline, resolve_device
     _set_torch_threads(spec.cpu_threads)
     device = summary["device"] = resolve_device(spec.device)
-    if not todo:
+    if len(complete) == len(blocks):
         return
     _import_diffusers()
     summary["import_seconds"] = round(time.time() - import_start, 3)
@@ -248,7 +295,20 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
              worker_index, num_workers, maker.name, device, spec.batch_size, summary.get("speed_options"),
              progress["total"] - on_disk, on_disk)
     progress.update(state="generating")
-    _generate(spec, maker, todo, done, _Outcomes(spec, worker_index, progress, summary, started), summary)
+    outcomes = _Outcomes(spec, worker_index, progress, summary, started)
+    if spec.schedule == "static":
+        _generate(spec, maker, [(b, block) for b, block in blocks.items() if b not in complete], done, outcomes,
+                  summary)
+        return
+    queue = BlockQueue(spec.output_dir, len(blocks), spec.lease_seconds)
+    outcomes.blocks.on_done = queue.done
+    summary["worker_id"] = queue.worker
+    progress.update(worker_id=queue.worker)
+    try:
+        _generate(spec, maker, ((b, blocks[b]) for b in queue.blocks(complete)), done, outcomes, summary)
+    finally:
+        queue.close()
+        summary.update(blocks_claimed=queue.claimed, blocks_taken_over=queue.taken_over)
 
 
 def _check_model_unchanged(spec: JobSpec) -> None:
@@ -263,9 +323,10 @@ def _check_model_unchanged(spec: JobSpec) -> None:
                           f"({', '.join(changed) or 'its files'}): submit again to check it")
 
 
-def _generate(spec: JobSpec, maker: "ImageMaker", todo: Sequence[list[Sample]], done: set[str], outcomes: _Outcomes,
-              summary: dict[str, Any]) -> None:
-    """The loop: one pipeline call per block, while writer threads save the images of the last ones."""
+def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list[Sample]]], done: set[str],
+              outcomes: _Outcomes, summary: dict[str, Any]) -> None:
+    """The loop: one pipeline call per block, while writer threads save the images of the last ones.
+    todo: (block index, samples); dynamic scheduling claims each block as the loop asks for it."""
     versions = library_versions()
 
     def save(item: Made) -> bool:
@@ -285,7 +346,7 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Sequence[list[Sample]], 
     generate_start = time.time()
     finished = False
     try:
-        for block in todo:
+        for index, block in todo:
             call_start = time.time()
             results = [(s, r if isinstance(r, Exception) else checked(s, r)) for s, r in make(block)
                        if s.file_name not in done]  # the rest of a partly made block is made only to keep the batch
@@ -294,6 +355,7 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Sequence[list[Sample]], 
             failures = [(s, r) for s, r in results if isinstance(r, Exception)]
             if failures:
                 outcomes.failed(failures)
+            outcomes.blocks.made(index, [s for s, made in results if isinstance(made, Made)])
             for _, made in results:
                 if isinstance(made, Made):
                     writer.put(made)

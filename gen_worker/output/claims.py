@@ -1,0 +1,302 @@
+"""The block queue of --schedule dynamic, kept in output_dir/claims/ (no server: the shared file system).
+
+Block b is samples [b*batch_size, (b+1)*batch_size): the blocks of the static schedule, so a
+sample's image is the same whichever worker makes it.
+
+    claims/block{b:06d}           the claim: holds the claiming worker's id
+    claims/block{b:06d}.done      every image of the block is written or recorded as failed
+    claims/workers/<worker id>    the worker's heartbeat: a counter it rewrites every lease/4 s
+    claims/index{k}               worker index k is taken (it names summary_gpu{k}, progress_gpu{k}, ...)
+
+Claiming creates a name only if it does not exist, with os.link() of a private temporary file:
+link is atomic on the server on NFS v2/v3/v4, Lustre and GPFS (the classic NFS-safe lock; O_EXCL
+was not on NFS v2). When a link answer is lost (an NFS retry of a link that did succeed returns
+EEXIST or another error), the temporary file's link count of 2 says it did succeed.
+
+A lease never compares clocks of different hosts: an observer notes a holder's heartbeat counter
+and its OWN time.monotonic(); when the counter has not moved for lease_seconds of the observer's
+clock, the holder is dead and its unfinished claims are taken over: os.rename() of the claim to a
+name of the taker's own (rename is atomic: one renamer wins), then a new claim. The worst outcome
+of a lost race is two workers making the same block: images are created with a hard link that
+never replaces a file (atomic_files.create_once), so the second copy is skipped.
+"""
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from typing import Collection, Iterator
+
+from gen_worker.output import layout
+from gen_worker.output.atomic_files import replace_file
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0  # how often a worker with nothing to claim looks at the others' blocks
+
+
+def worker_id() -> str:
+    """Unique across hosts, restarts and joins; safe as a file name."""
+    slurm = "-".join(os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_PROCID") if k in os.environ)
+    parts = [socket.gethostname().split(".")[0], str(os.getpid()), slurm, uuid.uuid4().hex[:6]]
+    return "-".join(p for p in parts if p).replace("/", "_")
+
+
+def claims_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, layout.CLAIMS_DIR)
+
+
+def reset(output_dir: str) -> None:
+    """A new run (the submitter holds the folder's lock exclusively): forget the last run's queue, so
+    that blocks with failed samples are made again."""
+    shutil.rmtree(claims_dir(output_dir), ignore_errors=True)
+
+
+def create_name(path: str, content: str) -> bool:
+    """Create `path` holding `content` unless it exists; atomic on NFS, Lustre, GPFS. True if created."""
+    temp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(temp, "w", encoding="utf-8") as f:
+        f.write(content)
+    try:
+        os.link(temp, path)
+        return True
+    except FileExistsError:
+        return os.stat(temp).st_nlink == 2  # a retried link that had succeeded
+    except OSError:
+        if os.stat(temp).st_nlink == 2:
+            return True
+        raise
+    finally:
+        os.remove(temp)
+
+
+def done_blocks(output_dir: str) -> set[int]:
+    """The blocks marked done (one listing, not a stat per block)."""
+    try:
+        names = os.listdir(claims_dir(output_dir))
+    except FileNotFoundError:
+        return set()
+    return {int(n[5:-5]) for n in names if n.startswith("block") and n.endswith(".done") and n[5:-5].isdigit()}
+
+
+def reserve_worker_indices(output_dir: str, count: int) -> list[int]:
+    """The `count` lowest worker indices no one has taken in this run (a joining submitter gets new ones)."""
+    folder = claims_dir(output_dir)
+    os.makedirs(folder, exist_ok=True)
+    taken: list[int] = []
+    k = 0
+    while len(taken) < count:
+        if create_name(os.path.join(folder, f"index{k}"), f"{socket.gethostname()} {os.getpid()}\n"):
+            taken.append(k)
+        k += 1
+    return taken
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+class Heartbeat:
+    """A background thread rewriting claims/workers/<id> with a growing counter every lease/4 s."""
+
+    def __init__(self, output_dir: str, worker: str, lease_seconds: float) -> None:
+        self.path = os.path.join(claims_dir(output_dir), "workers", worker)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.interval = lease_seconds / 4
+        self.count = 0
+        self._stop = threading.Event()
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="claims-heartbeat", daemon=True)
+        self._thread.start()
+
+    def beat(self) -> None:
+        self.count += 1
+        replace_file(self.path, f"{self.count}\n".encode())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except OSError as err:  # a file system hiccup: the next beat may work; a long one loses the lease
+                log.warning("heartbeat %s not written: %s", self.path, err)
+
+    def stop(self) -> None:
+        """The worker ends: stop beating and remove the file (its claims are done or released)."""
+        self._stop.set()
+        self._thread.join()
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class Observer:
+    """Judges other workers alive or dead from their heartbeat counters, by this process's clock only."""
+
+    def __init__(self, output_dir: str, lease_seconds: float) -> None:
+        self.folder = os.path.join(claims_dir(output_dir), "workers")
+        self.lease = lease_seconds
+        self._seen: dict[str, tuple[str | None, float]] = {}  # worker: (counter, when it last changed)
+
+    def seconds_since_beat(self, worker: str) -> float:
+        """Seconds of this clock since `worker`'s counter was seen to change (0 on first sight)."""
+        counter, now = _read(os.path.join(self.folder, worker)), time.monotonic()
+        last = self._seen.get(worker)
+        if last is None or last[0] != counter:
+            self._seen[worker] = (counter, now)
+            return 0.0
+        return now - last[1]
+
+    def dead(self, worker: str) -> bool:
+        return self.seconds_since_beat(worker) >= self.lease
+
+
+class BlockQueue:
+    """One worker's view of the queue: claim blocks in index order, take over expired ones, mark done."""
+
+    def __init__(self, output_dir: str, num_blocks: int, lease_seconds: float, worker: str | None = None,
+                 poll_seconds: float = POLL_SECONDS) -> None:
+        self.folder = claims_dir(output_dir)
+        self.num_blocks = num_blocks
+        self.worker = worker or worker_id()
+        self.poll_seconds = min(poll_seconds, lease_seconds / 4)
+        self.observer = Observer(output_dir, lease_seconds)
+        self.claimed = 0
+        self.taken_over = 0
+        self._mine: set[int] = set()  # claimed by this worker
+        self._marked: set[int] = set()  # ... and marked done
+        self._finished: set[int] = set()  # done, or claimed by this worker
+        self._heartbeat = Heartbeat(output_dir, self.worker, lease_seconds)
+
+    def claim_path(self, block: int) -> str:
+        return os.path.join(self.folder, f"block{block:06d}")
+
+    def is_done(self, block: int) -> bool:
+        return os.path.exists(self.claim_path(block) + ".done")
+
+    def claim(self, block: int) -> bool:
+        """Claim a block no one claimed yet."""
+        if self.is_done(block) or not create_name(self.claim_path(block), self.worker + "\n"):
+            return False
+        self.claimed += 1
+        self._mine.add(block)
+        return True
+
+    def take_over(self, block: int, holder: str) -> bool:
+        """Claim a block whose holder is dead: only one of several takers wins."""
+        path = self.claim_path(block)
+        aside = f"{path}.expired-{self.worker}"
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False  # another taker was first
+        if _read(aside) != holder:  # renamed the claim a faster taker had just made: give it back
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                pass
+            os.remove(aside)
+            return False
+        if self.is_done(block) or not self.claim(block):
+            return False
+        self.taken_over += 1
+        log.info("block %d: took over from %s (no heartbeat for %.0f s)", block, holder, self.observer.lease)
+        return True
+
+    def done(self, block: int) -> None:
+        """Every image of the block is written or recorded as failed."""
+        create_name(self.claim_path(block) + ".done", self.worker + "\n")
+        self._marked.add(block)
+
+    def blocks(self, skip: Collection[int] = ()) -> Iterator[int]:
+        """The blocks this worker is to make, each claimed just before it is yielded (`skip`: blocks whose
+        images are all on disk). Once nothing is left unclaimed, waits for the other workers' blocks,
+        taking over those of dead workers; ends when every block is done or claimed by this worker."""
+        self._finished.update(skip)
+        for block in range(self.num_blocks):  # the first pass: claim in index order
+            if block not in self._finished and self.claim(block):
+                self._finished.add(block)
+                yield block
+        while True:  # nothing unclaimed: wait for the others' blocks, take over the dead ones'
+            waiting = False
+            for block in range(self.num_blocks):
+                if block in self._finished:
+                    continue
+                if self.is_done(block):
+                    self._finished.add(block)
+                    continue
+                holder = _read(self.claim_path(block))
+                if holder is None:  # released, or between a take-over's rename and link
+                    if self.claim(block):
+                        self._finished.add(block)
+                        yield block
+                    else:
+                        waiting = True
+                elif holder != self.worker and self.observer.dead(holder) and self.take_over(block, holder):
+                    self._finished.add(block)
+                    yield block
+                else:
+                    waiting = True
+            if not waiting:
+                return
+            time.sleep(self.poll_seconds)
+
+    def close(self) -> None:
+        """Stop: release this worker's claims of blocks not done (others take them at once), stop beating."""
+        for block in self._mine - self._marked:
+            if _read(self.claim_path(block)) == self.worker:
+                try:
+                    os.remove(self.claim_path(block))
+                except FileNotFoundError:
+                    pass
+        self._heartbeat.stop()
+
+
+def leases(output_dir: str, observer: Observer | None = None) -> list[dict[str, object]]:
+    """Claims not done, for `status`: block, holder, and seconds since its heartbeat was seen to change
+    (by one look at the heartbeat file's mtime against a file this process writes now: same server clock)."""
+    folder = claims_dir(output_dir)
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    now = _server_now(folder)
+    found = []
+    for name in names:
+        if not (name.startswith("block") and name[5:].isdigit()) or name + ".done" in names:
+            continue
+        holder = _read(os.path.join(folder, name))
+        if holder is None:
+            continue
+        try:
+            beat_age: float | None = max(0.0, now - os.stat(os.path.join(folder, "workers", holder)).st_mtime)
+        except FileNotFoundError:
+            beat_age = None
+        try:
+            since: float | None = max(0.0, now - os.stat(os.path.join(folder, name)).st_mtime)
+        except FileNotFoundError:
+            since = None
+        found.append({"block": int(name[5:]), "holder": holder, "heartbeat_age": beat_age, "claimed_ago": since})
+    return found
+
+
+def _server_now(folder: str) -> float:
+    """The file server's idea of now (the mtime of a file written now), to age its other files' mtimes."""
+    probe = os.path.join(folder, f".now-{uuid.uuid4().hex}")
+    try:
+        with open(probe, "w"):
+            pass
+        return os.stat(probe).st_mtime
+    except OSError:
+        return time.time()
+    finally:
+        try:
+            os.remove(probe)
+        except OSError:
+            pass

@@ -1,0 +1,153 @@
+"""The block queue of --schedule dynamic (output/claims.py): claims, leases, take-over, done markers."""
+import multiprocessing
+import os
+import threading
+import time
+
+import pytest
+
+from gen_worker.output import claims
+from gen_worker.output.claims import BlockQueue, Observer, create_name, done_blocks, leases, reserve_worker_indices
+
+
+@pytest.fixture
+def queues(tmp_path):
+    made = []
+
+    def make(num_blocks, lease=60.0, worker=None):
+        q = BlockQueue(str(tmp_path), num_blocks, lease, worker=worker, poll_seconds=0.05)
+        made.append(q)
+        return q
+    yield make
+    for q in made:
+        q._heartbeat._stop.set()
+
+
+def test_a_block_is_claimed_once(queues):
+    a, b = queues(3, worker="a"), queues(3, worker="b")
+    assert a.claim(0) and not b.claim(0) and b.claim(1)
+    assert open(a.claim_path(0)).read().strip() == "a"
+    assert a.claimed == 1 and b.claimed == 1
+
+
+def test_workers_claim_in_index_order_and_share_the_blocks(queues):
+    a, b = queues(5, worker="a"), queues(5, worker="b")
+    got_a, got_b = a.blocks(), b.blocks()
+    order = [("a", next(got_a)), ("b", next(got_b)), ("b", next(got_b)), ("a", next(got_a))]
+    assert order == [("a", 0), ("b", 1), ("b", 2), ("a", 3)]
+
+
+def test_a_done_block_is_never_claimed_and_a_worker_finding_all_done_ends_at_once(queues, tmp_path):
+    a = queues(2, worker="a")
+    assert list(a.blocks()) == [0, 1]
+    a.done(0)
+    a.done(1)
+    assert done_blocks(str(tmp_path)) == {0, 1}
+    late = queues(2, worker="late")
+    started = time.monotonic()
+    assert list(late.blocks()) == [] and time.monotonic() - started < 1
+    assert not late.claim(0)
+
+
+def test_blocks_on_disk_are_skipped(queues):
+    assert list(queues(4, worker="a").blocks(skip={0, 2})) == [1, 3]
+
+
+def test_a_live_holder_is_waited_for_and_its_done_block_is_not_made_again(queues):
+    holder, other = queues(2, worker="holder"), queues(2, worker="other")
+    assert holder.claim(0) and holder.claim(1)
+    threading.Timer(0.3, lambda: (holder.done(0), holder.done(1))).start()
+    started = time.monotonic()
+    assert list(other.blocks()) == []
+    assert time.monotonic() - started >= 0.25
+
+
+def test_a_frozen_heartbeat_expires_and_its_block_is_taken_over(queues):
+    dead = queues(2, lease=0.4, worker="dead")
+    assert dead.claim(0)
+    dead._heartbeat._stop.set()  # killed: the counter stops moving
+    live = queues(2, lease=0.4, worker="live")
+    started = time.monotonic()
+    assert list(live.blocks()) == [1, 0]
+    assert time.monotonic() - started >= 0.4  # a full lease of the observer's own clock
+    assert live.taken_over == 1 and open(live.claim_path(0)).read().strip() == "live"
+
+
+def test_a_beating_holder_does_not_expire(tmp_path, queues):
+    holder = queues(1, lease=0.4, worker="holder")
+    holder.claim(0)
+    observer = Observer(str(tmp_path), 0.4)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert not observer.dead("holder")
+        time.sleep(0.05)
+
+
+def test_release_on_close_lets_another_worker_take_the_block_without_waiting(queues):
+    a = queues(1, lease=60, worker="a")
+    assert a.claim(0)
+    a.close()
+    assert list(queues(1, lease=60, worker="b").blocks()) == [0]
+
+
+def _take_over(args):
+    folder, name, barrier = args
+    q = BlockQueue(folder, 1, 60.0, worker=name)
+    barrier.wait()
+    won = q.take_over(0, "dead")
+    q.close() if not won else q._heartbeat.stop()
+    return won
+
+
+def test_take_over_race_between_processes_has_exactly_one_winner(tmp_path):
+    for attempt in range(5):
+        folder = str(tmp_path / str(attempt))
+        os.makedirs(os.path.join(folder, "claims"))
+        create_name(os.path.join(folder, "claims", "block000000"), "dead\n")
+        with multiprocessing.Manager() as manager:
+            barrier = manager.Barrier(4)
+            with multiprocessing.Pool(4) as pool:
+                won = pool.map(_take_over, [(folder, f"w{i}", barrier) for i in range(4)])
+        assert sum(won) == 1, won
+        holder = open(os.path.join(folder, "claims", "block000000")).read().strip()
+        assert holder == f"w{won.index(True)}"
+
+
+def test_take_over_race_between_threads_has_exactly_one_winner(queues):
+    dead = queues(1, worker="dead")
+    dead.claim(0)
+    takers = [queues(1, worker=f"t{i}") for i in range(8)]
+    barrier, won = threading.Barrier(len(takers)), []
+
+    def take(q):
+        barrier.wait()
+        if q.take_over(0, "dead"):
+            won.append(q.worker)
+    threads = [threading.Thread(target=take, args=(q,)) for q in takers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and open(dead.claim_path(0)).read().strip() == won[0]
+
+
+def test_create_name_never_replaces(tmp_path):
+    path = str(tmp_path / "x")
+    assert create_name(path, "first")
+    assert not create_name(path, "second")
+    assert open(path).read() == "first" and os.listdir(tmp_path) == ["x"]
+
+
+def test_joiners_get_new_worker_indices(tmp_path):
+    assert reserve_worker_indices(str(tmp_path), 2) == [0, 1]
+    assert reserve_worker_indices(str(tmp_path), 2) == [2, 3]
+    claims.reset(str(tmp_path))
+    assert reserve_worker_indices(str(tmp_path), 1) == [0]
+
+
+def test_leases_show_holders_and_their_heartbeat(queues, tmp_path):
+    a = queues(3, worker="a")
+    a.claim(0), a.claim(1)
+    a.done(1)
+    [lease] = leases(str(tmp_path))
+    assert lease["block"] == 0 and lease["holder"] == "a" and 0 <= lease["heartbeat_age"] < 5
