@@ -18,6 +18,7 @@ from gen_worker.gpus import compute_capabilities, select_gpus, visible_gpus
 from gen_worker.model_check import identify
 from gen_worker.model_source import check_model_path
 from gen_worker.output import layout
+from gen_worker.output.lock import OutputDirBusy, RunLock
 from gen_worker.output.record import prepare_output_dir
 from gen_worker.output.summary import command_line
 from gen_worker.prompts import Sample, fingerprint, load_samples
@@ -225,13 +226,32 @@ def _run(args: argparse.Namespace, command: str) -> int:
                                         args.ignore_recorded_slurm_jobs)
         check_slurm()
         container = container_for(args, spec)
-        lock = prepare_output_dir(spec, samples, args.allow_settings_change, check=check_slurm,
-                                  adopt_existing=args.adopt_existing)
+        join = False
+        try:
+            lock = prepare_output_dir(spec, samples, args.allow_settings_change, check=check_slurm,
+                                      adopt_existing=args.adopt_existing)
+        except OutputDirBusy as busy:
+            lock, join = join_local_run(spec, busy), True
     except T2IError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from gen_worker.local import run_local
     try:
-        return run_local(spec, samples, gpu_ids, lock, command, container)
+        return run_local(spec, samples, gpu_ids, lock, command, container, join=join)
     finally:
         lock.release()
+
+
+def join_local_run(spec: JobSpec, busy: OutputDirBusy) -> RunLock:
+    """The folder's run is under way: join it (dynamic schedule, same settings) holding the lock shared
+    as its workers do, or refuse as before, saying why."""
+    from gen_worker.output.claims import CannotJoin, join_run
+    lock = RunLock(spec.output_dir)
+    lock.acquire_shared()
+    try:
+        join_run(spec, 0)  # checks only; run_local takes the indices
+    except CannotJoin as err:
+        lock.release()
+        raise OutputDirBusy(f"{busy}; it cannot be joined: {err}") from None
+    print(f"Joining the run under way in {spec.output_dir}.", file=sys.stderr)
+    return lock

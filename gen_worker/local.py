@@ -8,7 +8,7 @@ import time
 from typing import Any, Sequence
 
 from gen_worker.container.runtime import Container
-from gen_worker.output import layout
+from gen_worker.output import claims, layout
 from gen_worker.output.atomic_files import replace_file
 from gen_worker.output.lock import RunLock
 from gen_worker.output.progress_bars import ProgressBars
@@ -106,26 +106,33 @@ def _tail(path: str, lines: int = 15) -> list[str]:
 
 
 def run_local(spec: JobSpec, samples: Sequence[Sample], gpu_ids: Sequence[str], lock: RunLock, command: str,
-              container: Container | None = None) -> int:
+              container: Container | None = None, join: bool = False) -> int:
     """Run one worker per entry of gpu_ids (a CUDA_VISIBLE_DEVICES value each), each inside
-    `container` if given (a container.Container); returns the exit status."""
+    `container` if given (a container.Container); returns the exit status.
+
+    lock: held exclusively (a new run), or shared with `join` (workers added to the dynamic run under way)."""
     started = time.time()
     output_dir = spec.output_dir
     num_workers = len(gpu_ids)
-    spec_path = os.path.join(output_dir, layout.LOGS_DIR, "spec.json")
+    indices = claims.join_run(spec, num_workers) if join else claims.start_run(spec, num_workers)
+    # A joining submitter's spec may differ in what is not recorded (lease, threads): its own file.
+    spec_path = os.path.join(output_dir, layout.LOGS_DIR, f"spec_join{indices[0]}.json" if join else "spec.json")
     worker_spec = container.inside_spec(spec) if container else spec
     replace_file(spec_path, worker_spec.to_json().encode("utf-8"))
-    names = [container.new_name(k) for k in range(num_workers)] if container else []
+    names = [container.new_name(k) for k in indices] if container else []
     labels = [f"GPU {g}" if g else "CPU" for g in gpu_ids]
     on_disk = existing_images(output_dir)
-    shares = [worker_indices(len(samples), k, num_workers, spec.batch_size) for k in range(num_workers)]
-    totals = [len(share) for share in shares]
-    done = [sum(samples[i].file_name in on_disk for i in share) for share in shares]
+    if spec.schedule == "static":
+        shares = [worker_indices(len(samples), k, num_workers, spec.batch_size) for k in range(num_workers)]
+        totals = [len(share) for share in shares]
+        done = [sum(samples[i].file_name in on_disk for i in share) for share in shares]
+    else:  # each bar: what its worker made of what was missing
+        totals, done = [sum(s.file_name not in on_disk for s in samples)] * num_workers, [0] * num_workers
 
     lock.downgrade_to_shared()  # workers share it; a second submitter is still refused
-    procs = [start_worker(spec_path, output_dir, k, num_workers, g, container, names[k] if names else None)
-             for k, g in enumerate(gpu_ids)]
-    bars = ProgressBars(output_dir, labels, totals, done)
+    procs = [start_worker(spec_path, output_dir, k, num_workers, g, container, names[i] if names else None)
+             for i, (k, g) in enumerate(zip(indices, gpu_ids))]
+    bars = ProgressBars(output_dir, labels, totals, done, worker_indices=indices)
     interrupted = False
     try:
         while any(p.poll() is None for p in procs):
@@ -142,13 +149,14 @@ def run_local(spec: JobSpec, samples: Sequence[Sample], gpu_ids: Sequence[str], 
         if interrupted or any(p.returncode != 0 for p in procs):
             remove_containers(container, names)
 
-    workers: list[dict[str, Any]] = [{"label": label, "gpu_id": g, "exit_code": p.returncode}
-                                     for label, g, p in zip(labels, gpu_ids, procs)]
-    summary = write_run_summary(output_dir, [s.file_name for s in samples], workers, started, command, interrupted)
-    for k, w in enumerate(workers):
+    workers: list[dict[str, Any]] = [{"label": label, "gpu_id": g, "exit_code": p.returncode, "worker_index": k}
+                                     for label, g, p, k in zip(labels, gpu_ids, procs, indices)]
+    summary = write_run_summary(output_dir, [s.file_name for s in samples], workers, started, command, interrupted,
+                                schedule=spec.schedule)
+    for w in workers:
         if w["exit_code"] not in (0, None) and not interrupted:
             print(f"---- last lines of {w['label']}'s log:", file=sys.stderr)
-            print("".join(_tail(layout.worker_log(output_dir, k))).rstrip(), file=sys.stderr)
+            print("".join(_tail(layout.worker_log(output_dir, w["worker_index"]))).rstrip(), file=sys.stderr)
     for line in final_lines(summary):
         print(line, file=sys.stderr)
     if interrupted:

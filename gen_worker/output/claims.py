@@ -7,6 +7,7 @@ sample's image is the same whichever worker makes it.
     claims/block{b:06d}.done      every image of the block is written or recorded as failed
     claims/workers/<worker id>    the worker's heartbeat: a counter it rewrites every lease/4 s
     claims/index{k}               worker index k is taken (it names summary_gpu{k}, progress_gpu{k}, ...)
+    claims/run.json               the run's samples and batch size (a joining submitter must match them)
 
 Claiming creates a name only if it does not exist, with os.link() of a private temporary file:
 link is atomic on the server on NFS v2/v3/v4, Lustre and GPFS (the classic NFS-safe lock; O_EXCL
@@ -30,11 +31,19 @@ import uuid
 from typing import Collection, Iterator
 
 from gen_worker.output import layout
-from gen_worker.output.atomic_files import replace_file
+from gen_worker.errors import T2IError
+from gen_worker.output.atomic_files import read_json_if_any, replace_file, replace_json
+from gen_worker.output.record import read_settings_record
+from gen_worker.spec import JobSpec, recorded_defaults
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 2.0  # how often a worker with nothing to claim looks at the others' blocks
+POLL_SECONDS = 1.0  # how often a worker with nothing to claim looks at the others' blocks
+RUN_FILE = "run.json"  # what the run's workers make: a joining submitter must make the same
+
+
+class CannotJoin(T2IError):
+    pass
 
 
 def worker_id() -> str:
@@ -52,6 +61,43 @@ def reset(output_dir: str) -> None:
     """A new run (the submitter holds the folder's lock exclusively): forget the last run's queue, so
     that blocks with failed samples are made again."""
     shutil.rmtree(claims_dir(output_dir), ignore_errors=True)
+
+
+def _run_record(spec: JobSpec) -> dict[str, object]:
+    return {"samples_fingerprint": spec.samples_fingerprint, "num_samples": spec.num_samples,
+            "batch_size": spec.batch_size}
+
+
+def start_run(spec: JobSpec, num_workers: int) -> list[int]:
+    """A new run (folder locked exclusively): a fresh queue for `spec`; returns the workers' indices.
+    A static run leaves no queue, so no one can join it."""
+    reset(spec.output_dir)
+    if spec.schedule == "static":
+        return list(range(num_workers))
+    os.makedirs(claims_dir(spec.output_dir))
+    replace_json(os.path.join(claims_dir(spec.output_dir), RUN_FILE), _run_record(spec))
+    return reserve_worker_indices(spec.output_dir, num_workers)
+
+
+def join_run(spec: JobSpec, num_workers: int) -> list[int]:
+    """Add workers to the dynamic run under way in spec.output_dir (whose recorded settings the caller
+    has checked); returns their new indices. CannotJoin when the run is not one this spec may join."""
+    if spec.schedule != "dynamic":
+        raise CannotJoin("it is under way; only --schedule dynamic runs can be joined")
+    found = read_json_if_any(os.path.join(claims_dir(spec.output_dir), RUN_FILE))
+    if found is None:
+        raise CannotJoin("it is under way with --schedule static, which cannot be joined")
+    if found != _run_record(spec):
+        raise CannotJoin("it is under way with other prompts or another batch size; wait for it to finish")
+    record = read_settings_record(spec.output_dir)
+    recorded = {**recorded_defaults(), **record.get("settings", {})}
+    same_model = record.get("model", {}).get("fingerprint") == spec.model_identity.get("fingerprint")
+    changed = sorted(k for k, v in spec.recorded_settings().items()
+                     if recorded.get(k) != v and not (k == "model_path" and same_model))
+    changed += [] if same_model else ["model content"]
+    if changed:
+        raise CannotJoin(f"it is under way with other settings ({', '.join(changed)}); wait for it to finish")
+    return reserve_worker_indices(spec.output_dir, num_workers)
 
 
 def create_name(path: str, content: str) -> bool:

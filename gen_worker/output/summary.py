@@ -14,27 +14,30 @@ def read_worker_summary(output_dir: str, worker_index: int) -> dict[str, Any] | 
 
 
 def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Sequence[dict[str, Any]], started: float,
-                      command: str, interrupted: bool = False, finished: float | None = None) -> dict[str, Any]:
+                      command: str, interrupted: bool = False, finished: float | None = None,
+                      schedule: str = "static") -> dict[str, Any]:
     """file_names: every sample's image name; workers: one dict per worker with at least 'label'
-    and 'exit_code' (None while unknown).
+    and 'exit_code' (None while unknown), and 'worker_index' when not its position.
 
     finished: when the run ended (default: now), for a summary written after the fact.
     """
     on_disk = existing_images(output_dir)
     missing = [name for name in file_names if name not in on_disk]
     per_worker = []
-    for k, info in enumerate(workers):
+    for position, info in enumerate(workers):
+        k = info.get("worker_index", position)
         summary = read_worker_summary(output_dir, k) or {"worker_index": k, "state": "no summary (crashed?)", **info}
         per_worker.append({**info, **summary})
     totals = {key: sum(w.get(key) or 0 for w in per_worker)
-              for key in ("generated", "skipped", "failed", "constant_images", "nsfw_flagged")}
+              for key in ("generated", "skipped", "failed", "constant_images", "nsfw_flagged", "blocks_taken_over")}
+    indices = [w["worker_index"] for w in per_worker]
     finished = time.time() if finished is None else finished
     wall = finished - started
     summary = {
-        "command": command, "output_dir": output_dir, "num_workers": len(workers),
+        "command": command, "output_dir": output_dir, "num_workers": len(workers), "schedule": schedule,
         "num_samples": len(file_names), "missing": len(missing), **totals,
         "failed_files": [os.path.basename(layout.failed_file(output_dir, k))
-                         for k in range(len(workers)) if os.path.exists(layout.failed_file(output_dir, k))],
+                         for k in indices if os.path.exists(layout.failed_file(output_dir, k))],
         # Files the resume check moved aside before this run (they were made again).
         "quarantined": (read_json_if_any(os.path.join(output_dir, layout.RESUME_CHECK_FILE)) or {}).get("quarantined", []),
         "interrupted": interrupted, "wall_seconds": round(wall, 3),
@@ -57,12 +60,17 @@ def final_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"{len(summary['quarantined'])} files under image names were damaged or not made by this run: "
                      f"moved to {os.path.join(out, layout.QUARANTINE_DIR)} (reasons: "
                      f"{os.path.join(out, layout.RESUME_CHECK_FILE)}) and made again")
+    taken_over = summary.get("blocks_taken_over") or 0
     for w in summary["workers"]:
         code = w.get("exit_code")
         if code not in (0, None) and not summary["interrupted"]:
             reason = w.get("message") or f"exit code {code}"
             log_path = layout.worker_log(out, w["worker_index"])
-            lines.append(f"{w['label']} (worker {w['worker_index']}) stopped: {reason}; log: {log_path}")
+            if _by_folder(summary) and not summary["missing"]:
+                lines.append(f"warning: {w['label']} (worker {w['worker_index']}) stopped: {reason}; the other "
+                             f"workers made its blocks ({taken_over} taken over); log: {log_path}")
+            else:
+                lines.append(f"{w['label']} (worker {w['worker_index']}) stopped: {reason}; log: {log_path}")
     if summary["failed"]:
         files = ", ".join(os.path.join(out, f) for f in summary["failed_files"])
         lines.append(f"{summary['failed']} samples failed; their prompts and errors: {files}")
@@ -82,8 +90,15 @@ def final_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _by_folder(summary: dict[str, Any]) -> bool:
+    """Dynamic schedule: the folder decides, since live workers take over a stopped worker's blocks."""
+    return summary.get("schedule") == "dynamic" and not summary["interrupted"]
+
+
 def exit_status(summary: dict[str, Any], workers_ok: bool) -> int:
-    """0 only when every image is on disk, no sample failed and every worker ended well; else 1."""
+    """0 only when every image is on disk, no sample failed and every worker ended well (dynamic
+    schedule: or its blocks were made by the others); else 1."""
+    workers_ok = workers_ok or _by_folder(summary)
     return 0 if summary["missing"] == 0 and summary["failed"] == 0 and workers_ok else 1
 
 

@@ -6,7 +6,8 @@
                                  "stdout": ..., "stderr": ...}, ...]}, ...]}
 
 A task is one worker index: an array task ("12_3") or one rank of a multi-task job ("14", rank 2).
-status, cancel, --wait and reruns all start from here; the last submission is "the run".
+status, cancel, --wait and reruns all start from here; the last submission is "the run", together
+with the submissions that joined it (--schedule dynamic, "join": true, their tasks' new worker indices).
 """
 import os
 from typing import Any
@@ -30,8 +31,16 @@ def read_submissions(output_dir: str) -> list[dict[str, Any]]:
 
 
 def latest_submission(output_dir: str) -> dict[str, Any] | None:
+    """The last run: its submission, with the tasks of the submissions that joined it ("join": true)."""
     submissions = read_submissions(output_dir)
-    return submissions[-1] if submissions else None
+    if not submissions:
+        return None
+    start = max([i for i, s in enumerate(submissions) if not s.get("join")] or [0])
+    run = dict(submissions[start])
+    for joined in submissions[start + 1:]:
+        run["tasks"] = run["tasks"] + joined["tasks"]
+        run["job_ids"] = run["job_ids"] + [j for j in joined["job_ids"] if j not in run["job_ids"]]
+    return run
 
 
 def add_submission(output_dir: str, submission: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from gen_worker.errors import EXIT_USAGE, T2IError
 from gen_worker.output import layout
+from gen_worker.output.claims import done_blocks, leases
 from gen_worker.output.atomic_files import read_json_if_any
 from gen_worker.output.progress import read_progress
 from gen_worker.output.progress_bars import ProgressBars
@@ -36,8 +37,15 @@ CANCEL_WAIT_SECONDS = 30
 _SLURM_END = re.compile(r"\*\*\* (?:JOB|STEP) \S+ ON \S+ (.+?) \*\*\*")
 
 
+def _dynamic(submission: dict[str, Any]) -> bool:
+    return submission.get("schedule") == "dynamic"
+
+
 def worker_files(output_dir: str, submission: dict[str, Any]) -> dict[int, list[str]]:
-    """{worker index: its image file names}, from manifest.csv (status does not reread the CSV)."""
+    """{worker index: its image file names}, from manifest.csv (status does not reread the CSV).
+    Dynamic schedule: no worker owns an image; each task's count is what it made."""
+    if _dynamic(submission):
+        return {}
     manifest = read_manifest(output_dir)
     n, workers = submission["num_samples"], submission["num_workers"]
     return {k: [manifest[i]["file_name"] for i in worker_indices(n, k, workers, submission["batch_size"])]
@@ -79,7 +87,9 @@ def task_views(output_dir: str, submission: dict[str, Any], states: dict[str, st
         finished = reported_done or (states is not None and queued is None)
         view = {"worker": k, "slurm_id": task["slurm_id"], "task": task, "progress": progress, "queue": queued,
                 "label": f"task {k}" + (f" (GPU {gpu})" if gpu else ""), "gpu": gpu,
-                "done": sum(name in on_disk for name in files[k]), "total": len(files[k]),
+                "done": (sum(name in on_disk for name in files[k]) if k in files
+                         else (progress.get("generated") or 0) + (progress.get("skipped") or 0)),
+                "total": len(files[k]) if k in files else progress.get("total") or submission["num_samples"],
                 "finished": finished, "ok": finished and progress.get("state") == "done", "message": ""}
         if finished and not view["ok"]:
             view["message"] = (progress.get("message") if progress.get("state") in ("error", "interrupted")
@@ -104,16 +114,16 @@ def summarize_run(output_dir: str, submission: dict[str, Any], views: Sequence[d
     files = worker_files(output_dir, submission)
     by_worker = {v["worker"]: v for v in views}
     workers = []
-    for k in range(submission["num_workers"]):
+    for k in (sorted(by_worker) if _dynamic(submission) else range(submission["num_workers"])):
         v = by_worker.get(k)
         if v is None:  # not queued: all its images were there
             workers.append({"label": f"task {k}", "slurm_id": None, "exit_code": None, "state": "nothing left",
                             "skipped": len(files[k])})
         else:
             workers.append({"label": v["label"], "slurm_id": v["slurm_id"], "exit_code": 0 if v["ok"] else 1,
-                            "message": v["message"]})
+                            "message": v["message"], "worker_index": k})
     summary = write_run_summary(output_dir, file_names, workers, submission["submitted_unix"], submission["command"],
-                                finished=finished_at)
+                                finished=finished_at, schedule=submission.get("schedule", "static"))
     return summary, final_lines(summary)
 
 
@@ -189,8 +199,10 @@ def show_status(output_dir: str) -> int:
         images = f"{v['done']}/{v['total']} images" + (f", {failed} failed" if failed else "")
         print(f"  {v['label']:<16} {v['slurm_id']:<10} {images:<24} {state}")
     others = submission["num_workers"] - len(views)
-    if others:
+    if others > 0:
         print(f"  ({others} other tasks had nothing left to make and were not queued)")
+    if _dynamic(submission):
+        print("\n".join(lease_lines(output_dir, {v["progress"].get("worker_id"): v["label"] for v in views})))
     print(f"Logs: {os.path.join(output_dir, layout.LOGS_DIR)}/worker_gpu<task>.log, "
           f"SLURM output: {os.path.join(output_dir, layout.SUBMITIT_DIR)}/<job id>/")
     if all(v["finished"] for v in views):
@@ -200,6 +212,20 @@ def show_status(output_dir: str) -> int:
         return exit_status(summary, all(v["ok"] for v in views))
     print("Still running.\n" + "\n".join(follow_hints(output_dir)))
     return 0
+
+
+def lease_lines(output_dir: str, labels: dict[Any, str]) -> list[str]:
+    """Who holds which block of the dynamic queue, and how fresh their heartbeat looks."""
+    held = leases(output_dir)
+    done = len(done_blocks(output_dir))
+    lines = [f"Blocks: {done} done, {len(held)} being made"]
+    for lease in held:
+        holder = str(lease["holder"])
+        beat = lease["heartbeat_age"]
+        seen = "no heartbeat file" if beat is None else f"heartbeat seen {beat:.0f} s ago"
+        since = "" if lease["claimed_ago"] is None else f", claimed {lease['claimed_ago']:.0f} s ago"
+        lines.append(f"  block {lease['block']:<6} {labels.get(holder, holder)}: {seen}{since}")
+    return lines
 
 
 def cancel_run(output_dir: str, workers: Sequence[int] | None = None) -> int:

@@ -4,7 +4,9 @@ Two layouts, one GPU per task either way:
   array  one job array, task i = worker i (--gpus-per-node=1); split into several arrays when
          the cluster's MaxArraySize is smaller than the number of tasks;
   tasks  one job with N tasks (--ntasks=N --gpus-per-task=1, run by srun), rank r = worker r.
-A rerun queues only the workers that still have images to make.
+A rerun queues only the workers that still have images to make (--schedule static; a dynamic run
+queues every task, each claiming blocks). A dynamic run still under way is joined: the new tasks
+get new worker indices and claim what is left.
 """
 import functools
 import math
@@ -22,6 +24,8 @@ from submitit.slurm.slurm import _make_sbatch_string
 from gen_worker.output import layout
 from gen_worker.errors import UsageError
 from gen_worker.container.slurm_launcher import write_launcher
+from gen_worker.output.claims import CannotJoin, join_run, start_run
+from gen_worker.output.lock import RunLock
 from gen_worker.output.record import existing_images, prepare_output_dir
 from gen_worker.container.runtime import Container as ImageContainer
 from gen_worker.prompts import Sample
@@ -29,7 +33,7 @@ from gen_worker.sharding import worker_indices
 from gen_worker.slurm.options import SlurmOptions
 from gen_worker.spec import JobSpec
 from gen_worker.slurm.commands import SlurmError, max_array_size, partition_time_limit, test_submission
-from gen_worker.slurm.record import add_submission, refuse_if_jobs_alive
+from gen_worker.slurm.record import SlurmJobsAlive, add_submission, refuse_if_jobs_alive
 from gen_worker.slurm.task import SlurmTask
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,21 +197,46 @@ def submit_to_slurm(spec: JobSpec, samples: Sequence[Sample], opts: SlurmOptions
 
     out = spec.output_dir
     max_array, time_min = check_with_cluster(spec, opts)
-    refuse_if_jobs_alive(out)
-    # Again under the lock, before the folder changes: two submitters may race.
-    lock = prepare_output_dir(spec, samples, allow_settings_change, check=functools.partial(refuse_if_jobs_alive, out),
-                              adopt_existing=adopt_existing)
+    join = False
+    try:
+        refuse_if_jobs_alive(out)
+    except SlurmJobsAlive as alive:
+        if spec.schedule != "dynamic":
+            raise
+        try:
+            join_run(spec, 0)  # the checks only
+        except CannotJoin as err:
+            raise SlurmJobsAlive(f"{alive}; they cannot be joined: {err}") from None
+        join = True
+    # Again under the lock, before the folder changes: two submitters may race. A join changes
+    # nothing but the queue's worker indices: the run's tasks may hold the lock.
+    lock = RunLock(out) if join else prepare_output_dir(
+        spec, samples, allow_settings_change, check=functools.partial(refuse_if_jobs_alive, out),
+        adopt_existing=adopt_existing)
     try:
         started = time.time()
-        workers = workers_with_work(samples, opts.num_tasks, spec.batch_size, existing_images(out))
         submission = {"submitted_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
                       "submitted_unix": started, "command": command, "mode": opts.slurm_mode, "num_workers": opts.num_tasks,
-                      "num_samples": len(samples), "batch_size": spec.batch_size,
-                      "container": container.image if container else None, "job_ids": [], "tasks": []}
+                      "num_samples": len(samples), "batch_size": spec.batch_size, "schedule": spec.schedule,
+                      "join": join, "container": container.image if container else None, "job_ids": [], "tasks": []}
+        on_disk = existing_images(out)
+        if spec.schedule == "static":
+            workers = workers_with_work(samples, opts.num_tasks, spec.batch_size, on_disk)
+        else:  # any task claims any block
+            workers = [0] if any(s.file_name not in on_disk for s in samples) else []
         if not workers:
             print(f"Nothing to submit: every image is in {out}.")
-            print("\n".join(summarize_run(out, submission, [])[1]), file=sys.stderr)
+            if not join:
+                print("\n".join(summarize_run(out, submission, [])[1]), file=sys.stderr)
             return 0
+        if join:
+            workers = join_run(spec, opts.num_tasks)
+            print(f"Joining the run under way in {out} with {len(workers)} more tasks (workers "
+                  f"{describe_workers(workers)}).")
+        elif spec.schedule == "dynamic":
+            workers = start_run(spec, opts.num_tasks)
+        else:
+            start_run(spec, opts.num_tasks)
         for k in workers:  # a task's GPU and job ids from an earlier run would mislead status
             if os.path.exists(layout.slurm_task_file(out, k)):
                 os.remove(layout.slurm_task_file(out, k))
