@@ -20,6 +20,9 @@ WAN = ["--device", "cpu", "--num_inference_steps", "3", "--height", "64", "--wid
        "--max_sequence_length", "16"]
 
 
+STATIC = ["--schedule", "static"]
+
+
 def _run(model, csv, out, gpu_ids, settings=FAST, extra=()):
     result = run_submit("--cluster", "local", "--gpu_ids", *gpu_ids, "--prompts_csv", csv, "--output_dir", out,
                         "--model_path", model, *settings, *extra)
@@ -55,7 +58,7 @@ def sd_reference(tiny_sd, tmp_path_factory):
 def test_sd_images_identical_for_any_number_of_workers(tiny_sd, sd_reference, tmp_path, gpu_ids):
     csv, _, reference = sd_reference
     out = str(tmp_path / "out")
-    result = _run(tiny_sd, csv, out, gpu_ids)
+    result = _run(tiny_sd, csv, out, gpu_ids, extra=STATIC)  # per-worker shares (dynamic: test_dynamic_schedule.py)
     assert images_in(out) == reference
     assert sorted(reference) == sorted(f"{int(i):06d}_seed{42 + n}.png" for n, (i, _) in enumerate(PROMPTS))
     summaries = _summaries(out)
@@ -76,7 +79,7 @@ def test_sd_batch_of_3_images_identical_for_1_2_3_workers_and_resume_inside_a_bl
     outputs = []
     for gpu_ids in (["0"], ["0", "1"], ["0", "1", "2"]):
         out = str(tmp_path / f"out{len(gpu_ids)}")
-        _run(tiny_sd, csv, out, gpu_ids, extra=("--batch_size", "3"))
+        _run(tiny_sd, csv, out, gpu_ids, extra=("--batch_size", "3", *STATIC))
         outputs.append(images_in(out))
     assert outputs[0] == outputs[1] == outputs[2]
     # The same files as at batch size 1; their last bits may differ (another batch composition).
@@ -88,7 +91,7 @@ def test_sd_batch_of_3_images_identical_for_1_2_3_workers_and_resume_inside_a_bl
     # Sample 4 is missing: its block [3-5] is made again whole (same batch, same bits), only it is written.
     out = str(tmp_path / "out1")
     os.remove(os.path.join(out, "000004_seed46.png"))
-    _run(tiny_sd, csv, out, ["0", "1"], extra=("--batch_size", "3"))
+    _run(tiny_sd, csv, out, ["0", "1"], extra=("--batch_size", "3", *STATIC))
     assert images_in(out) == outputs[0]
     summaries = _summaries(out)
     assert (sum(s["generated"] for s in summaries), sum(s["skipped"] for s in summaries)) == (1, len(PROMPTS) - 1)
@@ -117,7 +120,7 @@ def test_resume_makes_only_missing_images(tiny_sd, sd_reference, tmp_path):
     for name in deleted:
         os.remove(os.path.join(out, name))
     before = {n: os.stat(os.path.join(out, n)).st_mtime_ns for n in reference if n not in deleted}
-    _run(tiny_sd, csv, out, ["0", "1"])
+    _run(tiny_sd, csv, out, ["0", "1"], extra=STATIC)
     assert images_in(out) == reference
     assert before == {n: os.stat(os.path.join(out, n)).st_mtime_ns for n in before}  # untouched
     summaries = _summaries(out)
@@ -172,7 +175,7 @@ def test_kill_9_of_a_worker_loses_nothing_and_a_rerun_completes(tiny_sd, tmp_pat
     reference_out = str(tmp_path / "reference")
     _run(tiny_sd, csv, reference_out, ["0"], settings=SLOW)
     out = str(tmp_path / "out")
-    submitter = _start(tiny_sd, csv, out, ["0", "1"], SLOW)
+    submitter = _start(tiny_sd, csv, out, ["0", "1"], SLOW + STATIC)  # dynamic: test_dynamic_schedule.py
     progress = layout.progress_file(out, 1)
 
     def worker_1_has_made_one():
@@ -215,10 +218,11 @@ def test_ctrl_c_stops_every_worker_promptly_and_leaves_no_partial_file(tiny_sd, 
 def test_second_concurrent_run_into_the_same_folder_is_refused(tiny_sd, tmp_path):
     csv = write_prompts(tmp_path / "p.csv", MANY)
     out = str(tmp_path / "out")
-    first = _start(tiny_sd, csv, out, ["0"], SLOW)
+    first = _start(tiny_sd, csv, out, ["0"], SLOW + STATIC)  # a dynamic run is joined: test_dynamic_schedule.py
     try:
         wait_for(lambda: os.path.exists(layout.progress_file(out, 0)), what="the first run's worker")
-        second = run_submit("--gpu_ids", "1", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *SLOW)
+        second = run_submit("--gpu_ids", "1", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *SLOW,
+                            *STATIC)
         assert second.returncode == 2
         assert "is in use by another run" in second.stderr
     finally:

@@ -1,0 +1,98 @@
+"""--schedule dynamic end to end, local mode: same bytes as static, a killed worker's blocks taken
+over, a run joined by a second submitter."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import FAST, SUBMIT, images_in, run_submit, wait_for, write_prompts
+from gen_worker.output import layout
+
+pytestmark = pytest.mark.e2e
+
+SLOW = ["--device", "cpu", "--num_inference_steps", "12", "--height", "64", "--width", "64", "--dtype", "fp32"]
+PROMPTS = [(str(i), f"prompt number {i}, a photo") for i in range(7)]
+
+
+def _args(model, csv, out, gpu_ids, settings, *extra):
+    return ["--cluster", "local", "--gpu_ids", *gpu_ids, "--prompts_csv", csv, "--output_dir", out,
+            "--model_path", model, *settings, *extra]
+
+
+def _start(*args):
+    return subprocess.Popen([sys.executable, SUBMIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _summary(out, k):
+    return json.load(open(layout.summary_file(out, k)))
+
+
+def _progress_shows(out, k, generated):
+    try:
+        return json.load(open(layout.progress_file(out, k)))["generated"] >= generated
+    except (OSError, ValueError):
+        return False
+
+
+def test_dynamic_images_are_the_static_ones_for_1_and_2_workers(tiny_sd, tmp_path):
+    csv = write_prompts(tmp_path / "p.csv", PROMPTS)
+    made = {}
+    for name, gpu_ids, schedule in (("dyn1", ["0"], "dynamic"), ("dyn2", ["0", "1"], "dynamic"),
+                                    ("static2", ["0", "1"], "static")):
+        out = str(tmp_path / name)
+        result = run_submit(*_args(tiny_sd, csv, out, gpu_ids, FAST, "--batch_size", "2", "--schedule", schedule))
+        assert result.returncode == 0, result.stderr[-2000:]
+        made[name] = images_in(out)
+    assert len(made["dyn1"]) == len(PROMPTS)
+    assert made["dyn1"] == made["dyn2"] == made["static2"]
+    out = str(tmp_path / "dyn2")
+    summaries = [_summary(out, k) for k in (0, 1)]
+    assert sum(s["blocks_claimed"] for s in summaries) == 4  # blocks [0-1], [2-3], [4-5], [6]
+    assert sum(s["generated"] for s in summaries) == len(PROMPTS)
+    assert json.load(open(os.path.join(out, layout.RUN_SUMMARY_FILE)))["schedule"] == "dynamic"
+    # A rerun of a complete folder: every block is there, no worker loads the model.
+    again = run_submit(*_args(tiny_sd, csv, out, ["0", "1"], FAST, "--batch_size", "2"))
+    assert again.returncode == 0 and all(_summary(out, k)["load_seconds"] == 0 for k in (0, 1))
+
+
+def test_a_killed_workers_blocks_are_taken_over_and_the_run_succeeds(tiny_sd, tmp_path):
+    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt number {i}, a photo") for i in range(16)])
+    out = str(tmp_path / "out")
+    submitter = _start(*_args(tiny_sd, csv, out, ["0", "1"], SLOW, "--lease_seconds", "2"))
+    wait_for(lambda: _progress_shows(out, 1, 1), what="worker 1's first image")
+    os.kill(json.load(open(layout.progress_file(out, 1)))["pid"], signal.SIGKILL)
+    _, stderr = submitter.communicate(timeout=300)
+    assert submitter.returncode == 0, stderr[-3000:]
+    assert "warning: GPU 1 (worker 1) stopped: exit code -9; the other workers made its blocks" in stderr
+    assert len(images_in(out)) == 16
+    for name in images_in(out):  # a killed writer leaves at most a hidden temporary file, never a partial image
+        with Image.open(os.path.join(out, name)) as im:
+            im.verify()
+    assert _summary(out, 0)["blocks_taken_over"] >= 1
+
+
+def test_a_second_submitter_joins_a_dynamic_run_and_other_settings_are_refused(tiny_sd, tmp_path):
+    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt number {i}, a photo") for i in range(24)])
+    out = str(tmp_path / "out")
+    first = _start(*_args(tiny_sd, csv, out, ["0"], SLOW))
+    try:
+        wait_for(lambda: _progress_shows(out, 0, 1), what="the first run's first image")
+        other = run_submit(*_args(tiny_sd, csv, out, ["1"], SLOW[:-4], "--dtype", "fp32", "--num_inference_steps", "11"))
+        assert other.returncode == 2 and "cannot be joined" in other.stderr and "num_inference_steps" in other.stderr
+        static = run_submit(*_args(tiny_sd, csv, out, ["1"], SLOW, "--schedule", "static"))
+        assert static.returncode == 2 and "only --schedule dynamic runs can be joined" in static.stderr
+        joined = run_submit(*_args(tiny_sd, csv, out, ["1"], SLOW))
+        assert joined.returncode == 0, joined.stderr[-3000:]
+        assert "Joining the run under way" in joined.stderr
+    finally:
+        if first.poll() is None:
+            _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-3000:]
+    assert len(images_in(out)) == 24
+    made = [_summary(out, k)["generated"] for k in (0, 1)]  # the joiner got the next free index, 1
+    assert made[1] > 0 and sum(made) == 24
