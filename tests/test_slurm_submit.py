@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.usefixtures("slurm
 
 PROMPTS9 = [(str(i), f"prompt number {i}, a photo of a cat") for i in range(9)]
 # Small enough that 8 tasks fit the 16-CPU / 16 GB test node at once.
-SLURM = ["--cluster", "slurm", "--cpus_per_task", "1", "--mem_gb", "1", "--time", "15"]
+# --schedule static: these tests follow task k's own share (dynamic: test_dynamic_slurm.py).
+SLURM = ["--cluster", "slurm", "--cpus_per_task", "1", "--mem_gb", "1", "--time", "15", "--schedule", "static"]
 # 20 steps: ~2 s an image, so a task can be caught between two images.
 SLOW = ["--device", "cpu", "--num_inference_steps", "20", "--height", "64", "--width", "64", "--dtype", "fp32"]
 

@@ -1,0 +1,135 @@
+"""--schedule dynamic against static: makespans on the SLURM test cluster, a cancelled task, the cost of a claim.
+
+    .venv/bin/python bench/dynamic_schedule.py --part claim            # seconds, no cluster
+    .venv/bin/python bench/dynamic_schedule.py --part makespan         # ~4 minutes on the test cluster
+    .venv/bin/python bench/dynamic_schedule.py --part cancel           # ~2 minutes on the test cluster
+    .venv/bin/python bench/dynamic_schedule.py                          # all three
+
+makespan: 48 prompts, tiny SD model, 64x64, 8 steps, CPU: 4 array tasks with --array_parallelism 3
+(the 4th starts when one of the first 3 ends), dynamic vs static, against 3 tasks from the start.
+Goal: dynamic at most 1.15x the 3-task run.
+cancel: 4 tasks (dynamic, --lease_seconds 10); one array task is cancelled once the run has made
+some images. Goal: exit 0 with every image, without resubmission, within the lease (plus SLURM's
+KillWait, during which the cancelled task still runs) plus the remaining work.
+claim: ms per claim (link + done marker) on local disk. Goal: under 5 ms.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+from common import write_prompts  # noqa: E402
+from gen_worker.output.claims import BlockQueue  # noqa: E402
+from gen_worker.output.record import existing_images  # noqa: E402
+
+SETTINGS = ["--device", "cpu", "--num_inference_steps", "8", "--height", "64", "--width", "64", "--dtype", "fp32",
+            "--time", "20"]
+NUM_PROMPTS = 48
+
+
+def claim_cost(folder, blocks=2000):
+    queue = BlockQueue(folder, blocks, lease_seconds=120)
+    started = time.perf_counter()
+    for block in range(blocks):
+        assert queue.claim(block)
+        queue.done(block)
+    seconds = time.perf_counter() - started
+    queue.close()
+    ms = 1000 * seconds / blocks
+    print(f"claim + done marker on local disk ({folder}): {ms:.3f} ms per block over {blocks} blocks "
+          f"(goal < 5 ms)")
+    return {"ms_per_claim": round(ms, 3), "blocks": blocks}
+
+
+def submit(*args, timeout=900):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, os.path.join(REPO, "submit.py"), *args], capture_output=True, text=True,
+                            timeout=timeout, cwd=REPO)
+    return result, time.monotonic() - started
+
+
+def _run(model, csv, out, *extra):
+    result, seconds = submit("--cluster", "slurm", "--prompts_csv", csv, "--output_dir", out, "--model_path", model,
+                             *SETTINGS, "--wait", *extra)
+    if result.returncode != 0:
+        sys.exit(f"{out}: exit {result.returncode}\n{result.stderr[-3000:]}")
+    return seconds
+
+
+def makespans(model, csv, root):
+    runs = [("3 tasks from the start (static)", ["--gpus", "3", "--schedule", "static"]),
+            ("4 tasks, 3 at a time, static", ["--gpus", "4", "--array_parallelism", "3", "--schedule", "static"]),
+            ("4 tasks, 3 at a time, dynamic", ["--gpus", "4", "--array_parallelism", "3", "--schedule", "dynamic"])]
+    results = {}
+    for i, (name, extra) in enumerate(runs):
+        seconds = _run(model, csv, os.path.join(root, f"makespan{i}"), *extra)
+        results[name] = round(seconds, 1)
+        print(f"{name:<34} {seconds:6.1f} s (submit.py --wait, from the command's start)")
+    base = results[runs[0][0]]
+    for name, _ in runs[1:]:
+        print(f"{name:<34} {results[name] / base:.2f}x the 3-task run (dynamic goal <= 1.15x)")
+    return results
+
+
+def cancelled_task(model, csv, root, lease=10):
+    out = os.path.join(root, "cancel")
+    result, _ = submit("--cluster", "slurm", "--prompts_csv", csv, "--output_dir", out, "--model_path", model,
+                       *SETTINGS, "--gpus", "4", "--lease_seconds", str(lease), "--no_wait")
+    if result.returncode != 0:
+        sys.exit(result.stderr[-3000:])
+    started = time.monotonic()
+    while len(existing_images(out)) < 8:
+        time.sleep(0.2)
+    made_before = len(existing_images(out))
+    cancel, _ = submit("cancel", "--output_dir", out, "--task", "1")
+    cancelled_at = time.monotonic()
+    print(cancel.stdout.strip())
+    status, _ = submit("status", "--output_dir", out, "--wait")
+    ended = time.monotonic()
+    images = len(existing_images(out))
+    summaries = [json.load(open(os.path.join(out, n))) for n in sorted(os.listdir(out)) if n.startswith("summary_gpu")]
+    taken = sum(s.get("blocks_taken_over") or 0 for s in summaries)
+    print(f"cancelled task 1 after {cancelled_at - started:.1f} s ({made_before} images made); the run ended "
+          f"{ended - cancelled_at:.1f} s later with exit {status.returncode}, {images}/{NUM_PROMPTS} images, "
+          f"{taken} blocks taken over, lease {lease} s, no resubmission")
+    print("\n".join(status.stderr.strip().splitlines()[-4:]))
+    return {"exit": status.returncode, "images": images, "cancel_after_s": round(cancelled_at - started, 1),
+            "end_after_cancel_s": round(ended - cancelled_at, 1), "blocks_taken_over": taken, "lease_s": lease}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("all", "claim", "makespan", "cancel"), default="all")
+    parser.add_argument("--model", help="tiny model folder (default: built in a temporary folder)")
+    parser.add_argument("--root", help="folder for the runs; must be visible to the SLURM nodes (default: a temp dir)")
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args()
+    root = args.root or tempfile.mkdtemp(prefix="dynamic-bench-")
+    results = {}
+    if args.part in ("all", "claim"):
+        results["claim"] = claim_cost(os.path.join(root, "claim"))
+    if args.part != "claim":
+        model = args.model
+        if model is None:
+            model = os.path.join(root, "tiny-sd")
+            subprocess.run([sys.executable, "-m", "gen_worker.tiny_model", model, "--arch", "sd"], check=True,
+                           cwd=REPO, capture_output=True)
+        csv = write_prompts(os.path.join(root, "prompts.csv"), NUM_PROMPTS)
+        if args.part in ("all", "makespan"):
+            results["makespan_s"] = makespans(model, csv, root)
+        if args.part in ("all", "cancel"):
+            results["cancelled_task"] = cancelled_task(model, csv, root)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

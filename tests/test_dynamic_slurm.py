@@ -1,0 +1,42 @@
+"""--schedule dynamic on the real test cluster: a cancelled task's blocks are taken over (exit 0,
+no resubmission), a second submission joins the run under way, status shows the leases."""
+import json
+import os
+import re
+
+import pytest
+
+from conftest import images_in, run_submit, wait_for, write_prompts
+from gen_worker.output import layout
+
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.usefixtures("slurm_cluster")]
+
+SLURM = ["--cluster", "slurm", "--cpus_per_task", "1", "--mem_gb", "1", "--time", "15", "--no_wait"]
+SLOW = ["--device", "cpu", "--num_inference_steps", "20", "--height", "64", "--width", "64", "--dtype", "fp32"]
+
+
+def test_a_cancelled_task_is_taken_over_and_a_joining_submission_adds_a_task(tiny_sd, tmp_path):
+    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt number {i}, a photo") for i in range(20)])
+    out = str(tmp_path / "out")
+    args = [*SLURM, "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *SLOW, "--lease_seconds", "5"]
+    first = run_submit(*args, "--gpus", "3")
+    assert first.returncode == 0, first.stderr
+    wait_for(lambda: len(images_in(out)) >= 3, timeout=240, what="three images")
+    status = run_submit("status", "--output_dir", out)
+    assert re.search(r"block \d+ +task \d \(GPU \d\): heartbeat seen \d+ s ago", status.stdout), status.stdout
+    cancel = run_submit("cancel", "--output_dir", out, "--task", "1")
+    assert cancel.returncode == 0 and "Cancelled" in cancel.stdout, cancel.stdout + cancel.stderr
+    joined = run_submit(*args, "--gpus", "1")
+    assert joined.returncode == 0 and "Joining the run under way" in joined.stdout, joined.stdout + joined.stderr
+    submissions = json.load(open(os.path.join(out, layout.SLURM_JOBS_FILE)))["submissions"]
+    assert [t["worker"] for t in submissions[1]["tasks"]] == [3] and submissions[1]["join"]
+    other = run_submit(*[a if a != "20" else "19" for a in args], "--gpus", "1")  # other steps: refused
+    assert other.returncode == 2 and "cannot be joined" in other.stderr, other.stderr
+
+    done = run_submit("status", "--output_dir", out, "--wait", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "warning: task 1" in done.stderr and "the other workers made its blocks" in done.stderr
+    assert len(images_in(out)) == 20
+    summaries = {k: json.load(open(layout.summary_file(out, k))) for k in (0, 2, 3)}
+    assert summaries[3]["generated"] > 0  # the joined task
+    assert len(json.load(open(os.path.join(out, layout.SLURM_JOBS_FILE)))["submissions"]) == 2  # no resubmission
