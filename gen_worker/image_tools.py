@@ -70,6 +70,7 @@ def reproduce(image: str, output_dir: str, model_path: Optional[str], device: st
     samples = load_samples(csv_path, settings["seed_start"], len(rows))
     spec = JobSpec(prompts_csv=csv_path, output_dir=os.path.abspath(output_dir), model_path=model,
                    num_samples=len(rows), device=device, cpu_threads=cpu_threads, model_identity=identity,
+                   schedule="static",  # worker b of b+1 below: block b alone
                    **{k: v for k, v in settings.items() if k in JobSpec.__dataclass_fields__})
     block = found["block"][0] // spec.batch_size
     prepare_output_dir(spec, samples).release()

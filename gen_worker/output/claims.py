@@ -80,8 +80,8 @@ def start_run(spec: JobSpec, num_workers: int) -> list[int]:
 
 
 def join_run(spec: JobSpec, num_workers: int) -> list[int]:
-    """Add workers to the dynamic run under way in spec.output_dir (whose recorded settings the caller
-    has checked); returns their new indices. CannotJoin when the run is not one this spec may join."""
+    """Add workers to the dynamic run under way in spec.output_dir; returns their new indices (none
+    for count 0: the checks only). CannotJoin when the run is not one with this spec's samples and settings."""
     if spec.schedule != "dynamic":
         raise CannotJoin("it is under way; only --schedule dynamic runs can be joined")
     found = read_json_if_any(os.path.join(claims_dir(spec.output_dir), RUN_FILE))
@@ -265,8 +265,13 @@ class BlockQueue:
         images are all on disk). Once nothing is left unclaimed, waits for the other workers' blocks,
         taking over those of dead workers; ends when every block is done or claimed by this worker."""
         self._finished.update(skip)
+        self._finished.update(done_blocks(os.path.dirname(self.folder)))
+        try:  # one listing, not a failed link per block, for a worker that starts late
+            taken = {int(n[5:]) for n in os.listdir(self.folder) if n.startswith("block") and n[5:].isdigit()}
+        except FileNotFoundError:
+            taken = set()
         for block in range(self.num_blocks):  # the first pass: claim in index order
-            if block not in self._finished and self.claim(block):
+            if block not in self._finished and block not in taken and self.claim(block):
                 self._finished.add(block)
                 yield block
         while True:  # nothing unclaimed: wait for the others' blocks, take over the dead ones'

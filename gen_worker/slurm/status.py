@@ -8,12 +8,13 @@ A task is finished once it has left squeue, or once it reports done with its sum
     python submit.py cancel --output_dir D [--task K ...]
 """
 import argparse
+import math
 import os
 import re
 import shlex
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from gen_worker.errors import EXIT_USAGE, T2IError
 from gen_worker.output import layout
@@ -72,8 +73,10 @@ def _ended_reason(task: dict[str, Any], progress: dict[str, Any]) -> str:
     return f"ended while {progress['state']}{said} (log: {task['stderr']})"
 
 
-def task_views(output_dir: str, submission: dict[str, Any], states: dict[str, str] | None) -> list[dict[str, Any]]:
-    """One dict per queued task. states: squeue's answer, or None when squeue could not be asked."""
+def task_views(output_dir: str, submission: dict[str, Any], states: dict[str, str] | None,
+               not_needed: Collection[int] = ()) -> list[dict[str, Any]]:
+    """One dict per queued task. states: squeue's answer, or None when squeue could not be asked.
+    not_needed: tasks cancelled before they started because every block was done (dynamic schedule)."""
     files = worker_files(output_dir, submission)
     on_disk = existing_images(output_dir)
     views = []
@@ -84,13 +87,14 @@ def task_views(output_dir: str, submission: dict[str, Any], states: dict[str, st
         gpu = started.get("host_gpu", started.get("cuda_visible_devices"))
         queued = None if states is None else states.get(task["slurm_id"])
         reported_done = progress.get("state") == "done" and read_worker_summary(output_dir, k) is not None
-        finished = reported_done or (states is not None and queued is None)
+        finished = reported_done or (states is not None and queued is None) or k in not_needed
         view = {"worker": k, "slurm_id": task["slurm_id"], "task": task, "progress": progress, "queue": queued,
                 "label": f"task {k}" + (f" (GPU {gpu})" if gpu else ""), "gpu": gpu,
                 "done": (sum(name in on_disk for name in files[k]) if k in files
                          else (progress.get("generated") or 0) + (progress.get("skipped") or 0)),
                 "total": len(files[k]) if k in files else progress.get("total") or submission["num_samples"],
-                "finished": finished, "ok": finished and progress.get("state") == "done", "message": ""}
+                "finished": finished, "ok": finished and (progress.get("state") == "done" or k in not_needed),
+                "message": "not started: every block was done" if k in not_needed else ""}
         if finished and not view["ok"]:
             view["message"] = (progress.get("message") if progress.get("state") in ("error", "interrupted")
                                else None) or _ended_reason(task, progress)
@@ -149,12 +153,14 @@ def follow_run(output_dir: str) -> int:
                         [v["done"] for v in views], worker_indices=[v["worker"] for v in views])
     states: dict[str, str] | None = None
     next_poll, all_done_at = 0.0, None
+    not_needed: set[int] = set()
     try:
         while True:
             if time.monotonic() >= next_poll:
                 states = _queue_or_none(submission)
                 next_poll = time.monotonic() + (1.0 if all_done_at else SQUEUE_EVERY_SECONDS)
-            views = task_views(output_dir, submission, states)
+                not_needed |= _cancel_unneeded(output_dir, submission, states)
+            views = task_views(output_dir, submission, states, not_needed)
             notes: dict[int, str] = {}
             for position, v in enumerate(views):
                 bars.set_label(position, v["label"])
@@ -178,6 +184,23 @@ def follow_run(output_dir: str) -> int:
     for line in lines:
         print(line, file=sys.stderr)
     return exit_status(summary, all(v["ok"] for v in views))
+
+
+def _cancel_unneeded(output_dir: str, submission: dict[str, Any], states: dict[str, str] | None) -> set[int]:
+    """Dynamic schedule, every block done: cancel the tasks still pending (they would find nothing to
+    make, but the run would wait for a GPU to start them); returns their workers."""
+    blocks = math.ceil(submission["num_samples"] / submission["batch_size"])
+    if not (_dynamic(submission) and states and len(done_blocks(output_dir)) >= blocks):
+        return set()
+    pending = [t for t in submission["tasks"] if states.get(t["slurm_id"], "").startswith("PENDING")]
+    if not pending:
+        return set()
+    try:
+        cancel([t["slurm_id"] for t in pending])
+    except SlurmError as err:
+        print(f"warning: {err}", file=sys.stderr)
+        return set()
+    return {t["worker"] for t in pending}
 
 
 def show_status(output_dir: str) -> int:
@@ -263,7 +286,10 @@ def cancel_run(output_dir: str, workers: Sequence[int] | None = None) -> int:
         print(f"{len(left)} tasks are still ending (a rerun is refused until they have left the queue); "
               f"check with `python submit.py status --output_dir {shlex.quote(output_dir)}`.")
         return 0
-    print("Rerun the submit command to make what is missing.")
+    if workers and _dynamic(submission):
+        print("The run's other tasks take over the cancelled tasks' blocks once their leases expire.")
+    else:
+        print("Rerun the submit command to make what is missing.")
     return 0
 
 

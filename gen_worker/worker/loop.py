@@ -262,7 +262,6 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     samples = load_samples(spec.prompts_csv, spec.seed_start, spec.num_samples, spec.id_column, spec.prompt_column)
     if spec.samples_fingerprint and fingerprint(samples) != spec.samples_fingerprint:
         raise WorkerError(f"{spec.prompts_csv} changed after the run was submitted; submit again")
-    _check_model_unchanged(spec)
     done = existing_images(spec.output_dir)
     if spec.schedule == "static":
         blocks = {b[0] // spec.batch_size: [samples[i] for i in b]
@@ -275,13 +274,15 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     complete = {b for b, block in blocks.items() if all(s.file_name in done for s in block)}
     if spec.schedule == "dynamic":
         complete |= done_blocks(spec.output_dir)
+    if len(complete) == len(blocks):  # nothing left: exit at once, before importing torch (a late task)
+        progress.update(total=total, skipped=on_disk)
+        return
+    _check_model_unchanged(spec)
     progress.update(state="loading", total=total, skipped=on_disk)
     import_start = time.time()
     from gen_worker.worker.pipeline import ImageMaker, apply_speed_options, load_pipeline, resolve_device
     _set_torch_threads(spec.cpu_threads)
     device = summary["device"] = resolve_device(spec.device)
-    if len(complete) == len(blocks):
-        return
     _import_diffusers()
     summary["import_seconds"] = round(time.time() - import_start, 3)
     summary.update(_environment(device))

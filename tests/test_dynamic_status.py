@@ -1,0 +1,35 @@
+"""The submitter's side of --schedule dynamic without a cluster: joined submissions, success by the folder."""
+from gen_worker.output.summary import exit_status, final_lines
+from gen_worker.slurm.record import add_submission, latest_submission
+
+
+def _submission(tasks, join=False, job="1"):
+    return {"join": join, "job_ids": [job], "tasks": [{"worker": k, "slurm_id": f"{job}_{k}"} for k in tasks],
+            "schedule": "dynamic"}
+
+
+def test_a_joined_submission_adds_its_tasks_to_the_run(tmp_path):
+    out = str(tmp_path)
+    (tmp_path / "logs").mkdir()
+    add_submission(out, _submission([0, 1], job="1"))  # an earlier run
+    add_submission(out, _submission([0, 1, 2], job="2"))
+    add_submission(out, _submission([3], join=True, job="3"))
+    run = latest_submission(out)
+    assert [t["worker"] for t in run["tasks"]] == [0, 1, 2, 3] and run["job_ids"] == ["2", "3"]
+
+
+def _summary(schedule, missing, failed=0, interrupted=False):
+    return {"output_dir": "/o", "num_samples": 4, "missing": missing, "generated": 4 - missing, "skipped": 0,
+            "wall_seconds": 1.0, "images_per_second": 4.0, "failed": failed, "interrupted": interrupted,
+            "schedule": schedule, "blocks_taken_over": 1, "command": "c",
+            "workers": [{"label": "task 1", "worker_index": 1, "exit_code": 1, "message": "SLURM: CANCELLED"}]}
+
+
+def test_a_stopped_worker_fails_a_static_run_but_not_a_complete_dynamic_one():
+    assert exit_status(_summary("static", 0), workers_ok=False) == 1
+    assert exit_status(_summary("dynamic", 0), workers_ok=False) == 0
+    assert any(line.startswith("warning: task 1 (worker 1) stopped: SLURM: CANCELLED; the other workers made its "
+                               "blocks (1 taken over)") for line in final_lines(_summary("dynamic", 0)))
+    assert exit_status(_summary("dynamic", 1), workers_ok=False) == 1  # an image is missing
+    assert exit_status(_summary("dynamic", 0, failed=1), workers_ok=True) == 1
+    assert exit_status(_summary("dynamic", 0, interrupted=True), workers_ok=False) == 1
