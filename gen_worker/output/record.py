@@ -275,6 +275,7 @@ def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_
     prompts; then clears leftovers of killed workers and moves the last run's reports aside.
     `check()`, if given, runs once the lock is held and before anything changes (it raises to refuse).
     """
+    from gen_worker.output import claims
     from gen_worker.output.progress import clear_progress
     from gen_worker.output.lock import RunLock
 
@@ -293,6 +294,7 @@ def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_
         remove_stale_temp_files(spec.output_dir)
         archive_previous_reports(spec.output_dir)
         clear_progress(spec.output_dir)
+        claims.reset(spec.output_dir)  # the last run's block queue: its done blocks may have failed samples
     except BaseException:
         lock.release()
         raise
