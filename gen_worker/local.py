@@ -152,7 +152,7 @@ def run_local(spec: JobSpec, samples: Sequence[Sample], gpu_ids: Sequence[str], 
     workers: list[dict[str, Any]] = [{"label": label, "gpu_id": g, "exit_code": p.returncode, "worker_index": k}
                                      for label, g, p, k in zip(labels, gpu_ids, procs, indices)]
     summary = write_run_summary(output_dir, [s.file_name for s in samples], workers, started, command, interrupted,
-                                schedule=spec.schedule)
+                                schedule=spec.schedule, already_there=sum(s.file_name in on_disk for s in samples))
     for w in workers:
         if w["exit_code"] not in (0, None) and not interrupted:
             print(f"---- last lines of {w['label']}'s log:", file=sys.stderr)

@@ -125,7 +125,7 @@ class JobSpec:
     cpu_threads: int = flag(1, group="run", checks=[at_least(1)],
                             help="torch CPU threads per worker; fixed so images do not depend on the number of workers")
     schedule: str = flag("dynamic", group="run", choices=SCHEDULES,
-                         help="dynamic: workers claim blocks of --batch_size samples from a queue in the output folder, "
+                         help="dynamic: workers claim blocks (of batch_size samples) from a queue in the output folder, "
                               "taking over those of a dead worker, and a run may be joined; static: worker k of N "
                               "makes blocks k, k+N, ... (same images either way)")
     lease_seconds: float = flag(120.0, group="run", checks=[finite, at_least(1)],

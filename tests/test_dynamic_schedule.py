@@ -2,6 +2,7 @@
 over, a run joined by a second submitter."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -82,6 +83,9 @@ def test_a_second_submitter_joins_a_dynamic_run_and_other_settings_are_refused(t
     first = _start(*_args(tiny_sd, csv, out, ["0"], SLOW))
     try:
         wait_for(lambda: _progress_shows(out, 0, 1), what="the first run's first image")
+        status = run_submit("status", "--output_dir", out)
+        assert status.returncode == 0 and re.search(r"block \d+ +worker 0: heartbeat seen \d+ s ago", status.stdout), \
+            status.stdout + status.stderr
         other = run_submit(*_args(tiny_sd, csv, out, ["1"], SLOW[:-4], "--dtype", "fp32", "--num_inference_steps", "11"))
         assert other.returncode == 2 and "cannot be joined" in other.stderr and "num_inference_steps" in other.stderr
         static = run_submit(*_args(tiny_sd, csv, out, ["1"], SLOW, "--schedule", "static"))

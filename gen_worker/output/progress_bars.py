@@ -47,6 +47,8 @@ class ProgressBars:
                     bar.set_postfix_str(f"success: {bar.n}, failed: 0, {note}", refresh=self.interactive)
                 continue
             success = progress["skipped"] + progress["generated"]
+            if progress.get("total") and progress["total"] != bar.total:  # a dynamic worker's share, once known
+                bar.total = progress["total"]
             state = "" if progress["state"] in ("generating", "done") else f", {progress['state']}"
             state = f", {note}" if note else state
             bar.set_postfix_str(f"success: {success}, failed: {progress['failed']}{state}", refresh=False)

@@ -15,9 +15,10 @@ def read_worker_summary(output_dir: str, worker_index: int) -> dict[str, Any] | 
 
 def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Sequence[dict[str, Any]], started: float,
                       command: str, interrupted: bool = False, finished: float | None = None,
-                      schedule: str = "static") -> dict[str, Any]:
+                      schedule: str = "static", already_there: int | None = None) -> dict[str, Any]:
     """file_names: every sample's image name; workers: one dict per worker with at least 'label'
     and 'exit_code' (None while unknown), and 'worker_index' when not its position.
+    already_there: images on disk when the run started (dynamic schedule: no worker owns them to count them).
 
     finished: when the run ended (default: now), for a summary written after the fact.
     """
@@ -30,6 +31,8 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
         per_worker.append({**info, **summary})
     totals = {key: sum(w.get(key) or 0 for w in per_worker)
               for key in ("generated", "skipped", "failed", "constant_images", "nsfw_flagged", "blocks_taken_over")}
+    if schedule == "dynamic" and already_there is not None:
+        totals["skipped"] = already_there
     indices = [w["worker_index"] for w in per_worker]
     finished = time.time() if finished is None else finished
     wall = finished - started

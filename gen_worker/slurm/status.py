@@ -18,7 +18,7 @@ from typing import Any, Collection, Sequence
 
 from gen_worker.errors import EXIT_USAGE, T2IError
 from gen_worker.output import layout
-from gen_worker.output.claims import done_blocks, leases
+from gen_worker.output.claims import RUN_FILE, done_blocks, leases
 from gen_worker.output.atomic_files import read_json_if_any
 from gen_worker.output.progress import read_progress
 from gen_worker.output.progress_bars import ProgressBars
@@ -127,7 +127,8 @@ def summarize_run(output_dir: str, submission: dict[str, Any], views: Sequence[d
             workers.append({"label": v["label"], "slurm_id": v["slurm_id"], "exit_code": 0 if v["ok"] else 1,
                             "message": v["message"], "worker_index": k})
     summary = write_run_summary(output_dir, file_names, workers, submission["submitted_unix"], submission["command"],
-                                finished=finished_at, schedule=submission.get("schedule", "static"))
+                                finished=finished_at, schedule=submission.get("schedule", "static"),
+                                already_there=submission.get("already_there"))
     return summary, final_lines(summary)
 
 
@@ -203,7 +204,25 @@ def _cancel_unneeded(output_dir: str, submission: dict[str, Any], states: dict[s
     return {t["worker"] for t in pending}
 
 
+def show_local_status(output_dir: str) -> int:
+    """A local dynamic run (no SLURM submission): each worker's counts, then the leases."""
+    workers = sorted(int(n[len("progress_gpu"):-5]) for n in os.listdir(os.path.join(output_dir, layout.LOGS_DIR))
+                     if n.startswith("progress_gpu") and n.endswith(".json") and n[len("progress_gpu"):-5].isdigit())
+    print(f"Local run in {output_dir} (dynamic schedule): {len(workers)} workers")
+    labels = {}
+    for k in workers:
+        p = read_progress(output_dir, k) or {}
+        labels[p.get("worker_id")] = f"worker {k}"
+        print(f"  worker {k:<3} {p.get('host', '?')} pid {p.get('pid', '?')}: {p.get('generated', 0)} made, "
+              f"{p.get('failed', 0)} failed, {p.get('state', '?')}")
+    print("\n".join(lease_lines(output_dir, labels)))
+    return 0
+
+
 def show_status(output_dir: str) -> int:
+    if latest_submission(output_dir) is None and os.path.exists(os.path.join(output_dir, layout.CLAIMS_DIR,
+                                                                              RUN_FILE)):
+        return show_local_status(output_dir)
     submission = _last_submission(output_dir)
     states = _queue_or_none(submission)
     views = task_views(output_dir, submission, states)

@@ -220,6 +220,7 @@ def submit_to_slurm(spec: JobSpec, samples: Sequence[Sample], opts: SlurmOptions
                       "num_samples": len(samples), "batch_size": spec.batch_size, "schedule": spec.schedule,
                       "join": join, "container": container.image if container else None, "job_ids": [], "tasks": []}
         on_disk = existing_images(out)
+        submission["already_there"] = sum(s.file_name in on_disk for s in samples)
         if spec.schedule == "static":
             workers = workers_with_work(samples, opts.num_tasks, spec.batch_size, on_disk)
         else:  # any task claims any block

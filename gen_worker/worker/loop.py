@@ -310,6 +310,8 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     finally:
         queue.close()
         summary.update(blocks_claimed=queue.claimed, blocks_taken_over=queue.taken_over)
+        # Its share is known now: what it made (the bar ends at 100%).
+        progress.update(total=sum(progress[k] for k in ("generated", "skipped", "failed")))
 
 
 def _check_model_unchanged(spec: JobSpec) -> None:
