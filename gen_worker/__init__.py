@@ -36,7 +36,7 @@ The map, grouped by where the code runs:
                       lock.py (one run per folder), record.py (settings + manifest, resume
                       check, quarantine), provenance.py (what each PNG says it is),
                       png_file.py (PNG chunks; is a file whole), summary.py, progress.py,
-                      progress_bars.py
+                      progress_bars.py, sweep_record.py (sweep.json: a sweep's configurations)
 
   In each worker process, on its GPU (python -m gen_worker.worker, or a SLURM task)
     worker/           loop.py (the generation loop), pipeline.py (load diffusers, call it),
