@@ -1,4 +1,5 @@
-"""Compute FID and CLIP score of a folder of generated images and write ``metrics.json``.
+"""Compute FID, KID and CLIP score of a folder of generated images (or of every configuration of a sweep
+folder, against one reference side) and write ``metrics.json`` with the metric protocol.
 
 Usage::
 
@@ -34,9 +35,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m evaluation.metrics",
-        description="FID (against reference images or saved statistics) and CLIP score of generated images.",
+        description="FID and KID (against reference images or saved statistics) and CLIP score of generated images; "
+                    "given a sweep folder (sweep.json), of each of its configurations.",
     )
-    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png (only its own *.png)")
+    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png (only its own *.png), "
+                                                      "or a sweep folder (sweep.json: every configuration)")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--reference_dir", help="folder of reference images (jpg/png/... directly in it)")
     ref.add_argument("--reference_stats", help=".npz with mu/sigma saved by --save_reference_stats")

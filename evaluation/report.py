@@ -249,7 +249,7 @@ def render_html(report: dict[str, Any]) -> str:
                          f"height='{DISPLAY_SIZE}' alt='{e(name)}: {e(smp['file'])}' loading='lazy'></td>"
                          if thumb else "<td>missing</td>")
         sample_rows.append("<tr>" + "".join(cells) + "</tr>")
-    samples_head = "<tr><th>prompt (same seed in every column)</th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>"
+    samples_head = f"<tr><th>prompt{' (same seed in every column)' if len(names) > 1 else ''}</th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>"
     settings = e(json.dumps(report["settings"], indent=2, ensure_ascii=False))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>
