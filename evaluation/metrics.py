@@ -116,17 +116,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     device = resolve_device(args.device)
     record, targets = find_targets(args.generated)
-    if not args.no_clip and not args.prompts_csv:
-        lacking = [t.folder for t in targets if not has_manifest(t.folder)]
-        if lacking:
-            raise EvaluationError(f"CLIP score needs --prompts_csv, or a folder made by submit.py (its manifest.csv "
-                                  f"names each image's prompt; none in {lacking[0]}); or pass --no_clip")
+    # Every folder's images and prompts first: a configuration that cannot be scored fails before any work.
     folders = []
+    scored_prompts: set[str] = set()
     for t in targets:
         images, ignored = gen.list_generated_images(t.folder)
         if not images:
             raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder}")
-        folders.append((t, images, ignored))
+        if not args.no_clip and not args.prompts_csv and not has_manifest(t.folder):
+            raise EvaluationError(f"CLIP score needs --prompts_csv, or a folder made by submit.py (its manifest.csv "
+                                  f"names each image's prompt; none in {t.folder}); or pass --no_clip")
+        rows, prompts, matched, seed_start = None, None, [], None
+        if args.prompts_csv or gen.has_manifest(t.folder):
+            matched, unmatched, rows, seed_start = gen.match_folder(
+                t.folder, images, args.prompts_csv, args.seed_start, args.id_column, args.prompt_column)
+            if not args.no_clip:
+                gen.require_all_matched(unmatched, len(images), seed_start)
+                prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
+                scored_prompts.update(prompts)
+        folders.append((t, images, ignored, rows, matched, prompts, seed_start))
 
     settings: dict[str, Any] = {
         "generated": os.path.abspath(args.generated),
@@ -195,17 +203,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if clip_metric is not None:
         transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
 
-    scored_prompts: set[str] = set()
     configurations = []
-    for target, images, ignored in folders:
-        rows, prompts, matched, seed_start = None, None, [], None
-        if args.prompts_csv or gen.has_manifest(target.folder):
-            matched, unmatched, rows, seed_start = gen.match_folder(
-                target.folder, images, args.prompts_csv, args.seed_start, args.id_column, args.prompt_column)
-            if clip_metric is not None:
-                gen.require_all_matched(unmatched, len(images), seed_start)
-                prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
-                scored_prompts.update(prompts)
+    for target, images, ignored, rows, matched, prompts, seed_start in folders:
         if features is not None:
             features.reset_generated()
         if clip_metric is not None:
@@ -262,7 +261,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         settings["seed_start"] = first["seed_start"]
     counts = dict(first["counts"]) if record is None else {"configurations": len(configurations)}
-    counts["reference_images"] = protocol.get("fid", {}).get("reference_images")
+    if "fid" in protocol:
+        counts["reference_images"] = protocol["fid"]["reference_images"]
     result.update(
         counts=counts,
         protocol=protocol,

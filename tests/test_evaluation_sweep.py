@@ -123,3 +123,19 @@ def test_a_report_of_a_sweep_needs_the_sweeps_metrics(sweep, tmp_path):
     from evaluation.errors import EvaluationError
     with pytest.raises(EvaluationError, match="is a sweep but .* scores one folder"):
         report.main(["--generated", sweep["top"], "--metrics", str(single), "--out_dir", str(tmp_path / "r")])
+
+
+def test_a_configuration_that_cannot_be_scored_stops_before_any_work(sweep, tmp_path):
+    import shutil
+
+    from evaluation.errors import EvaluationError
+    from gen_worker.output.sweep_record import write_sweep_record
+
+    top = tmp_path / "partial"
+    shutil.copytree(os.path.join(sweep["top"], NAMES[0]), top / NAMES[0])
+    write_sweep_record(str(top), {"guidance_scale": SCALES[:2]},
+                       [{"overrides": {"guidance_scale": g}} for g in SCALES[:2]])
+    # the missing folder is reported, not the missing weights: nothing was loaded before the check
+    with pytest.raises(EvaluationError, match=f"generated image folder not found: .*{NAMES[1]}"):
+        metrics.main(["--generated", str(top), "--reference_dir", sweep["ref"], "--clip_model", sweep["clip"],
+                      "--inception_weights", str(tmp_path / "not_there.pt"), "--out", str(tmp_path / "m.json")])
