@@ -361,3 +361,24 @@ def test_empty_generated_folder(assets, tmp_path):
     with pytest.raises(EvaluationError, match="no .*_seed.*png images directly in"):
         metrics.main(["--generated", str(empty), "--reference_dir", assets["ref"], "--no_clip",
                       "--inception_weights", assets["inception"], "--out", str(tmp_path / "m.json")])
+
+
+def test_several_images_per_prompt_each_scored_against_its_prompt(assets, tmp_path):
+    """A folder of K=2 images per prompt (sample i = row * K + k, seed 42 + i): the manifest names each
+    image's prompt; only its file_name and prompt columns are read (an extra column such as k is fine)."""
+    prompts = ["a red square", "blue sky", "green grass"]
+    gen = tmp_path / "gen"
+    samples = [(row * 2 + k, row, k) for row in range(3) for k in range(2)]
+    write_generated(str(gen), assets["base"][:6], [str(row) for _, row, _ in samples], [42 + i for i, _, _ in samples])
+    with open(gen / "manifest.csv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "image_id", "seed", "file_name", "prompt", "k"])
+        writer.writerows([(i, str(row), 42 + i, f"{row}_seed{42 + i}.png", prompts[row], k) for i, row, k in samples])
+    out = tmp_path / "m.json"
+    assert metrics.main(["--generated", str(gen), "--clip_model", assets["clip"], "--no_fid", "--out", str(out),
+                         "--num_workers", "0", "--seed_start", "42"]) == 0
+    result = json.loads(out.read_text())
+    paths = [str(gen / f"{row}_seed{42 + i}.png") for i, row, _ in samples]
+    expected = _direct_clip_score(assets["clip"], paths, [prompts[row] for _, row, _ in samples])
+    assert result["clip_score"] == pytest.approx(expected, abs=1e-3)
+    assert result["protocol"]["clip"]["prompts"] == 3  # distinct prompts
