@@ -105,7 +105,7 @@ def count_long_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int) 
     """How many prompts the tokenizer used for scoring makes longer than ``max_length`` tokens (they are cut)."""
     if not prompts:
         return 0
-    ids = tokenizer(list(prompts), truncation=False, padding=False)["input_ids"]
+    ids = tokenizer(list(prompts), truncation=False, padding=False, verbose=False)["input_ids"]  # no "too long" log
     return sum(len(x) > max_length for x in ids)
 
 
@@ -116,7 +116,7 @@ def describe_preprocessing(image_processor: Any) -> str:
 
     from PIL import Image
 
-    steps = [f"{type(image_processor).__name__} of the model folder:"]
+    steps = []
     if getattr(image_processor, "do_resize", True):
         size = image_processor.size
         edge = get(size, "shortest_edge")
@@ -127,5 +127,5 @@ def describe_preprocessing(image_processor: Any) -> str:
     if getattr(image_processor, "do_center_crop", False):
         crop = image_processor.crop_size
         steps.append(f"centre crop {get(crop, 'height')}x{get(crop, 'width')}")
-    steps.append("then rescale and normalise with its mean and std")
-    return " ".join(steps)
+    steps.append("rescale and normalise with its mean and std")
+    return f"{type(image_processor).__name__} of the model folder: " + "; ".join(steps)
