@@ -133,6 +133,7 @@ def test_reference_stats_give_the_same_fid(assets, self_run):
     assert from_foreign["kid"] is None and any("hold no features: no KID" in w for w in from_foreign["warnings"])
 
 
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
 def test_kid_is_torchmetrics_kid_of_the_images(assets, self_run):
     """KID from the features shared with FID equals torchmetrics' KID run on the images themselves
     (same network, same subsets: the seed is fixed), and a rerun gives the same value."""
