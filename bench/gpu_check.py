@@ -9,10 +9,13 @@ For each tiny random-weight family (gen_worker.tiny_model) and dtype, on the dev
 - workers: the toolkit's worker loop (run_worker, in this process, on the same pipeline) as 1 worker and as
   2 workers one after the other: the PNG files byte-identical;
 - CFG truncation: the denoiser rows and images equal the plain references of tests/test_cfg_truncation.py.
+Then --compile on the tiny SD model (--no_compile: not): no recompile with a partial last block and the
+truncation step, the images beside the eager ones (the "rows" column).
 With --sd15: the toolkit's worker loop against a plain diffusers loop at the same batch size (bench/common.py).
 Exit status 1 when a check fails.
 """
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -31,7 +34,8 @@ try:
     from gen_worker.prompts import load_samples
     from gen_worker.tiny_model import ARCHES, build
     from gen_worker.worker.loop import run_worker
-    from gen_worker.worker.pipeline import load_pipeline
+    from gen_worker.output import layout
+    from gen_worker.worker.pipeline import apply_speed_options, load_pipeline
     import test_cfg_truncation as cfg
 except ImportError as err:
     sys.exit(f"gpu_check: cannot import {err.name} ({err}): install the toolkit's dependencies "
@@ -93,6 +97,33 @@ def check_family(arch, dtype, device, size, steps, work):
     return row
 
 
+def compile_check(dtype, device, work):
+    """--compile on the tiny SD model, 5 samples at batch 2 (a partial last block) with --cfg_truncation_step:
+    two graphs (2 x batch rows, then batch rows), no recompile; the images beside eager ones."""
+    from PIL import Image
+    folder = os.path.join(work, "model-sd")
+    if not os.path.isdir(folder):
+        build(folder, "sd")
+    pipe = load_pipeline(folder, dtype, device)
+    csv = write_prompts(os.path.join(work, "prompts.csv"), 5)
+    settings = dict(num_inference_steps=cfg.STEPS, height=32, width=32, dtype=dtype, device=device, batch_size=2,
+                    guidance_scale=5.0, cfg_truncation_step=cfg.K)
+    eager = worker_files(pipe, job_spec(csv, os.path.join(work, "eager"), folder, 5, **settings), 1)
+    apply_speed_options(pipe, job_spec(csv, work, folder, 5, compile=True), device)
+    spec = job_spec(csv, os.path.join(work, "compiled"), folder, 5, compile=True, **settings)
+    started = time.perf_counter()
+    compiled = worker_files(pipe, spec, 1)
+    summary = json.load(open(layout.summary_file(spec.output_dir, 0)))
+    diff = max(int(np.abs(np.asarray(Image.open(os.path.join(work, "eager", n)), dtype=np.int16)
+                          - np.asarray(Image.open(os.path.join(spec.output_dir, n)), dtype=np.int16)).max())
+               for n in eager)
+    return {"family": "sd --compile", "dtype": dtype, "images": len(compiled),
+            "seconds": round(time.perf_counter() - started, 2), "valid": sorted(compiled) == sorted(eager),
+            "1 vs 2 workers": "-", "cfg truncation": summary.get("recompiles") == 0,
+            "rows": f"graphs {summary.get('compiled_graphs')}, recompiles {summary.get('recompiles')}, "
+                    f"max pixel diff vs eager {diff}"}
+
+
 def sd15_benchmark(path, device, dtype, batch, images, work):
     """The toolkit's worker loop against the plain diffusers loop, same pipeline, same batch size."""
     pipe = load_pipeline(path, dtype, device)
@@ -112,6 +143,7 @@ def main(argv=None):
     parser.add_argument("--families", nargs="+", default=list(ARCHES), choices=ARCHES)
     parser.add_argument("--dtypes", nargs="+", default=None, choices=("bf16", "fp16", "fp32"),
                         help="default: bf16 fp16 on cuda, fp32 on cpu")
+    parser.add_argument("--no_compile", action="store_true", help="leave out the --compile check (minutes on a CPU)")
     parser.add_argument("--sd15", default=None, metavar="PATH", help="a local SD 1.5 diffusers folder to benchmark")
     parser.add_argument("--sd15_batch", type=int, default=8)
     parser.add_argument("--sd15_images", type=int, default=32)
@@ -129,6 +161,12 @@ def main(argv=None):
                 except Exception as err:  # one family's failure should not hide the others'
                     rows.append({"family": arch, "dtype": dtype, "valid": f"error: {str(err)[:120]}"})
                 print(rows[-1], flush=True)
+        if not args.no_compile:
+            try:
+                rows.append(compile_check(dtypes[0], args.device, work))
+            except Exception as err:
+                rows.append({"family": "sd --compile", "dtype": dtypes[0], "valid": f"error: {str(err)[:120]}"})
+            print(rows[-1], flush=True)
         bench = []
         if args.sd15:
             bench = sd15_benchmark(args.sd15, args.device, dtypes[0], args.sd15_batch, args.sd15_images, work)
@@ -138,7 +176,7 @@ def main(argv=None):
     print_table(f"tiny families on {args.device}", columns, [[r.get(c, "-") for c in columns] for r in rows])
     if bench:
         print_table("SD 1.5, 512x512, 20 steps", ["run", "images/s"], [[b["run"], b["images_per_s"]] for b in bench])
-    failed = [r for r in rows if any(r.get(c) not in (True, "n/a (no CFG)") for c in columns[4:7])]
+    failed = [r for r in rows if any(r.get(c) not in (True, "n/a (no CFG)", "-") for c in columns[4:7])]
     return 1 if failed else 0
 
 

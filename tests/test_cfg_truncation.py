@@ -54,16 +54,19 @@ def _maker(pipe: Any, arch: str, **changes: Any) -> ImageMaker:
     return maker
 
 
-def _rows_seen(pipe: Any) -> tuple[List[int], Callable[[], None]]:
-    """Wrap each denoiser's forward to record the rows (batch dimension) of every call."""
+def _rows_seen(pipe: Any, called: Any = None) -> tuple[List[int], Callable[[], None]]:
+    """Wrap each denoiser's forward to record the rows (batch dimension) of every call (and in `called`,
+    a set, the indices of the denoisers called)."""
     rows: List[int] = []
     restores = []
-    for model in denoisers(pipe):
+    for index, model in enumerate(denoisers(pipe)):
         original = model.forward
 
-        def counting(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+        def counting(*args: Any, _original: Any = original, _index: int = index, **kwargs: Any) -> Any:
             hidden = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
             rows.append(hidden.shape[0])
+            if called is not None:
+                called.add(_index)
             return _original(*args, **kwargs)
         model.forward = counting
         restores.append(lambda m=model, o=original: setattr(m, "forward", o))
@@ -129,7 +132,8 @@ def test_cfg_truncation_matches_a_plain_reference(arch: str, pipes: Callable[[st
     pipe = pipes(arch)
     assert type(pipe).__name__ in CFG_TRUNCATION
     separate = CFG_TRUNCATION[type(pipe).__name__] == "separate"
-    rows, restore = _rows_seen(pipe)
+    called: set[int] = set()
+    rows, restore = _rows_seen(pipe, called)
     try:
         cut = _pixels(_maker(pipe, arch, cfg_truncation_step=K).make(SAMPLES))
     finally:
@@ -137,6 +141,7 @@ def test_cfg_truncation_matches_a_plain_reference(arch: str, pipes: Callable[[st
     b = len(SAMPLES)
     guided, unguided = ([b, b], [b]) if separate else ([2 * b], [b])
     assert rows == guided * K + unguided * (STEPS - K)
+    assert called == set(range(len(denoisers(pipe))))  # Wan 2.2: both transformers, on both sides of the boundary
 
     reference_maker = _maker(pipe, arch)
     if arch in CALLBACK_REFERENCES:
@@ -181,3 +186,15 @@ def test_the_submitter_refuses_cfg_truncation_from_model_index(tmp_path: Any, cl
             check_cfg_truncation(2, str(tmp_path))
     else:
         check_cfg_truncation(2, str(tmp_path))
+
+
+def test_no_guidance_to_cut_leaves_every_call_alone(pipes: Callable[[str], Any]) -> None:
+    """--guidance_scale 1: the pipeline makes no doubled rows, so the truncation has nothing to cut."""
+    pipe = pipes("sd")
+    rows, restore = _rows_seen(pipe)
+    try:
+        cut = _pixels(_maker(pipe, "sd", guidance_scale=1.0, cfg_truncation_step=1).make(SAMPLES))
+    finally:
+        restore()
+    assert rows == [len(SAMPLES)] * STEPS
+    assert all(np.array_equal(a, b) for a, b in zip(cut, _pixels(_maker(pipe, "sd", guidance_scale=1.0).make(SAMPLES))))

@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 def test_gpu_check_runs_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
     import gpu_check
-    assert gpu_check.main(["--device", "cpu", "--families", "sd", "flux"]) == 0
+    assert gpu_check.main(["--device", "cpu", "--families", "sd", "flux", "--no_compile"]) == 0
     out = capsys.readouterr().out
     assert "tiny families on cpu" in out and "SD 1.5 benchmark skipped" in out
     table = out[out.index("tiny families on cpu"):].splitlines()
@@ -19,4 +19,4 @@ def test_gpu_check_runs_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
 def test_gpu_check_fails_when_a_check_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     import gpu_check
     monkeypatch.setattr(gpu_check, "worker_files", lambda pipe, spec, workers: {"x.png": bytes([workers])})
-    assert gpu_check.main(["--device", "cpu", "--families", "flux"]) == 1
+    assert gpu_check.main(["--device", "cpu", "--families", "flux", "--no_compile"]) == 1

@@ -133,30 +133,6 @@ def test_speed_options_are_applied_and_change_only_the_last_bits(tiny_sd, sd_pip
     assert hasattr(pipe.unet.forward, "_torchdynamo_orig_callable")  # compiled at its first call
 
 
-def test_compile_pads_every_call_to_the_batch_size(sd_pipe):
-    """--compile: a partial block is padded to --batch_size rows (copies of its last sample), so the compiled
-    denoiser never sees a new shape; the padding images are dropped. Checked without compiling (slow on a CPU)."""
-    plain = ImageMaker(sd_pipe, _spec("-", batch_size=4))
-    padded = ImageMaker(sd_pipe, _spec("-", batch_size=4, compile=True))
-    rows, restore = _count_denoiser_rows(sd_pipe, "unet")
-    try:
-        alone = _pixels(plain.make(SAMPLES[:1]))
-        plain_rows = list(rows)
-        rows.clear()
-        one = _pixels(padded.make(SAMPLES[:1]))
-        padded_rows = list(rows)
-        rows.clear()
-        two = _pixels(padded.make(SAMPLES))
-    finally:
-        restore()
-    assert (plain_rows, padded_rows, rows) == ([2] * 4, [8] * 4, [8] * 4)
-    assert len(one) == 1 and len(two) == 2
-    # Only the batch composition changed: the sample's own noise, at most a last bit off.
-    assert np.abs(one[0] - alone[0]).max() <= 1
-    assert np.array_equal(_pixels(padded.make(SAMPLES[:1]))[0], one[0])  # padded the same way every time
-    assert padded.compile_stats()["recompiles"] == 0 and plain.compile_stats() == {}
-
-
 def test_speed_options_a_model_cannot_use_are_reported(wan_pipe, caplog):
     assert apply_speed_options(wan_pipe, _spec("-", channels_last=True), "cpu") == []
     assert "--channels_last has no effect" in caplog.text

@@ -225,12 +225,13 @@ class CondHalfOnly:
     """
 
     def __init__(self, models: Sequence[torch.nn.Module], step: int) -> None:
-        self.models, self.step, self.calls, self.cut = models, step, 0, False
+        self.models, self.step, self.calls, self.cut, self.doubled = models, step, 0, False, 0
 
     @contextlib.contextmanager
-    def hooked(self) -> Iterator[None]:
-        """Hooks on the denoisers for one pipeline call (the pipeline stays as it was for anyone else)."""
-        self.calls = 0
+    def hooked(self, batch: int) -> Iterator[None]:
+        """Hooks on the denoisers for one pipeline call of `batch` prompts (the pipeline stays as it was for
+        anyone else). Only calls on 2 x batch rows are cut: a call without guidance is left alone."""
+        self.calls, self.doubled = 0, 2 * batch
         handles = [h for m in self.models for h in (m.register_forward_pre_hook(self._before, with_kwargs=True),
                                                      m.register_forward_hook(self._after, with_kwargs=True))]
         try:
@@ -242,8 +243,8 @@ class CondHalfOnly:
     def _before(self, module: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         self.calls += 1
         hidden = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
-        rows = int(hidden.shape[0]) if isinstance(hidden, torch.Tensor) else 1
-        self.cut = self.calls > self.step and rows % 2 == 0
+        rows = int(hidden.shape[0]) if isinstance(hidden, torch.Tensor) else 0
+        self.cut = self.calls > self.step and rows == self.doubled
         if not self.cut:
             return None
         return tuple(self._half(a, rows, "") for a in args), {k: self._half(v, rows, k) for k, v in kwargs.items()}
@@ -365,8 +366,9 @@ class ImageMaker:
         kwargs = dict(self.call_kwargs)
         if "negative_prompt" in kwargs:  # one per prompt: SD-family pipelines refuse a str with a list of prompts
             kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(rows)
+        cutting = self.truncation.hooked(len(rows)) if self.truncation else contextlib.nullcontext()
         try:
-            with torch.inference_mode(), self.truncation.hooked() if self.truncation else contextlib.nullcontext():
+            with torch.inference_mode(), cutting:
                 out = self.pipe(prompt=[s.prompt for s in rows], generator=generators, **kwargs)
         except Exception as err:
             if self.pad_to and is_out_of_memory(err):
