@@ -198,3 +198,20 @@ def test_no_guidance_to_cut_leaves_every_call_alone(pipes: Callable[[str], Any])
         restore()
     assert rows == [len(SAMPLES)] * STEPS
     assert all(np.array_equal(a, b) for a, b in zip(cut, _pixels(_maker(pipe, "sd", guidance_scale=1.0).make(SAMPLES))))
+
+
+@pytest.mark.e2e
+def test_submit_refuses_cfg_truncation_for_flux_before_any_worker(tmp_path: Any) -> None:
+    import time
+    from conftest import FAST, run_submit, write_prompts
+    from gen_worker.tiny_model import build
+    build(str(tmp_path / "flux"), "flux")
+    csv = write_prompts(tmp_path / "prompts.csv", [("1", "a cat")])
+    started = time.monotonic()
+    result = run_submit("--cluster", "local", "--gpu_ids", "0", "--prompts_csv", csv, "--output_dir",
+                        str(tmp_path / "out"), "--model_path", str(tmp_path / "flux"), *FAST,
+                        "--cfg_truncation_step", "2")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--cfg_truncation_step is not supported for FluxPipeline" in lines[0], result.stderr
+    assert time.monotonic() - started < 8  # the submitter's own check: no worker, no torch import
