@@ -177,7 +177,9 @@ def apply_speed_options(pipe: Any, spec: JobSpec, device: str) -> List[str]:
         for m in models:
             # The forward, not the module: the truncation hooks (CondHalfOnly) stay eager Python around it.
             # Static shapes: ImageMaker pads every call to --batch_size rows, so each denoiser compiles one
-            # graph per row count it sees (2 x batch with guidance, batch after --cfg_truncation_step).
+            # graph per row count it sees (2 x batch with guidance, batch after --cfg_truncation_step), all in
+            # the first call. Not a dynamic batch dimension: torch specializes sizes 0 and 1 (a batch of 1 would
+            # recompile anyway), and the static graphs are those of a full block, the common case.
             m.forward = torch.compile(m.forward, dynamic=False)
         applied.append("compile")
     return applied
