@@ -22,7 +22,7 @@ from gen_worker.output.record import prepare_output_dir
 from gen_worker.output.summary import command_line
 from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.slurm.options import SlurmOptions, wait_for_run
-from gen_worker.spec import JobSpec, auto_dtype, pipeline_guidance_default
+from gen_worker.spec import JobSpec, auto_dtype, check_cfg_truncation, pipeline_guidance_default
 
 
 # The option groups of --help, in order; each flag field (spec.py, slurm/options.py,
@@ -125,6 +125,7 @@ def build_spec(args: argparse.Namespace, gpu_ids: Sequence[str] = ()) -> Tuple[J
     model_path = check_model_path(args.model_path)
     if values["guidance_scale"] is None:
         values["guidance_scale"] = pipeline_guidance_default(model_path)
+    check_cfg_truncation(values["cfg_truncation_step"], model_path)
     if values["dtype"] == "auto":
         on_gpu = args.device != "cpu" and [g for g in gpu_ids if g]
         values["dtype"] = auto_dtype(args.device, compute_capabilities(gpu_ids) if on_gpu else [])

@@ -298,7 +298,7 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Sequence[list[Sample]], 
                 if isinstance(made, Made):
                     writer.put(made)
             summary.update(generate_seconds=round(time.time() - generate_start, 3), oom_splits=make.splits,
-                           writer_wait_seconds=round(writer.wait_seconds, 3))
+                           writer_wait_seconds=round(writer.wait_seconds, 3), **maker.compile_stats())
             if make.sticky is not None:  # every later call would fail too
                 raise WorkerError(f"stopping after a CUDA error on samples {[s.index for s, _ in failures]} "
                                   f"({one_line(make.sticky)[:300]}): the GPU context is unusable; rerun to resume")
