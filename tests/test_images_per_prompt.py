@@ -70,3 +70,19 @@ def test_a_folder_made_before_images_per_prompt_existed_resumes(tmp_path):
     assert provenance.mismatch(found, samples[1], [None], accepted) is None
     assert "images_per_prompt" in provenance.mismatch(found, samples[1], [None],
                                                       [dict(accepted[0], images_per_prompt=2)])
+
+
+def test_evaluation_maps_k_images_back_to_their_prompt_with_or_without_the_manifest(tmp_path):
+    from evaluation import generated as gen
+    path = write_prompts(tmp_path / "p.csv", [("7", "a cat"), ("7", "a dog")])  # one id, two prompts
+    samples = load_samples(path, 42, images_per_prompt=3)
+    images = [gen.GeneratedImage(str(tmp_path / s.file_name), "000007", s.seed) for s in samples]
+    rows = gen.read_prompts_csv(path)
+    matched, unmatched = gen.match_prompts(images, rows, seed_start=42, images_per_prompt=3)
+    assert not unmatched and [r.prompt for r in matched] == ["a cat"] * 3 + ["a dog"] * 3
+    spec = _spec(tmp_path, images_per_prompt=3, num_samples=6)
+    prepare_output_dir(spec, samples).release()
+    by_name = gen.read_manifest(spec.output_dir)
+    assert [(by_name[s.file_name].index, by_name[s.file_name].prompt) for s in samples] == [
+        (s.row, s.prompt) for s in samples]
+    assert gen.recorded_images_per_prompt(spec.output_dir) == 3

@@ -126,3 +126,18 @@ def test_the_fingerprint_covers_the_fields_kept_in_the_manifest(tmp_path):
     assert [s.prompt for s in a] == [s.prompt for s in b]
     assert fingerprint(a) != fingerprint(b)
     assert fingerprint(a) == fingerprint(load_samples(str(tmp_path / "a.jsonl"), 0))
+
+
+def test_submit_flags_reach_the_samples_and_the_spec(tmp_path, tiny_sd):
+    from gen_worker.cli import build_parser, build_spec
+    from gen_worker.prompts import spec_samples
+    path = _jsonl(tmp_path / "prompts.txt", GENEVAL)
+    args = build_parser().parse_args(["--prompts_csv", path, "--prompts_format", "jsonl", "--images_per_prompt", "3",
+                                      "--layout", "geneval", "--output_dir", str(tmp_path / "out"),
+                                      "--model_path", tiny_sd, "--device", "cpu"])
+    spec, samples = build_spec(args)
+    assert (spec.num_samples, spec.images_per_prompt, spec.layout, spec.prompts_format) == (6, 3, "geneval", "jsonl")
+    assert [s.file_name for s in samples][:4] == ["00000/samples/0000.png", "00000/samples/0001.png",
+                                                  "00000/samples/0002.png", "00001/samples/0000.png"]
+    assert spec_samples(spec) == samples and fingerprint(samples) == spec.samples_fingerprint
+    assert {"images_per_prompt": 3, "layout": "geneval"}.items() <= spec.recorded_settings().items()
