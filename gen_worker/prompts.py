@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
 from gen_worker.naming import file_stem, sample_path
-from gen_worker.errors import T2IError
+from gen_worker.errors import T2IError, one_line
 
 if TYPE_CHECKING:
     from gen_worker.spec import JobSpec
@@ -114,7 +114,7 @@ def _read_parquet(path: str) -> Records:
     try:
         table = pyarrow.parquet.read_table(path)
     except (pyarrow.ArrowException, OSError) as err:
-        raise PromptsError(f"{path}: not a readable Parquet file ({' '.join(str(err).split())[:200]})") from None
+        raise PromptsError(f"{path}: not a readable Parquet file ({one_line(err)[:200]})") from None
     return list(table.column_names), [(f"row {i}", r) for i, r in enumerate(table.to_pylist())]
 
 

@@ -8,7 +8,7 @@ from conftest import FAST, run_submit
 from evaluation import generated as gen
 from gen_worker.model_check import identify
 from gen_worker.output import layout, provenance
-from gen_worker.output.record import existing_images, prepare_output_dir
+from gen_worker.output.record import DamagedOutputDir, existing_images, prepare_output_dir
 from gen_worker.prompts import load_samples
 from gen_worker.spec import JobSpec
 from gen_worker.worker.loop import run_worker
@@ -109,3 +109,17 @@ def test_submit_k2_geneval_same_bytes_for_1_and_2_workers_resume_and_reproduce(t
     image = os.path.join(out, NAMES[5])
     made_again = run_submit("reproduce", image, "--output_dir", str(tmp_path / "again"), "--device", "cpu")
     assert made_again.returncode == 0 and "byte-identical" in made_again.stdout, made_again.stderr[-2000:]
+
+
+def test_a_file_where_a_prompt_folder_goes_is_refused_in_one_line(tmp_path):
+    path = _jsonl(tmp_path / "p.jsonl")
+    spec = JobSpec(prompts_csv=path, output_dir=str(tmp_path / "out"), model_path="/m", num_samples=3, layout="geneval")
+    samples = load_samples(path, spec.seed_start, layout="geneval")
+    os.makedirs(os.path.join(spec.output_dir, "00001"))
+    open(os.path.join(spec.output_dir, "00001", "samples"), "w").write("not a folder")
+    with pytest.raises(DamagedOutputDir, match=r"00001/samples is not a folder; move it away"):
+        prepare_output_dir(spec, samples)
+    os.remove(os.path.join(spec.output_dir, "00001", "samples"))
+    os.makedirs(os.path.join(spec.output_dir, "00002", "metadata.jsonl"))
+    with pytest.raises(DamagedOutputDir, match=r"00002/metadata.jsonl is a folder"):
+        prepare_output_dir(spec, samples)

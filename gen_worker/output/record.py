@@ -190,7 +190,11 @@ def write_prompt_folders(output_dir: str, samples: Sequence[Sample]) -> None:
     when it changed) and its samples/ folder, made before any worker writes an image there."""
     for s in {s.row: s for s in samples}.values():  # one sample per row
         folder = os.path.join(output_dir, prompt_folder(s.row))
-        os.makedirs(os.path.join(folder, GENEVAL_SAMPLES), exist_ok=True)
+        images_dir = os.path.join(folder, GENEVAL_SAMPLES)
+        try:
+            os.makedirs(images_dir, exist_ok=True)
+        except FileExistsError:
+            raise _damaged(images_dir if os.path.isdir(folder) else folder, "is not a folder", "move it away") from None
         path, data = os.path.join(folder, GENEVAL_METADATA), (s.metadata + "\n").encode("utf-8")
         try:
             with open(path, "rb") as f:
@@ -198,6 +202,8 @@ def write_prompt_folders(output_dir: str, samples: Sequence[Sample]) -> None:
                     continue
         except FileNotFoundError:
             pass
+        except IsADirectoryError:
+            raise _damaged(path, "is a folder", "move it away") from None
         replace_file(path, data)
 
 
