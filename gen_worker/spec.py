@@ -18,6 +18,8 @@ from typing import Any, Dict, Optional, Sequence
 from gen_worker.errors import T2IError, UsageError
 from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, multiple_of, recorded_names
 from gen_worker.model_check import cfg_truncation_refusal, diffusers_folder, local_folder, source_strings
+from gen_worker.naming import LAYOUTS
+from gen_worker.prompts import FORMATS as PROMPTS_FORMATS
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
@@ -121,15 +123,19 @@ def auto_dtype(device: str, compute_capabilities: Sequence[str]) -> str:
 @dataclass
 class JobSpec:
     # input and output
-    prompts_csv: str = flag(group="data", help="CSV with a prompt column (prompt/caption/text) "
-                                               "and optionally an id column (image_id/id)")
+    prompts_csv: str = flag(group="data", help="prompts file: CSV, TSV, JSONL (one JSON object per line) or Parquet, by "
+                                               "extension or --prompts_format; a prompt column (prompt/caption/text, "
+                                               "any case) and optionally an id column (image_id/id)")
     output_dir: str = flag(group="data", help="folder for the images and the run's records")
     model_path: str = flag(group="data", recorded=True,
                            help="diffusers pipeline folder or hub id (safetensors only)")
     num_samples: Optional[int] = flag(None, group="data", checks=[at_least(1)],
-                                      help="first N rows of the CSV (default: all rows)")
+                                      help="first N samples (default: every row x --images_per_prompt; sample i is "
+                                           "row i // K, so a limit may stop inside a row)")
     id_column: Optional[str] = flag(None, group="data", help="id column (default: image_id or id; none: row number)")
     prompt_column: Optional[str] = flag(None, group="data", help="prompt column (default: prompt, caption or text)")
+    prompts_format: Optional[str] = flag(None, group="data", choices=PROMPTS_FORMATS,
+                                         help="format of --prompts_csv (default: by its extension; CSV if another)")
     # where to run
     device: str = flag("auto", group="run", choices=DEVICES, help="auto: cuda when a GPU is visible")
     cpu_threads: int = flag(1, group="run", checks=[at_least(1)],
@@ -137,6 +143,11 @@ class JobSpec:
     # generation settings: recorded
     seed_start: int = flag(42, group="generation", recorded=True, checks=[at_least(0), at_most(MAX_SEED)],
                            help="seed of sample 0; sample i uses seed_start+i")
+    images_per_prompt: int = flag(1, group="generation", recorded=True, checks=[at_least(1)], metavar="K",
+                                  help="images of each prompt: sample i = row*K + k gets seed seed_start+i")
+    layout: str = flag("flat", group="generation", recorded=True, choices=LAYOUTS,
+                       help="flat: {image_id}_seed{seed}.png; geneval: <row:05d>/metadata.jsonl (the prompt's "
+                            "JSON) and <row:05d>/samples/<k:04d>.png, as GenEval reads them")
     num_inference_steps: int = flag(20, group="generation", recorded=True, checks=[at_least(1)],
                                     help="denoising steps")
     guidance_scale: Optional[float] = flag(None, group="generation", recorded=True, checks=[finite, at_least(0)],
