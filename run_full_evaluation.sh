@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Full evaluation in one command: COCO captions -> prompts.csv -> images -> FID + CLIP score -> report.
+# Full evaluation in one command: COCO captions -> prompts.csv -> images -> FID, KID + CLIP score -> report.
 #
 #   USE_MULTIGPU=true GPU_IDS="0 1 2 3" MODEL_PATH=/models/sd15 NUM_SAMPLES=5000 \
 #   COCO_CAPTIONS=annotations/captions_val2014.json COCO_IMAGES=val2014 \
@@ -29,6 +29,10 @@
 #   DEVICE SEED_START NUM_INFERENCE_STEPS GUIDANCE_SCALE HEIGHT WIDTH DTYPE CFG_TRUNCATION_STEP ENABLE_HALF_FRAME
 #                       generation settings, passed as submit.py's flags when set [submit.py's defaults:
 #                       python submit.py --help]; the metrics and report read them from the images' folder
+#   SWEEP               settings to sweep, each NAME=V1,V2,... (space-separated for several), e.g.
+#                       SWEEP="guidance_scale=1.5,3,5,7.5": submit.py --sweep per setting; every configuration
+#                       is scored against the same reference statistics and compared in the report
+#   IMAGES_PER_PROMPT   images per prompt (submit.py --images_per_prompt) [submit.py's default: 1]
 #   GENERATE_ARGS       more submit.py flags, e.g. "--batch_size 4 --max_sequence_length 226"
 #   METRICS_DEVICE METRICS_BATCH_SIZE  [auto 64]
 #   ALLOW_INCOMPLETE    true: compute metrics even if some samples failed [false]
@@ -85,6 +89,11 @@ done
 # From COCO with ALL_CAPTIONS the CSV has more rows than NUM_SAMPLES images: generate them all.
 if [[ -n "${NUM_SAMPLES:-}" && -z "$REFERENCE_LIST" ]]; then gen_args+=(--num_samples "$NUM_SAMPLES"); fi
 [[ -n "${CFG_TRUNCATION_STEP:-}" ]] && gen_args+=(--cfg_truncation_step "$CFG_TRUNCATION_STEP")
+[[ -n "${IMAGES_PER_PROMPT:-}" ]] && gen_args+=(--images_per_prompt "$IMAGES_PER_PROMPT")
+# A sweep writes one run folder per configuration under IMAGES_DIR (and IMAGES_DIR/sweep.json): the
+# metrics and the report below read them all from IMAGES_DIR.
+read -r -a sweep_list <<< "${SWEEP:-}"
+for axis in "${sweep_list[@]}"; do gen_args+=(--sweep "$axis"); done
 is_true "${ENABLE_HALF_FRAME:-false}" && gen_args+=(--enable_half_frame)
 if [[ "$CLUSTER" == "local" ]]; then
     if [[ -n "${GPU_IDS:-}" ]]; then
@@ -132,4 +141,4 @@ step "4/4 report"
     --prompts_csv "$PROMPTS_CSV" --out_dir "$OUTPUT_DIR/report"
 
 echo
-echo "done: images in $IMAGES_DIR, scores in $OUTPUT_DIR/metrics.json, report in $OUTPUT_DIR/report/report.html"
+echo "done: images in $IMAGES_DIR${SWEEP:+ (one folder per configuration)}, scores in $OUTPUT_DIR/metrics.json, report in $OUTPUT_DIR/report/report.html"

@@ -22,6 +22,9 @@ from typing import Any, Sequence
 import torch
 from torchmetrics.multimodal.clip_score import CLIPScore
 
+SCORE_CONVENTION = ("torchmetrics CLIPScore: 100 * cos(image, prompt) averaged over the images, the mean clamped "
+                    "at 0; each image against its own prompt; prompts cut to the text encoder's token limit")
+
 
 def _as_tensor(out: Any) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
@@ -74,9 +77,8 @@ class ClipImagePreprocess:
 
 
 def make_clip_metric(model: Any, tokenizer: Any, image_processor: Any, device: torch.device | str = "cpu") -> CLIPScore:
-    max_length = int(getattr(model.config.text_config, "max_position_embeddings", 77))
     adapted = _TensorFeatures(model)
-    processor = _TruncatingProcessor(tokenizer, image_processor, max_length)
+    processor = _TruncatingProcessor(tokenizer, image_processor, text_max_length(model))
     return CLIPScore(model_name_or_path=lambda: (adapted, processor)).to(device)
 
 
@@ -92,3 +94,38 @@ def update_clip(metric: CLIPScore, pixel_values: torch.Tensor | Sequence[torch.T
 def compute_clip(metric: CLIPScore) -> float:
     with torch.inference_mode():
         return float(metric.compute())
+
+
+def text_max_length(model: Any) -> int:
+    """The text encoder's token limit (77 for CLIP), begin and end tokens included."""
+    return int(getattr(model.config.text_config, "max_position_embeddings", 77))
+
+
+def count_long_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int) -> int:
+    """How many prompts the tokenizer used for scoring makes longer than ``max_length`` tokens (they are cut)."""
+    if not prompts:
+        return 0
+    ids = tokenizer(list(prompts), truncation=False, padding=False, verbose=False)["input_ids"]  # no "too long" log
+    return sum(len(x) > max_length for x in ids)
+
+
+def describe_preprocessing(image_processor: Any) -> str:
+    """What the CLIP image processor does to an image, in words (for metrics.json and the report)."""
+    def get(d: Any, key: str) -> Any:
+        return getattr(d, key, None) if not isinstance(d, dict) else d.get(key)
+
+    from PIL import Image
+
+    steps = []
+    if getattr(image_processor, "do_resize", True):
+        size = image_processor.size
+        edge = get(size, "shortest_edge")
+        target = f"shortest side to {edge} px" if edge else f"to {get(size, 'height')}x{get(size, 'width')} px"
+        resample = getattr(image_processor, "resample", None)
+        method = Image.Resampling(int(resample)).name.lower() if resample is not None else "default"
+        steps.append(f"resize {target} (PIL {method}, aspect kept)")
+    if getattr(image_processor, "do_center_crop", False):
+        crop = image_processor.crop_size
+        steps.append(f"centre crop {get(crop, 'height')}x{get(crop, 'width')}")
+    steps.append("rescale and normalise with its mean and std")
+    return f"{type(image_processor).__name__} of the model folder: " + "; ".join(steps)

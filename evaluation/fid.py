@@ -1,23 +1,30 @@
-"""FID with torchmetrics' ``FrechetInceptionDistance`` fed by the Inception TorchScript, and reference statistics.
+"""FID and KID (torchmetrics) from the Inception TorchScript's features, and reference statistics.
 
-torchmetrics accumulates, per side, the feature sum, the sum of outer products and the count (float64) and
-computes ``||mu1-mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2))``. We give it our own feature module
-(:class:`InceptionFeatures`), so torch-fidelity (and with it torchvision) is not needed.
+Each image goes through Inception once (:class:`InceptionFeatures`, our own feature module, so torch-fidelity
+and with it torchvision are not needed); the features feed both torchmetrics metrics.
+``FrechetInceptionDistance`` accumulates, per side, the feature sum, the sum of outer products and the count
+(float64) and computes ``||mu1-mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2))``. ``KernelInceptionDistance`` keeps the
+features and averages the unbiased MMD^2 with the cubic polynomial kernel ``(x.y / D + 1)^3`` over
+:data:`KID_SUBSETS` random subsets of ``min(1000, reference images, generated images)`` images per side,
+drawn with a fixed seed; it reports the mean and the standard deviation over the subsets.
 
 Reference statistics are ``.npz`` files with ``mu`` [D], ``sigma`` [D, D] (float64, unbiased covariance, the
-pytorch-fid / clean-fid convention), ``num_images`` and what they were computed with (sha256 of the Inception
-file, centre crop). Loading them refills torchmetrics' sums exactly, so the FID is the same as from the images.
+pytorch-fid / clean-fid convention), ``num_images``, ``features`` [N, D] (float32, for KID) and what they were
+computed with (sha256 of the Inception file, centre crop). Loading them refills torchmetrics' states exactly,
+so FID and KID are the same as from the images. A file without ``features`` (e.g. pytorch-fid's) gives FID only.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from evaluation.errors import EvaluationError
 from evaluation.images import INCEPTION_SIZE
@@ -41,24 +48,71 @@ class InceptionFeatures(torch.nn.Module):
         return feats.reshape(images.shape[0], -1).double()
 
 
-def make_fid_metric(net: torch.nn.Module, device: torch.device | str = "cpu") -> FrechetInceptionDistance:
-    metric = FrechetInceptionDistance(feature=InceptionFeatures(net), reset_real_features=False, normalize=False)
-    return metric.to(device)
+class _GivenFeatures(torch.nn.Module):
+    """Identity "network": the metrics get features already computed, so each image passes Inception once."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
 
 
-def update_fid(metric: FrechetInceptionDistance, images: torch.Tensor, real: bool) -> None:
-    device = metric.real_features_sum.device
-    with torch.inference_mode():
-        metric.update(images.to(device), real=real)
+KID_SUBSETS = 100
+KID_MAX_SUBSET_SIZE = 1000  # torchmetrics' default; cut to the number of images on the smaller side
+KID_SEED = 0  # the subsets are drawn with this seed, so a rerun gives the same KID
 
 
-def compute_fid(metric: FrechetInceptionDistance) -> float:
-    n_real, n_fake = int(metric.real_features_num_samples), int(metric.fake_features_num_samples)
-    if n_real < 2 or n_fake < 2:
-        raise EvaluationError(f"FID needs at least 2 reference and 2 generated images, got {n_real} and {n_fake}")
-    with torch.inference_mode():
-        value = float(metric.compute())
-    return max(value, 0.0)  # FID >= 0; identical sets can come out as -1e-12 from rounding
+class FeatureMetrics:
+    """FID and KID (torchmetrics) from one pass of Inception over the images.
+
+    The reference ("real") side is kept across :meth:`reset_generated`, so a sweep computes it once and
+    scores each configuration against it.
+    """
+
+    def __init__(self, net: torch.nn.Module, device: torch.device | str = "cpu"):
+        self.features = InceptionFeatures(net).to(device)
+        given = _GivenFeatures(self.features.num_features)
+        self.fid = FrechetInceptionDistance(feature=given, reset_real_features=False, normalize=False).to(device)
+        with warnings.catch_warnings():  # "will save all extracted features": yes, that is how KID works
+            warnings.simplefilter("ignore", UserWarning)
+            self.kid = KernelInceptionDistance(feature=given, subsets=KID_SUBSETS, subset_size=KID_MAX_SUBSET_SIZE,
+                                               reset_real_features=False, normalize=False).to(device)
+        self.device = device
+
+    def update(self, images: torch.Tensor, real: bool) -> None:
+        with torch.inference_mode():
+            feats = self.features(images.to(self.device))
+            self.fid.update(feats, real=real)
+            self.kid.update(feats, real=real)
+
+    def reset_generated(self) -> None:
+        self.fid.reset()
+        self.kid.reset()
+
+    def compute_fid(self) -> float:
+        n_real, n_fake = int(self.fid.real_features_num_samples), int(self.fid.fake_features_num_samples)
+        if n_real < 2 or n_fake < 2:
+            raise EvaluationError(f"FID needs at least 2 reference and 2 generated images, got {n_real} and {n_fake}")
+        with torch.inference_mode():
+            value = float(self.fid.compute())
+        return max(value, 0.0)  # FID >= 0; identical sets can come out as -1e-12 from rounding
+
+    def kid_subset_size(self) -> int:
+        return min(KID_MAX_SUBSET_SIZE, *(sum(len(f) for f in side) for side in
+                                          (self.kid.real_features, self.kid.fake_features)))
+
+    def compute_kid(self) -> tuple[float, float, int] | None:
+        """(mean, std over the subsets, subset size); None without reference features (plain mu/sigma files)."""
+        size = self.kid_subset_size()
+        if size < 2:
+            return None
+        self.kid.subset_size = size
+        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(KID_SEED)
+            mean, std = self.kid.compute()
+        return float(mean), float(std), size
 
 
 @dataclass
@@ -67,42 +121,50 @@ class FeatureStats:
     sigma: np.ndarray
     num_images: int
     meta: dict[str, Any] = field(default_factory=dict)
+    features: np.ndarray | None = None  # [N, D] float32 reference features, for KID (None: FID only)
 
 
-def reference_stats(metric: FrechetInceptionDistance, meta: dict[str, Any] | None = None) -> FeatureStats:
-    """Mean and unbiased covariance of the reference ("real") side, exactly as torchmetrics computes them."""
-    n = int(metric.real_features_num_samples)
+def reference_stats(metrics: FeatureMetrics, meta: dict[str, Any] | None = None) -> FeatureStats:
+    """Mean and unbiased covariance of the reference ("real") side, exactly as torchmetrics computes them,
+    and the features themselves (KID needs them; float32 loses nothing, the network computes in float32)."""
+    fid = metrics.fid
+    n = int(fid.real_features_num_samples)
     if n < 2:
         raise EvaluationError(f"reference statistics need at least 2 images, got {n}")
-    total = metric.real_features_sum.detach().double().cpu()
+    total = fid.real_features_sum.detach().double().cpu()
     mu = total / n
-    sigma = (metric.real_features_cov_sum.detach().double().cpu() - n * torch.outer(mu, mu)) / (n - 1)
-    return FeatureStats(mu=mu.numpy(), sigma=sigma.numpy(), num_images=n, meta=dict(meta or {}))
+    sigma = (fid.real_features_cov_sum.detach().double().cpu() - n * torch.outer(mu, mu)) / (n - 1)
+    features = torch.cat(list(metrics.kid.real_features)).float().cpu().numpy()
+    return FeatureStats(mu=mu.numpy(), sigma=sigma.numpy(), num_images=n, meta=dict(meta or {}), features=features)
 
 
-def set_reference_stats(metric: FrechetInceptionDistance, stats: FeatureStats) -> None:
-    """Refill the reference side of ``metric`` so that it yields ``stats``' mean and covariance."""
-    dim = int(metric.real_features_sum.shape[0])
+def set_reference_stats(metrics: FeatureMetrics, stats: FeatureStats) -> None:
+    """Refill the reference side so that FID yields ``stats``' mean and covariance (and KID its features)."""
+    fid = metrics.fid
+    dim = int(fid.real_features_sum.shape[0])
     if stats.mu.shape != (dim,) or stats.sigma.shape != (dim, dim):
         raise EvaluationError(
             f"reference statistics have {stats.mu.shape[0]} features, the Inception network gives {dim}"
         )
-    device = metric.real_features_sum.device
+    device = fid.real_features_sum.device
     n = max(int(stats.num_images), 2)
     mu = torch.as_tensor(stats.mu, dtype=torch.float64)
     sigma = torch.as_tensor(stats.sigma, dtype=torch.float64)
-    metric.real_features_sum = (mu * n).to(device)
-    metric.real_features_cov_sum = (sigma * (n - 1) + n * torch.outer(mu, mu)).to(device)
-    metric.real_features_num_samples = torch.tensor(n, dtype=torch.long, device=device)
+    fid.real_features_sum = (mu * n).to(device)
+    fid.real_features_cov_sum = (sigma * (n - 1) + n * torch.outer(mu, mu)).to(device)
+    fid.real_features_num_samples = torch.tensor(n, dtype=torch.long, device=device)
+    if stats.features is not None:
+        metrics.kid.real_features = [torch.as_tensor(stats.features, dtype=torch.float64).to(device)]
 
 
 def save_stats(path: str, stats: FeatureStats) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     meta = {f"meta_{k}": np.asarray(v) for k, v in stats.meta.items()}
+    extra = {} if stats.features is None else {"features": stats.features}
     with open(path, "wb") as f:  # a file object keeps numpy from appending ".npz" to the name
         np.savez(f, format=np.asarray(STATS_FORMAT), mu=stats.mu, sigma=stats.sigma,
-                 num_images=np.asarray(stats.num_images), **meta)
+                 num_images=np.asarray(stats.num_images), **meta, **extra)
 
 
 def load_stats(path: str) -> FeatureStats:
@@ -116,13 +178,16 @@ def load_stats(path: str) -> FeatureStats:
             mu, sigma = np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
             n = int(data["num_images"]) if "num_images" in data else 0
             meta = {k[5:]: data[k].item() for k in data.files if k.startswith("meta_")}
+            features = np.asarray(data["features"], np.float32) if "features" in data else None
     except EvaluationError:
         raise
     except Exception as exc:
         raise EvaluationError(f"cannot read reference statistics {path}: {exc}") from None
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise EvaluationError(f"reference statistics {path}: mu {mu.shape} and sigma {sigma.shape} do not fit")
-    return FeatureStats(mu=mu, sigma=sigma, num_images=n, meta=meta)
+    if features is not None and features.shape != (n, mu.shape[0]):
+        raise EvaluationError(f"reference statistics {path}: features {features.shape} do not fit {n} images")
+    return FeatureStats(mu=mu, sigma=sigma, num_images=n, meta=meta, features=features)
 
 
 def check_stats_compatible(stats: FeatureStats, expected: dict[str, Any], path: str) -> list[str]:

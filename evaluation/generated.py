@@ -4,15 +4,16 @@ Everything is read with the generator's own code (gen_worker): its file-name pat
 (naming.image_name / parse_image_name), its prompts reader (prompts.read_rows: the same columns,
 ``--id_column`` / ``--prompt_column``), its manifest and its settings record (output.record).
 
-Generated images are the ``*.png`` files *directly* in the output folder named ``{stem}_seed{seed}.png``;
-anything else (hidden or temporary files, other extensions, sub-folders such as ``grid/`` or
-``quarantine/``) is ignored.
+Generated images are the ``*.png`` files *directly* in the output folder named ``{stem}_seed{seed}.png``,
+and in a ``--layout geneval`` folder the ``<row>/samples/<k>.png`` files its manifest lists (their id and
+seed from the manifest); anything else (hidden or temporary files, other extensions, other sub-folders
+such as ``grid/`` or ``quarantine/``) is ignored.
 
 Prompt of a generated image:
 
-0. the entry of the folder's ``manifest.csv`` (written by submit.py: index, image_id, seed, file_name,
+0. the entry of the folder's ``manifest.csv`` (written by submit.py: index, row, k, image_id, seed, file_name,
    prompt) for that file name, when the folder has one -- exact, also for ids submit.py had to rename;
-1. the row ``seed - seed_start`` of the prompts CSV (0-based, header excluded), if that row's id gives
+1. the row ``(seed - seed_start) // K`` (K: the recorded ``images_per_prompt``, 1 if none) of the prompts CSV (0-based, header excluded), if that row's id gives
    the image's file stem -- the rule "row i is generated with seed seed_start + i", which also tells
    apart the several captions of one COCO image (``--all_captions``). seed_start is the one the
    folder's ``generation_settings.json`` recorded (or ``--seed_start`` for a folder another tool made);
@@ -43,11 +44,12 @@ class GeneratedImage:
     path: str
     image_id: str  # the file stem
     seed: int
+    name: str = ""  # path relative to the output folder (default: the file name)
 
 
 @dataclass(frozen=True)
 class PromptRow:
-    index: int  # 0-based data row number in the CSV
+    index: int  # 0-based data row number of the prompts file
     image_id: str
     prompt: str
 
@@ -62,12 +64,23 @@ def list_generated_images(folder: str) -> tuple[list[GeneratedImage], list[str]]
         raise EvaluationError(f"generated image folder not found: {folder}")
     found: list[GeneratedImage] = []
     ignored: list[str] = []
+    nested = {n for n in output_record.existing_images(folder) if "/" in n}
+    manifest = output_record.read_manifest(folder) if nested else {}
+    in_manifest = {r["file_name"]: r for r in manifest.values()}
+    for name in sorted(nested):
+        row = in_manifest.get(name)
+        if row is None:
+            ignored.append(name)
+            continue
+        found.append(GeneratedImage(path=os.path.join(folder, name), image_id=file_stem(row["image_id"]),
+                                    seed=int(row["seed"]), name=name))
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         parsed = parse_image_name(entry.name) if entry.is_file() else None
         if parsed is None:
-            ignored.append(entry.name)
+            if not any(n.startswith(entry.name + "/") for n in nested):
+                ignored.append(entry.name)
             continue
-        found.append(GeneratedImage(path=entry.path, image_id=parsed[0], seed=parsed[1]))
+        found.append(GeneratedImage(path=entry.path, image_id=parsed[0], seed=parsed[1], name=entry.name))
     found.sort(key=lambda g: (_natural_key(g.image_id), g.image_id, g.seed))
     return found, ignored
 
@@ -101,13 +114,14 @@ def list_reference_images(folder: str, reference_list: str | None = None) -> lis
 def read_prompts_csv(path: str, id_column: str | None = None, prompt_column: str | None = None) -> list[PromptRow]:
     """Every row of a prompts CSV, read as submit.py reads it (same column detection and overrides)."""
     _, _, rows = read_rows(path, id_column, prompt_column)
-    return [PromptRow(index=i, image_id=image_id, prompt=prompt) for i, (image_id, prompt) in enumerate(rows)]
+    return [PromptRow(index=i, image_id=row.image_id, prompt=row.prompt) for i, row in enumerate(rows)]
 
 
 def read_manifest(folder: str) -> dict[str, PromptRow]:
-    """``file_name -> PromptRow`` from the ``manifest.csv`` submit.py writes in its output folder ({} if none)."""
-    return {r["file_name"]: PromptRow(index=i, image_id=r["image_id"], prompt=r["prompt"])
-            for i, r in output_record.read_manifest(folder).items()}
+    """``file_name -> PromptRow`` (the sample's prompt row) from the ``manifest.csv`` submit.py writes in its
+    output folder ({} if none)."""
+    samples = [output_record.manifest_sample(r) for r in output_record.read_manifest(folder).values()]
+    return {s.file_name: PromptRow(index=s.row, image_id=s.image_id, prompt=s.prompt) for s in samples}
 
 
 def recorded_seed_start(folder: str, given: int | None = None) -> int | None:
@@ -117,11 +131,19 @@ def recorded_seed_start(folder: str, given: int | None = None) -> int | None:
     return output_record.read_settings_record(folder).get("settings", {}).get("seed_start")
 
 
+def recorded_images_per_prompt(folder: str) -> int:
+    """The images_per_prompt the folder's settings record holds (1: none recorded)."""
+    if not os.path.isfile(os.path.join(folder, layout.SETTINGS_FILE)):
+        return 1
+    return int(output_record.read_settings_record(folder).get("settings", {}).get("images_per_prompt") or 1)
+
+
 def match_prompts(
     images: Sequence[GeneratedImage],
     rows: Sequence[PromptRow],
     seed_start: int | None = None,
     manifest: dict[str, PromptRow] | None = None,
+    images_per_prompt: int = 1,
 ) -> tuple[list[PromptRow | None], list[GeneratedImage]]:
     """The prompt row of each image (``None`` where unmatched) and the list of unmatched images."""
     stems = [file_stem(row.image_id) for row in rows]
@@ -133,8 +155,8 @@ def match_prompts(
     unmatched: list[GeneratedImage] = []
     for img in images:
         stem = file_stem(img.image_id)
-        row: PromptRow | None = (manifest or {}).get(os.path.basename(img.path))
-        idx = img.seed - seed_start if seed_start is not None else -1
+        row: PromptRow | None = (manifest or {}).get(img.name or os.path.basename(img.path))
+        idx = (img.seed - seed_start) // images_per_prompt if seed_start is not None else -1
         if row is None and 0 <= idx < len(rows) and stems[idx] == stem:
             row = rows[idx]
         elif row is None and len(by_stem.get(stem, ())) == 1:
@@ -159,9 +181,9 @@ def match_folder(
     if prompts_csv:
         rows = read_prompts_csv(prompts_csv, id_column, prompt_column)
     else:
-        rows = sorted(manifest.values(), key=lambda r: r.index)
+        rows = sorted({r.index: r for r in manifest.values()}.values(), key=lambda r: r.index)  # one per prompt
     seed_start = recorded_seed_start(folder, seed_start)
-    matched, unmatched = match_prompts(images, rows, seed_start, manifest)
+    matched, unmatched = match_prompts(images, rows, seed_start, manifest, recorded_images_per_prompt(folder))
     return matched, unmatched, rows, seed_start
 
 

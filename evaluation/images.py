@@ -18,6 +18,8 @@ from PIL import Image
 from evaluation.errors import EvaluationError
 
 INCEPTION_SIZE = 299
+INCEPTION_RESIZE = ("clean-fid 'clean' resize to 299x299: PIL bicubic on each channel in float32, "
+                    "clipped to [0, 255]")
 
 
 def load_rgb(path: str) -> Image.Image:

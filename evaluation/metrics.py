@@ -1,4 +1,5 @@
-"""Compute FID and CLIP score of a folder of generated images and write ``metrics.json``.
+"""Compute FID, KID and CLIP score of a folder of generated images (or of every configuration of a sweep
+folder, against one reference side) and write ``metrics.json`` with the metric protocol.
 
 Usage::
 
@@ -15,15 +16,17 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import functools
-import json
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from evaluation.errors import EvaluationError, run_cli
 from evaluation.generated import has_manifest
+from gen_worker.output.atomic_files import replace_json
+from gen_worker.output.sweep_record import SweepRecord, read_sweep_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -32,9 +35,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m evaluation.metrics",
-        description="FID (against reference images or saved statistics) and CLIP score of generated images.",
+        description="FID and KID (against reference images or saved statistics) and CLIP score of generated images; "
+                    "given a sweep folder (sweep.json), of each of its configurations.",
     )
-    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png (only its own *.png)")
+    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png (only its own *.png), "
+                                                      "or a sweep folder (sweep.json: every configuration)")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--reference_dir", help="folder of reference images (jpg/png/... directly in it)")
     ref.add_argument("--reference_stats", help=".npz with mu/sigma saved by --save_reference_stats")
@@ -71,9 +76,22 @@ def _check_args(args: argparse.Namespace) -> None:
             raise EvaluationError("--reference_list needs --reference_dir")
     elif args.save_reference_stats:
         raise EvaluationError("--save_reference_stats needs FID (drop --no_fid)")
-    if not args.no_clip and not args.prompts_csv and not has_manifest(args.generated):
-        raise EvaluationError("CLIP score needs --prompts_csv, or a folder made by submit.py (its manifest.csv "
-                              "names each image's prompt); or pass --no_clip")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One folder to score: the --generated folder itself, or one configuration of a sweep."""
+    name: str
+    folder: str
+    overrides: dict[str, str]
+
+
+def find_targets(generated: str) -> tuple[SweepRecord | None, list[Target]]:
+    """The configurations of a sweep folder (sweep.json), in sweep order, or the plain run folder itself."""
+    record = read_sweep_record(generated)
+    if record is None:
+        return None, [Target(os.path.basename(os.path.abspath(generated)), generated, {})]
+    return record, [Target(c.name, record.folder(generated, c), c.overrides) for c in record.configurations]
 
 
 def _versions() -> dict[str, str]:
@@ -85,7 +103,11 @@ def _versions() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Compute the metrics described by parsed CLI ``args``; return the metrics.json content."""
+    """Compute the metrics described by parsed CLI ``args``; return the metrics.json content.
+
+    A sweep folder (sweep.json) is scored configuration by configuration against one reference side,
+    computed (or loaded) once; a plain run folder is a sweep of one without the ``configurations`` list.
+    """
     _check_args(args)
     started = time.time()
     from evaluation import generated as gen
@@ -93,93 +115,157 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from evaluation.weights import resolve_device, sha256_file
 
     device = resolve_device(args.device)
-    images, ignored = gen.list_generated_images(args.generated)
-    if not images:
-        raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {args.generated}")
+    record, targets = find_targets(args.generated)
+    # Every folder's images and prompts first: a configuration that cannot be scored fails before any work.
+    folders = []
+    scored_prompts: set[str] = set()
+    for t in targets:
+        images, ignored = gen.list_generated_images(t.folder)
+        if not images:
+            raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder}")
+        if not args.no_clip and not args.prompts_csv and not has_manifest(t.folder):
+            raise EvaluationError(f"CLIP score needs --prompts_csv, or a folder made by submit.py (its manifest.csv "
+                                  f"names each image's prompt; none in {t.folder}); or pass --no_clip")
+        rows, prompts, matched, seed_start = None, None, [], None
+        if args.prompts_csv or gen.has_manifest(t.folder):
+            matched, unmatched, rows, seed_start = gen.match_folder(
+                t.folder, images, args.prompts_csv, args.seed_start, args.id_column, args.prompt_column)
+            if not args.no_clip:
+                gen.require_all_matched(unmatched, len(images), seed_start)
+                prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
+                scored_prompts.update(prompts)
+        folders.append((t, images, ignored, rows, matched, prompts, seed_start))
 
-    rows, prompts, seed_start = None, None, None
-    if args.prompts_csv or gen.has_manifest(args.generated):
-        matched, unmatched, rows, seed_start = gen.match_folder(
-            args.generated, images, args.prompts_csv, args.seed_start, args.id_column, args.prompt_column)
-        if not args.no_clip:
-            gen.require_all_matched(unmatched, len(images), seed_start)
-            prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
-
-    result: dict[str, Any] = {"fid": None, "clip_score": None}
     settings: dict[str, Any] = {
         "generated": os.path.abspath(args.generated),
         "prompts_csv": os.path.abspath(args.prompts_csv) if args.prompts_csv else None,
-        "seed_start": seed_start,
         "device": str(device),
         "batch_size": args.batch_size,
     }
-    counts: dict[str, Any] = {
-        "generated_images": len(images),
-        "ignored_files": len(ignored),
-        "prompt_rows": len(rows) if rows is not None else None,
-        "prompts_with_images": len({r.index for r in matched if r is not None}) if rows is not None else None,
-    }
+    protocol: dict[str, Any] = {}
     warnings: list[str] = []
 
     # Load every network first, so that a missing weight fails before any image work.
-    fid_metric = clip_metric = None
+    features = clip_metric = None
     if not args.no_fid:
         from evaluation import fid as fidlib
         from evaluation.weights import load_inception
 
         net = load_inception(args.inception_weights, device)
-        fid_metric = fidlib.make_fid_metric(net, device)
+        features = fidlib.FeatureMetrics(net, device)
         center_crop = not args.no_center_crop
         stats_meta = {"inception_sha256": sha256_file(args.inception_weights), "center_crop": center_crop}
-        settings.update(fid_network=os.path.abspath(args.inception_weights), fid_resize="clean-fid PIL bicubic 299",
-                        center_crop=center_crop, inception_sha256=stats_meta["inception_sha256"])
+        protocol["fid"] = {
+            "feature_network": os.path.abspath(args.inception_weights),
+            "feature_network_sha256": stats_meta["inception_sha256"],
+            "features": features.features.num_features,
+            "resize": ("centre crop to a square, then " if center_crop else "no crop, then ")
+                      + im.INCEPTION_RESIZE,
+        }
     if not args.no_clip:
         from evaluation import clip_score as cliplib
         from evaluation.weights import load_clip
 
         model, tokenizer, image_processor = load_clip(args.clip_model, device)
         clip_metric = cliplib.make_clip_metric(model, tokenizer, image_processor, device)
-        settings.update(clip_model=os.path.abspath(args.clip_model),
-                        clip_convention="torchmetrics CLIPScore: max(mean(100*cos), 0)")
+        protocol["clip"] = {
+            "model": os.path.basename(os.path.normpath(args.clip_model)),
+            "model_path": os.path.abspath(args.clip_model),
+            "score": cliplib.SCORE_CONVENTION,
+            "resize": cliplib.describe_preprocessing(image_processor),
+            "max_tokens": cliplib.text_max_length(model),
+        }
 
-    if fid_metric is not None:
+    if features is not None:
+        reference: dict[str, Any] = {}
         if args.reference_stats:
             stats = fidlib.load_stats(args.reference_stats)
             warnings += fidlib.check_stats_compatible(stats, stats_meta, args.reference_stats)
-            fidlib.set_reference_stats(fid_metric, stats)
-            settings["reference_stats"] = os.path.abspath(args.reference_stats)
-            counts["reference_images"] = stats.num_images or None
+            fidlib.set_reference_stats(features, stats)
+            reference.update(stats=os.path.abspath(args.reference_stats), images=stats.num_images or None)
+            if stats.features is None:
+                warnings.append(f"reference statistics {args.reference_stats} hold no features: no KID")
         else:
             ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
             transform = {"fid": functools.partial(im.inception_input, center_crop=center_crop)}
             for _, batch in im.iterate_batches(ref_paths, transform, args.batch_size, args.num_workers, "reference"):
-                fidlib.update_fid(fid_metric, batch["fid"], real=True)
-            settings["reference_dir"] = os.path.abspath(args.reference_dir)
-            settings["reference_list"] = os.path.abspath(args.reference_list) if args.reference_list else None
-            counts["reference_images"] = len(ref_paths)
+                features.update(batch["fid"], real=True)
+            reference.update(dir=os.path.abspath(args.reference_dir), images=len(ref_paths),
+                             list=os.path.abspath(args.reference_list) if args.reference_list else None)
         if args.save_reference_stats:
-            fidlib.save_stats(args.save_reference_stats, fidlib.reference_stats(fid_metric, stats_meta))
-            settings["saved_reference_stats"] = os.path.abspath(args.save_reference_stats)
+            fidlib.save_stats(args.save_reference_stats, fidlib.reference_stats(features, stats_meta))
+            reference["saved_to"] = os.path.abspath(args.save_reference_stats)
+        protocol["fid"]["reference"] = reference
 
     transforms: dict[str, Any] = {}
-    if fid_metric is not None:
+    if features is not None:
         transforms["fid"] = functools.partial(im.inception_input, center_crop=center_crop)
     if clip_metric is not None:
         transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
-    paths = [g.path for g in images]
-    for indices, batch in im.iterate_batches(paths, transforms, args.batch_size, args.num_workers, "generated"):
-        if fid_metric is not None:
-            fidlib.update_fid(fid_metric, batch["fid"], real=False)
+
+    configurations = []
+    for target, images, ignored, rows, matched, prompts, seed_start in folders:
+        if features is not None:
+            features.reset_generated()
         if clip_metric is not None:
-            cliplib.update_clip(clip_metric, batch["clip"], [prompts[i] for i in indices])  # type: ignore[index]
+            clip_metric.reset()
+        paths = [g.path for g in images]
+        for indices, batch in im.iterate_batches(paths, transforms, args.batch_size, args.num_workers, target.name):
+            if features is not None:
+                features.update(batch["fid"], real=False)
+            if clip_metric is not None:
+                cliplib.update_clip(clip_metric, batch["clip"], [prompts[i] for i in indices])  # type: ignore[index]
+        scores: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None, "kid_subset_size": None,
+                                  "clip_score": None}
+        if features is not None:
+            scores["fid"] = features.compute_fid()
+            kid = features.compute_kid()
+            if kid is not None:
+                scores["kid"], scores["kid_std"], scores["kid_subset_size"] = kid
+        if clip_metric is not None:
+            scores["clip_score"] = cliplib.compute_clip(clip_metric)
+        configurations.append({
+            "name": target.name,
+            "folder": os.path.relpath(target.folder, args.generated) if record else ".",
+            "overrides": target.overrides,
+            **scores,
+            "seed_start": seed_start,
+            "counts": {
+                "generated_images": len(images),
+                "ignored_files": len(ignored),
+                "prompt_rows": len(rows) if rows is not None else None,
+                "prompts_with_images": len({r.index for r in matched if r is not None}) if rows is not None else None,
+            },
+        })
 
-    if fid_metric is not None:
-        result["fid"] = fidlib.compute_fid(fid_metric)
+    if features is not None:
+        protocol["fid"]["reference_images"] = protocol["fid"]["reference"].get("images")
+        sizes = sorted({c["kid_subset_size"] for c in configurations if c["kid_subset_size"]})
+        if sizes:
+            protocol["kid"] = {"subset_size": sizes[0] if len(sizes) == 1 else sizes, "subsets": fidlib.KID_SUBSETS,
+                               "subset_rule": f"min({fidlib.KID_MAX_SUBSET_SIZE}, reference images, generated images)",
+                               "seed": fidlib.KID_SEED, "kernel": "polynomial (x.y / D + 1)^3 (torchmetrics)",
+                               "features": "the FID features (one pass over the images)"}
     if clip_metric is not None:
-        result["clip_score"] = cliplib.compute_clip(clip_metric)
+        protocol["clip"].update(prompts=len(scored_prompts), prompts_over_max_tokens=cliplib.count_long_prompts(
+            tokenizer, sorted(scored_prompts), protocol["clip"]["max_tokens"]))
+        if protocol["clip"]["prompts_over_max_tokens"]:
+            warnings.append(f"{protocol['clip']['prompts_over_max_tokens']} of {len(scored_prompts)} prompts are "
+                            f"longer than {protocol['clip']['max_tokens']} CLIP tokens: scored on their beginning")
 
+    first = configurations[0]
+    result: dict[str, Any] = {k: first[k] for k in ("fid", "kid", "kid_std", "kid_subset_size", "clip_score")}
+    if record is not None:
+        result = {k: None for k in result}  # a sweep has no single score: see "configurations"
+        result.update(sweep={"axes": record.axes}, configurations=configurations)
+    else:
+        settings["seed_start"] = first["seed_start"]
+    counts = dict(first["counts"]) if record is None else {"configurations": len(configurations)}
+    if "fid" in protocol:
+        counts["reference_images"] = protocol["fid"]["reference_images"]
     result.update(
         counts=counts,
+        protocol=protocol,
         settings=settings,
         warnings=warnings,
         versions=_versions(),
@@ -191,11 +277,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def write_json(data: dict[str, Any], path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    replace_json(path, data)
+
+
+def _scores_line(scores: dict[str, Any]) -> str:
+    parts = [f"{k}={scores[k]:.4f}" for k in ("fid", "clip_score") if scores.get(k) is not None]
+    if scores.get("kid") is not None:
+        parts.insert(1, f"kid={scores['kid']:.5f}+-{scores['kid_std']:.5f}")
+    return " ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,8 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(result, args.out)
     for w in result["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
-    parts = [f"{k}={result[k]:.4f}" for k in ("fid", "clip_score") if result[k] is not None]
-    print(f"{' '.join(parts)} ({result['counts']['generated_images']} images) -> {args.out}")
+    for c in result.get("configurations", []):
+        print(f"{c['name']}: {_scores_line(c)} ({c['counts']['generated_images']} images)")
+    if "configurations" in result:
+        print(f"{len(result['configurations'])} configurations -> {args.out}")
+    else:
+        print(f"{_scores_line(result)} ({result['counts']['generated_images']} images) -> {args.out}")
     return 0
 
 

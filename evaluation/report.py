@@ -1,20 +1,29 @@
-"""Write ``report.json``, ``report.md`` and ``report.html`` with the scores and a grid of sample images.
+"""Write ``report.json``, ``report.md`` and ``report.html`` with the scores and sample images.
 
 Usage::
 
     python -m evaluation.report --generated DIR --metrics metrics.json --prompts_csv prompts.csv \\
         --out_dir REPORT_DIR [--grid_size 16] [--seed_start N] [--thumb_size 256]
 
-Thumbnails (JPEG) and ``grid.jpg`` go to ``REPORT_DIR``, which must not be the generated folder or inside it
-(FID tools glob the generated folder). Samples are spread evenly over the generated images sorted by image id
-and seed, so the choice is deterministic.
+``DIR`` is a run folder or a sweep folder (sweep.json, gen_worker/output/sweep_record.py); a run folder is a
+sweep of one configuration. The page shows, in this order: the table of configurations (each swept setting,
+FID, KID ± std, CLIP score, images), the counts, the FID-versus-CLIP-score plot (two configurations or more;
+PNG embedded in the page and saved as fid_clip.png), warnings, the metric protocol, then the samples: one row
+per sample (same prompt, same seed), one column per configuration. Thumbnails are shown 160 px whatever the
+generation size (small ones pixelated, not blurred); long prompts are cut to 3 lines, the full text on hover.
+
+Thumbnails (JPEG), ``grid.jpg`` and the plot go to ``REPORT_DIR``, which must not be the generated folder or
+inside it (FID tools glob the generated folder). Samples are spread evenly over the first configuration's
+images sorted by image id and seed, so the choice is deterministic.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as _dt
 import html
+import io
 import json
 import math
 import os
@@ -24,8 +33,9 @@ from PIL import Image
 
 from evaluation import generated as gen
 from evaluation.errors import EvaluationError, read_json_file, run_cli
+from evaluation.metrics import find_targets
 from gen_worker.output import layout
-from gen_worker.output.atomic_files import read_json_if_any
+from gen_worker.output.atomic_files import read_json_if_any, replace_file, replace_json
 
 
 def check_out_dir(out_dir: str, generated_dir: str) -> None:
@@ -50,7 +60,12 @@ def pick_samples(n_total: int, grid_size: int) -> list[int]:
     return sorted({round(i * (n_total - 1) / (grid_size - 1)) for i in range(grid_size)}) if grid_size > 1 else [0]
 
 
-def make_thumbnail(src: str, dst: str, size: int) -> None:
+DISPLAY_SIZE = 160  # every thumbnail is shown this size (CSS), whatever the generation size
+PLOT_FILE = "fid_clip.png"
+
+
+def make_thumbnail(src: str, dst: str, size: int) -> tuple[int, int]:
+    """A JPEG of at most ``size`` pixels a side (never enlarged: the page scales it); returns its size."""
     try:
         with Image.open(src) as im:
             thumb = im.convert("RGB")
@@ -58,100 +73,216 @@ def make_thumbnail(src: str, dst: str, size: int) -> None:
         raise EvaluationError(f"cannot read image {src}: {exc}") from None
     thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
     thumb.save(dst, quality=90)
+    return thumb.size
 
 
-def make_grid(thumb_paths: Sequence[str], dst: str, cell: int) -> None:
-    cols = max(1, math.ceil(math.sqrt(len(thumb_paths))))
+def make_grid(thumb_paths: Sequence[str | None], dst: str, cell: int, cols: int | None = None) -> None:
+    """The thumbnails in rows of ``cols`` (default: a square-ish grid); None leaves its cell blank."""
+    cols = cols or max(1, math.ceil(math.sqrt(len(thumb_paths))))
     rows = max(1, math.ceil(len(thumb_paths) / cols))
     grid = Image.new("RGB", (cols * cell, rows * cell), "white")
     for k, path in enumerate(thumb_paths):
+        if path is None:
+            continue
         with Image.open(path) as im:
             im = im.convert("RGB")
-            im.thumbnail((cell, cell))
+            # enlarge small images with nearest neighbour (pixels stay visible), shrink large ones smoothly
+            scale = cell / max(im.size)
+            resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), resample)
             x = (k % cols) * cell + (cell - im.width) // 2
             y = (k // cols) * cell + (cell - im.height) // 2
             grid.paste(im, (x, y))
     grid.save(dst, quality=90)
 
 
+def fid_clip_plot(configurations: Sequence[dict[str, Any]]) -> bytes | None:
+    """PNG of FID against CLIP score, one point per configuration (named), joined in sweep order;
+    None when fewer than two configurations have both scores."""
+    points = [(c["clip_score"], c["fid"], c["name"]) for c in configurations
+              if c.get("clip_score") is not None and c.get("fid") is not None]
+    if len(points) < 2:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    xs, ys, names = zip(*points)
+    ax.plot(xs, ys, "-o", color="tab:blue")
+    for x, y, name in points:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xlabel("CLIP score (100 x cosine, torchmetrics convention; higher is better)")
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_title("FID versus CLIP score, configurations in sweep order")
+    ax.grid(alpha=0.3)
+    ax.margins(0.15)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    s, c = report["scores"], report["counts"]
-    lines = [
-        "# Evaluation report",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| FID (lower is better) | {_fmt(s.get('fid'))} |",
-        f"| CLIP score (higher is better) | {_fmt(s.get('clip_score'))} |",
-        f"| generated images | {c.get('generated_images')} |",
-        f"| reference images | {c.get('reference_images', 'n/a')} |",
-        f"| prompts (rows) | {c.get('prompt_rows')} |",
-        f"| flagged by the safety checker | {c.get('nsfw_flagged', 'n/a')} |",
-        f"| constant images (e.g. all black) | {c.get('constant_images', 'n/a')} |",
-        "",
-    ]
-    for w in report["warnings"]:
-        lines.append(f"> warning: {w}")
-    if report["warnings"]:
-        lines.append("")
-    if report["samples"]:
-        lines += ["## Samples", "", "![sample grid](grid.jpg)", "", "| # | image | prompt |", "|---|---|---|"]
-        for k, smp in enumerate(report["samples"], 1):
-            prompt = html.escape(smp["prompt"] or "(no prompt found)", quote=False).replace("|", "\\|")
-            lines.append(f"| {k} | `{smp['file']}` | {prompt} |")
-        lines.append("")
-    lines.append(f"Settings and counts: `report.json`; metrics from `{report['metrics_file']}`.")
-    return "\n".join(lines) + "\n"
+def _kid(c: dict[str, Any]) -> str:
+    if c.get("kid") is None:
+        return "n/a"
+    return f"{c['kid']:.5f} ± {c.get('kid_std') or 0:.5f}"
 
 
-def render_html(report: dict[str, Any]) -> str:
-    e = html.escape
-    s, c = report["scores"], report["counts"]
-    rows = [
-        ("FID (lower is better)", _fmt(s.get("fid"))),
-        ("CLIP score (higher is better)", _fmt(s.get("clip_score"))),
+def _configuration_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the configurations table (name, each swept setting, FID, KID, CLIP, images)."""
+    axes = report["swept"]
+    header = ["configuration", *axes, "FID (lower is better)", "KID ± std (lower is better)",
+              "CLIP score (higher is better)", "images"]
+    rows = [[c["name"], *(c["overrides"].get(a, "") for a in axes), _fmt(c.get("fid")), _kid(c),
+             _fmt(c.get("clip_score")), str(c["images"])] for c in report["configurations"]]
+    return header, rows
+
+
+def _protocol_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    p = report.get("protocol") or {}
+    fid, kid, clip = p.get("fid"), p.get("kid"), p.get("clip")
+    rows = []
+    if fid:
+        ref = fid.get("reference") or {}
+        rows += [("FID/KID resize", fid.get("resize", "?")),
+                 ("FID reference set", f"{ref.get('dir') or ref.get('stats')} ({fid.get('reference_images')} images)"),
+                 ("FID feature network", f"{fid.get('feature_network')} (sha256 {fid.get('feature_network_sha256')}, "
+                                         f"{fid.get('features')} features)")]
+    if kid:
+        rows.append(("KID subsets", f"{kid['subsets']} subsets of {kid['subset_size']} images "
+                                    f"({kid.get('subset_rule')}), seed {kid.get('seed')}, {kid.get('kernel')}"))
+    if clip:
+        rows += [("CLIP model", clip.get("model", "?")), ("CLIP score", clip.get("score", "?")),
+                 ("CLIP resize", clip.get("resize", "?")),
+                 ("prompts longer than the text encoder's limit",
+                  f"{clip.get('prompts_over_max_tokens')} of {clip.get('prompts')} "
+                  f"(limit {clip.get('max_tokens')} tokens, CLIP tokenizer)")]
+    return rows
+
+
+def _summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    c = report["counts"]
+    return [
         ("generated images", c.get("generated_images")),
         ("reference images", c.get("reference_images", "n/a")),
         ("prompts (rows)", c.get("prompt_rows")),
         ("flagged by the safety checker", c.get("nsfw_flagged", "n/a")),
         ("constant images (e.g. all black)", c.get("constant_images", "n/a")),
     ]
-    table = "\n".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    def cell(text: Any) -> str:
+        return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+
+    header, rows = _configuration_rows(report)
+    lines = ["# Evaluation report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    lines += ["", "| count | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in _summary_rows(report)]
+    lines.append("")
+    if report["plot"]:
+        lines += [f"![FID versus CLIP score]({report['plot']})", ""]
+    protocol = _protocol_rows(report)
+    if protocol:
+        lines += ["## Protocol", "", "| | |", "|---|---|"] + [f"| {k} | {cell(v)} |" for k, v in protocol] + [""]
+    for w in report["warnings"]:
+        lines.append(f"> warning: {w}")
+    if report["warnings"]:
+        lines.append("")
+    if report["samples"]:
+        names = [c["name"] for c in report["configurations"]]
+        lines += ["## Samples", "", "![sample grid](grid.jpg)", "",
+                  "| # | image | prompt | " + " | ".join(cell(n) for n in names) + " |",
+                  "|---|---|---|" + "---|" * len(names)]
+        for k, smp in enumerate(report["samples"], 1):
+            thumbs = " | ".join(f"![{cell(n)}]({t})" if t else "missing" for n, t in zip(names, smp["thumbnails"]))
+            lines.append(f"| {k} | `{smp['file']}` | {cell(smp['prompt'] or '(no prompt found)')} | {thumbs} |")
+        lines.append("")
+    lines.append(f"Settings and counts: `report.json`; metrics from `{report['metrics_file']}`.")
+    return "\n".join(lines) + "\n"
+
+
+_CSS = f"""
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; margin-bottom: 1em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; vertical-align: top; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+img.thumb {{ width: {DISPLAY_SIZE}px; height: {DISPLAY_SIZE}px; object-fit: contain; background: #f4f4f4; display: block; }}
+img.small {{ image-rendering: pixelated; }}
+.prompt {{ display: -webkit-box; -webkit-box-orient: vertical; -webkit-line-clamp: 3; line-clamp: 3;
+          overflow: hidden; width: 18em; line-height: 1.25; }}
+.file {{ color: #666; font-size: 0.8em; }}
+.warn {{ color: #a40; }}
+img.plot {{ max-width: 100%; }}
+"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    e = html.escape
+    header, rows = _configuration_rows(report)
+    n_text = 1 + len(report["swept"])  # the name and setting columns; the rest are numbers
+    configs = "<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>\n" + "\n".join(
+        "<tr>" + "".join(f"<td>{e(v)}</td>" if i < n_text else f"<td class='num'>{e(v)}</td>"
+                         for i, v in enumerate(row)) + "</tr>" for row in rows)
+    summary = "\n".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in _summary_rows(report))
+    plot = ""
+    if report["plot_png_base64"]:
+        plot = (f"<h2>FID versus CLIP score</h2>\n<img class='plot' alt='FID versus CLIP score, one point per "
+                f"configuration' src='data:image/png;base64,{report['plot_png_base64']}'>")
+    protocol = "\n".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in _protocol_rows(report))
     warns = "\n".join(f"<p class='warn'>warning: {e(w)}</p>" for w in report["warnings"])
-    figures = "\n".join(
-        f"<figure><img src='{e(smp['thumbnail'])}' alt='{e(smp['file'])}'>"
-        f"<figcaption><b>{e(smp['file'])}</b><br>{e(smp['prompt'] or '(no prompt found)')}</figcaption></figure>"
-        for smp in report["samples"]
-    )
+    names = [c["name"] for c in report["configurations"]]
+    sample_rows = []
+    for smp in report["samples"]:
+        prompt = smp["prompt"] or "(no prompt found)"
+        cells = [f"<td><div class='prompt' title='{e(prompt)}'>{e(prompt)}</div>"
+                 f"<div class='file'>{e(smp['file'])} (seed {smp['seed']})</div></td>"]
+        for name, thumb, size in zip(names, smp["thumbnails"], smp["thumbnail_sizes"]):
+            small = " small" if size and max(size) < DISPLAY_SIZE else ""
+            cells.append(f"<td><img class='thumb{small}' src='{e(thumb)}' width='{DISPLAY_SIZE}' "
+                         f"height='{DISPLAY_SIZE}' alt='{e(name)}: {e(smp['file'])}' loading='lazy'></td>"
+                         if thumb else "<td>missing</td>")
+        sample_rows.append("<tr>" + "".join(cells) + "</tr>")
+    samples_head = f"<tr><th>prompt{' (same seed in every column)' if len(names) > 1 else ''}</th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>"
     settings = e(json.dumps(report["settings"], indent=2, ensure_ascii=False))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 12px; }}
-figure {{ margin: 0; }} img {{ max-width: 100%; }} figcaption {{ font-size: 0.85em; }}
-.warn {{ color: #a40; }}
-</style></head>
+<style>{_CSS}</style></head>
 <body>
 <h1>Evaluation report</h1>
-<table>
-{table}
+<table class="configurations">
+{configs}
 </table>
+<table class="counts">
+{summary}
+</table>
+{plot}
 {warns}
+{f"<h2>Protocol</h2>{chr(10)}<table class='protocol'>{chr(10)}{protocol}{chr(10)}</table>" if protocol else ""}
 <h2>Samples</h2>
-<div class="grid">
-{figures}
-</div>
+<table class="samples">
+{samples_head}
+{chr(10).join(sample_rows)}
+</table>
 <h2>Settings</h2>
 <pre>{settings}</pre>
 <p>Created {e(report['created'])} from {e(report['metrics_file'])}.</p>
 </body></html>
 """
+
+
+def _metric_configurations(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """name -> scores and counts, from a sweep's metrics.json or a plain folder's (one unnamed entry)."""
+    if "configurations" in metrics:
+        return {c["name"]: c for c in metrics["configurations"]}
+    return {"": {**{k: metrics.get(k) for k in ("fid", "kid", "kid_std", "clip_score")},
+                 "counts": metrics.get("counts") or {}}}
 
 
 def build_report(
@@ -167,70 +298,103 @@ def build_report(
 ) -> dict[str, Any]:
     check_out_dir(out_dir, generated_dir)
     metrics = load_metrics(metrics_path)
-    images, ignored = gen.list_generated_images(generated_dir)
-    matched, _, rows, seed_start = gen.match_folder(generated_dir, images, prompts_csv, seed_start, id_column,
-                                                     prompt_column)
-
+    record, targets = find_targets(generated_dir)
+    scored = _metric_configurations(metrics)
     warnings = list(metrics.get("warnings") or [])
-    m_counts = dict(metrics.get("counts") or {})
-    if m_counts.get("generated_images") not in (None, len(images)):
-        warnings.append(
-            f"metrics were computed on {m_counts['generated_images']} images, the folder now has {len(images)}"
-        )
+    if record is not None and "configurations" not in metrics:
+        raise EvaluationError(f"{generated_dir} is a sweep but {metrics_path} scores one folder: run the metrics "
+                              f"on the sweep folder")
 
+    configurations, folders = [], []
+    totals: dict[str, Any] = {"generated_images": 0, "ignored_files": 0}
+    for t in targets:
+        images, ignored = gen.list_generated_images(t.folder)
+        matched, _, rows, start = gen.match_folder(t.folder, images, prompts_csv, seed_start, id_column,
+                                                   prompt_column)
+        m = scored.get(t.name if record is not None else "")
+        if m is None:
+            warnings.append(f"configuration {t.name} has no scores in {metrics_path}")
+            m = {}
+        m_counts = dict(m.get("counts") or {})
+        where = f"{t.name}: " if record is not None else ""
+        if m_counts.get("generated_images") not in (None, len(images)):
+            warnings.append(f"{where}metrics were computed on {m_counts['generated_images']} images, the folder "
+                            f"now has {len(images)}")
+        # What the generation run counted (submit.py's summary.json): images the model's safety checker
+        # blacked out (--safety_checker) or that came out constant weigh on the scores.
+        run = read_json_if_any(os.path.join(t.folder, layout.RUN_SUMMARY_FILE)) or {}
+        for key, what in (("nsfw_flagged", "flagged by the safety checker (black)"),
+                          ("constant_images", "constant (every pixel the same, e.g. all black)")):
+            if run.get(key):
+                warnings.append(f"{where}{run[key]} generated images are {what}: they are in the scores")
+            if key in run:
+                totals[key] = totals.get(key, 0) + run[key]
+        totals["generated_images"] += len(images)
+        totals["ignored_files"] += len(ignored)
+        totals.setdefault("prompt_rows", len(rows) if rows else m_counts.get("prompt_rows"))
+        configurations.append({"name": t.name, "folder": os.path.relpath(t.folder, generated_dir),
+                               "overrides": t.overrides, "images": len(images),
+                               **{k: m.get(k) for k in ("fid", "kid", "kid_std", "clip_score")}})
+        folders.append((t, images, matched, start))
+
+    # Samples: spread over the first configuration's images; every configuration shows its image of
+    # the same file name (same prompt, same seed: a sweep's configurations are paired).
     thumbs_dir = os.path.join(out_dir, "thumbs")
     os.makedirs(thumbs_dir, exist_ok=True)
-    samples, thumb_paths = [], []
-    for k, i in enumerate(pick_samples(len(images), grid_size)):
-        img, row = images[i], matched[i]
+    _, first_images, first_matched, first_start = folders[0]
+    by_name = [{os.path.basename(g.path): g for g in images} for _, images, _, _ in folders]
+    samples, grid_cells = [], []
+    for k, i in enumerate(pick_samples(len(first_images), grid_size)):
+        img, row = first_images[i], first_matched[i]
         name = os.path.basename(img.path)
-        thumb_rel = f"thumbs/{k:03d}_{os.path.splitext(name)[0]}.jpg"
-        make_thumbnail(img.path, os.path.join(out_dir, thumb_rel), thumb_size)
-        thumb_paths.append(os.path.join(out_dir, thumb_rel))
+        thumbs, sizes = [], []
+        for c, images in enumerate(by_name):
+            if name not in images:
+                thumbs.append(None)
+                sizes.append(None)
+                continue
+            rel = f"thumbs/{k:03d}_{c:02d}_{os.path.splitext(name)[0]}.jpg"
+            sizes.append(make_thumbnail(images[name].path, os.path.join(out_dir, rel), thumb_size))
+            thumbs.append(rel)
+        grid_cells += [os.path.join(out_dir, t) if t else None for t in thumbs]
         samples.append({
             "file": name, "image_id": img.image_id, "seed": img.seed,
             "prompt_row": row.index if row else None, "prompt": row.prompt if row else None,
-            "thumbnail": thumb_rel,
+            "thumbnails": thumbs, "thumbnail_sizes": sizes,
         })
-    if thumb_paths:
-        make_grid(thumb_paths, os.path.join(out_dir, "grid.jpg"), cell=min(thumb_size, 192))
+    if grid_cells:
+        make_grid(grid_cells, os.path.join(out_dir, "grid.jpg"), cell=min(thumb_size, 192),
+                  cols=len(folders) if record is not None else None)
 
-    # What the generation run counted (submit.py's summary.json): images the model's safety checker
-    # blacked out (--safety_checker) or that came out constant weigh on the scores.
-    run = read_json_if_any(os.path.join(generated_dir, layout.RUN_SUMMARY_FILE)) or {}
-    for key, what in (("nsfw_flagged", "flagged by the safety checker (black)"),
-                      ("constant_images", "constant (every pixel the same, e.g. all black)")):
-        if run.get(key):
-            warnings.append(f"{run[key]} generated images are {what}: they are in the scores")
-    counts = {
-        **m_counts,
-        **{key: run[key] for key in ("nsfw_flagged", "constant_images") if key in run},
-        "generated_images": len(images),
-        "ignored_files": len(ignored),
-        "prompt_rows": len(rows) if rows else m_counts.get("prompt_rows"),
-        "prompts_with_images": len({r.index for r in matched if r is not None}) if rows else m_counts.get("prompts_with_images"),
-    }
-    return {
-        "scores": {"fid": metrics.get("fid"), "clip_score": metrics.get("clip_score")},
+    plot_png = fid_clip_plot(configurations)
+    if plot_png:
+        replace_file(os.path.join(out_dir, PLOT_FILE), plot_png)
+    m_counts = dict(metrics.get("counts") or {})
+    counts = {**m_counts, **totals}
+    report: dict[str, Any] = {
+        "configurations": configurations,
+        "swept": list(record.axes) if record is not None else [],
         "counts": counts,
-        "settings": {**(metrics.get("settings") or {}), "grid_size": grid_size, "report_seed_start": seed_start},
+        "protocol": metrics.get("protocol") or {},
+        "settings": {**(metrics.get("settings") or {}), "grid_size": grid_size, "report_seed_start": first_start},
         "versions": metrics.get("versions"),
         "warnings": warnings,
+        "plot": PLOT_FILE if plot_png else None,
+        "plot_png_base64": base64.b64encode(plot_png).decode("ascii") if plot_png else None,
         "samples": samples,
         "metrics_file": os.path.abspath(metrics_path),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if record is None:
+        report["scores"] = {k: metrics.get(k) for k in ("fid", "kid", "kid_std", "clip_score")}
+    return report
 
 
 def write_report(report: dict[str, Any], out_dir: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
-        f.write(render_markdown(report))
-    with open(os.path.join(out_dir, "report.html"), "w", encoding="utf-8") as f:
-        f.write(render_html(report))
+    replace_json(os.path.join(out_dir, "report.json"), {k: v for k, v in report.items() if k != "plot_png_base64"})
+    replace_file(os.path.join(out_dir, "report.md"), render_markdown(report).encode("utf-8"))
+    replace_file(os.path.join(out_dir, "report.html"), render_html(report).encode("utf-8"))
 
 
 def build_parser() -> argparse.ArgumentParser:

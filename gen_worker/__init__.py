@@ -1,4 +1,4 @@
-"""t2i-batch: a CSV of prompts -> one PNG per sample, over many GPUs (local or SLURM).
+"""t2i-batch: a file of prompts -> K PNGs per prompt, over many GPUs (local or SLURM).
 
 The map, grouped by where the code runs:
 
@@ -8,8 +8,10 @@ The map, grouped by where the code runs:
                       recorded or not); the argparse flags are made from it (flags.py)
     flags.py          dataclass fields -> argparse flags, checks, the recorded list
     errors.py         T2IError: every user-facing error (one line, exit 2)
-    prompts.py        the prompts CSV -> Samples (index, id, prompt, seed, file name)
-    naming.py         {image_id}_seed{seed}.png, safe names for unsafe ids
+    prompts.py        the prompts file (CSV, TSV, JSONL, Parquet) -> Samples (index, row, k, id,
+                      prompt, seed, file name, the row's other columns)
+    naming.py         {image_id}_seed{seed}.png, safe names for unsafe ids, the GenEval layout's
+                      <row>/samples/<k>.png
     sharding.py       which samples worker k of N makes (round-robin of batch-size blocks)
     model_source.py   --model_path checks (folder or hub id, safetensors only)
     model_check.py    the model's identity (content fingerprint) and completeness, from its
@@ -36,7 +38,8 @@ The map, grouped by where the code runs:
                       lock.py (one run per folder), record.py (settings + manifest, resume
                       check, quarantine), provenance.py (what each PNG says it is),
                       png_file.py (PNG chunks; is a file whole), summary.py, progress.py,
-                      progress_bars.py, claims.py (--schedule dynamic: the block queue, leases)
+                      progress_bars.py, sweep_record.py (sweep.json: a sweep's configurations),
+                      claims.py (--schedule dynamic: the block queue, leases)
 
   In each worker process, on its GPU (python -m gen_worker.worker, or a SLURM task)
     worker/           loop.py (the generation loop), pipeline.py (load diffusers, call it),
@@ -47,5 +50,6 @@ The path of one sample: submit.py -> cli.main -> build_spec (spec.JobSpec, promp
 -> output.record.prepare_output_dir (lock, settings, manifest) -> local.run_local or
 slurm.submit.submit_to_slurm -> worker.loop.run_worker (sharding.worker_blocks: its blocks)
 -> worker.pipeline.ImageMaker.make (one generator per seed) -> worker.image_writer ->
-output.atomic_files.save_png_once -> {image_id}_seed{seed}.png.
+output.atomic_files.save_png_once -> Sample.file_name ({image_id}_seed{seed}.png, or
+<row:05d>/samples/<k:04d>.png with --layout geneval).
 """

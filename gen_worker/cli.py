@@ -23,7 +23,7 @@ from gen_worker.output.record import prepare_output_dir
 from gen_worker.output.summary import command_line
 from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.slurm.options import SlurmOptions, wait_for_run
-from gen_worker.spec import JobSpec, auto_dtype, pipeline_guidance_default
+from gen_worker.spec import JobSpec, auto_dtype, check_cfg_truncation, pipeline_guidance_default
 
 
 # The option groups of --help, in order; each flag field (spec.py, slurm/options.py,
@@ -52,9 +52,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="submit.py", formatter_class=_HelpFormatter,
-        description="Generate one image per CSV prompt with a diffusers pipeline, one worker per GPU. "
-                    "Sample i (CSV data row i) gets seed seed_start+i and is saved as "
-                    "{image_id}_seed{seed}.png; rerunning the same command makes only what is missing.",
+        description="Generate K images per prompt (CSV, TSV, JSONL or Parquet) with a diffusers pipeline, one "
+                    "worker per GPU. Sample i (data row i // K) gets seed seed_start+i and is saved as "
+                    "{image_id}_seed{seed}.png (or in GenEval's layout); rerunning the same command makes only what is missing.",
         epilog="SLURM runs: `submit.py status --output_dir D [--wait]` shows (or follows) the tasks of the "
                "run in D; `submit.py cancel --output_dir D [--task K ...]` cancels its jobs. Any image: "
                "`submit.py show IMAGE` prints what it was made with; `submit.py reproduce IMAGE --output_dir D` "
@@ -126,10 +126,13 @@ def build_spec(args: argparse.Namespace, gpu_ids: Sequence[str] = ()) -> Tuple[J
     model_path = check_model_path(args.model_path)
     if values["guidance_scale"] is None:
         values["guidance_scale"] = pipeline_guidance_default(model_path)
+    check_cfg_truncation(values["cfg_truncation_step"], model_path)
     if values["dtype"] == "auto":
         on_gpu = args.device != "cpu" and [g for g in gpu_ids if g]
         values["dtype"] = auto_dtype(args.device, compute_capabilities(gpu_ids) if on_gpu else [])
-    samples = load_samples(args.prompts_csv, args.seed_start, args.num_samples, args.id_column, args.prompt_column)
+    samples = load_samples(args.prompts_csv, args.seed_start, args.num_samples, args.id_column, args.prompt_column,
+                           images_per_prompt=args.images_per_prompt, layout=args.layout,
+                           prompts_format=args.prompts_format)
     output_dir = os.path.abspath(args.output_dir)
     _check_output_dir(output_dir)
     values.update(prompts_csv=os.path.abspath(args.prompts_csv), output_dir=output_dir, model_path=model_path,

@@ -2,8 +2,9 @@
 and the same image made again from that (byte-identical in the same environment).
 
 reproduce makes the image's whole block again (its batch: batch composition changes the last
-bits), as worker b of b+1 over the folder's first rows, so every sample keeps its index, seed and
-provenance. It needs the manifest.csv of the folder the image came from (the block's prompts).
+bits), as worker b of b+1 over the folder's first samples, so every sample keeps its index, seed and
+provenance (--images_per_prompt and --layout too). It needs the manifest.csv of the folder the image
+came from (the block's prompts).
 """
 import argparse
 import csv
@@ -14,11 +15,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from gen_worker.errors import EXIT_USAGE, T2IError
 from gen_worker.model_check import identify
+from gen_worker.naming import GENEVAL_SAMPLES
 from gen_worker.output import layout, provenance
 from gen_worker.output.png_file import DamagedPng
-from gen_worker.output.record import prepare_output_dir, read_manifest
-from gen_worker.prompts import load_samples
-from gen_worker.spec import JobSpec
+from gen_worker.output.record import manifest_sample, prepare_output_dir, read_manifest
+from gen_worker.prompts import Sample, spec_samples
+from gen_worker.spec import JobSpec, recorded_defaults
 
 
 class ImageToolError(T2IError):
@@ -37,23 +39,31 @@ def read_image(path: str) -> Dict[str, Any]:
     return found
 
 
-def _block_rows(image: str, found: Dict[str, Any]) -> List[Dict[str, str]]:
-    """The manifest rows 0 .. end of the image's block, from the image's own folder."""
+def _output_folder(image: str) -> str:
+    """The output folder of an image: its own folder, or three up in the GenEval layout (<row>/samples/<k>.png)."""
+    folder = os.path.dirname(os.path.abspath(image))
+    if os.path.basename(folder) == GENEVAL_SAMPLES and not os.path.isfile(os.path.join(folder, layout.MANIFEST_FILE)):
+        return os.path.dirname(os.path.dirname(folder))
+    return folder
+
+
+def _block_samples(image: str, found: Dict[str, Any]) -> List[Sample]:
+    """The manifest's samples 0 .. end of the image's block, from the image's own output folder."""
     first, size = found["block"]
-    rows = read_manifest(os.path.dirname(os.path.abspath(image)))
+    rows = read_manifest(_output_folder(image))
     needed = range(first + size)
     missing = [i for i in needed if i not in rows]
     if missing:
         raise ImageToolError(f"reproduce needs the {layout.MANIFEST_FILE} of the folder {image} came from "
                              f"(rows 0-{first + size - 1}; missing from row {missing[0]})")
-    return [rows[i] for i in needed]
+    return [manifest_sample(rows[i]) for i in needed]
 
 
 def reproduce(image: str, output_dir: str, model_path: Optional[str], device: str, cpu_threads: int) -> str:
     """Make the image's block again into output_dir; returns the path of the image made again."""
     found = read_image(image)
-    rows = _block_rows(image, found)
-    settings = dict(found["settings"])
+    block_samples = _block_samples(image, found)
+    settings = {**recorded_defaults(), **found["settings"]}
     model = model_path or settings.pop("model_path")
     settings.pop("model_path", None)
     identity = identify(model)
@@ -66,12 +76,13 @@ def reproduce(image: str, output_dir: str, model_path: Optional[str], device: st
     with open(csv_path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("image_id", "prompt"))
-        writer.writerows((r["image_id"], r["prompt"]) for r in rows)
-    samples = load_samples(csv_path, settings["seed_start"], len(rows))
+        # One line per prompt row: with --images_per_prompt K, samples rK .. rK+K-1 share row r.
+        writer.writerows((s.image_id, s.prompt) for s in {s.row: s for s in block_samples}.values())
     spec = JobSpec(prompts_csv=csv_path, output_dir=os.path.abspath(output_dir), model_path=model,
-                   num_samples=len(rows), device=device, cpu_threads=cpu_threads, model_identity=identity,
+                   num_samples=len(block_samples), device=device, cpu_threads=cpu_threads, model_identity=identity,
                    schedule="static",  # worker b of b+1 below: block b alone
                    **{k: v for k, v in settings.items() if k in JobSpec.__dataclass_fields__})
+    samples = spec_samples(spec)
     block = found["block"][0] // spec.batch_size
     prepare_output_dir(spec, samples).release()
     from gen_worker.worker.loop import run_worker

@@ -30,6 +30,28 @@ class ModelCheckError(T2IError):
     pass
 
 
+# --cfg_truncation_step, per pipeline class: how the class runs classifier-free guidance in diffusers 0.42,
+# hence how the worker switches it off (worker/pipeline.py). "batched": one denoiser call per step on the
+# rows [negative; positive]; "separate": one call per half (Wan 2.1 and 2.2). A class not listed has no
+# classifier-free guidance to cut (Flux's guidance is distilled into the model) or is untested: refused.
+CFG_TRUNCATION = {
+    "StableDiffusionPipeline": "batched",
+    "StableDiffusionXLPipeline": "batched",
+    "StableDiffusion3Pipeline": "batched",
+    "PixArtSigmaPipeline": "batched",
+    "SanaPipeline": "batched",
+    "WanPipeline": "separate",
+}
+
+
+def cfg_truncation_refusal(class_name: str) -> Optional[str]:
+    """Why --cfg_truncation_step cannot apply to a pipeline class (None: it can)."""
+    if class_name in CFG_TRUNCATION:
+        return None
+    return (f"--cfg_truncation_step is not supported for {class_name}: it has no classifier-free guidance to "
+            f"switch off (supported: {', '.join(sorted(CFG_TRUNCATION))})")
+
+
 @dataclass
 class ModelIdentity:
     fingerprint: str  # over every component below
@@ -221,16 +243,23 @@ def changed_components(old: Dict[str, str], new: Dict[str, str]) -> List[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
+def local_folder(model_path: str) -> Optional[str]:
+    """A checked --model_path's folder: itself, or a hub id's cached snapshot (None: not downloaded yet)."""
+    if os.path.isdir(model_path):
+        return model_path
+    try:
+        from huggingface_hub import snapshot_download
+        return str(snapshot_download(model_path, local_files_only=True))
+    except Exception:  # not in the cache (huggingface_hub raises several types for that)
+        return None
+
+
 def identify(model_path: str) -> Dict[str, Any]:
     """The identity of a checked --model_path (model_source.check_model_path) for the spec:
     {"fingerprint", "components", "revision"}. A hub id is identified by its cached snapshot; one
     not downloaded yet has no identity until a worker downloads it ({})."""
-    folder: Optional[str] = model_path if os.path.isdir(model_path) else None
+    folder = local_folder(model_path)
     if folder is None:
-        try:
-            from huggingface_hub import snapshot_download
-            folder = snapshot_download(model_path, local_files_only=True)
-        except Exception:  # not in the cache (huggingface_hub raises several types for that)
-            return {}
+        return {}
     found = identify_model(folder)
     return {"fingerprint": found.fingerprint, "components": found.components, "revision": found.revision}

@@ -1,4 +1,4 @@
-"""File names: from a CSV image id to a safe file stem, and from a sample to its image name.
+"""File names: from an image id to a safe file stem, and from a sample to its image path (per layout).
 
 Ids come from user CSVs, so they may hold path separators, '..', control characters or
 anything else. A safe id is used as is; any other id gets a deterministic safe stem (a readable
@@ -48,3 +48,29 @@ def temp_name(final_name: str, pid: int) -> str:
 
 def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+LAYOUTS = ("flat", "geneval")
+# GenEval's folder layout: <row:05d>/metadata.jsonl (the prompt's JSON line) and <row:05d>/samples/<k:04d>.png.
+GENEVAL_METADATA = "metadata.jsonl"
+GENEVAL_SAMPLES = "samples"
+_GENEVAL_IMAGE = re.compile(rf"[0-9]{{5,}}/{GENEVAL_SAMPLES}/[0-9]{{4,}}\.png")
+
+
+def sample_path(layout: str, stem: str, seed: int, row: int, k: int) -> str:
+    """Where a sample's image goes, relative to the output folder: the one rule for each layout."""
+    if layout == "flat":
+        return image_name(stem, seed)
+    if layout == "geneval":
+        return f"{prompt_folder(row)}/{GENEVAL_SAMPLES}/{k:04d}.png"
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def prompt_folder(row: int) -> str:
+    """GenEval layout: the folder of prompt row `row` (it holds metadata.jsonl and samples/)."""
+    return f"{row:05d}"
+
+
+def is_nested_image_path(relative: str) -> bool:
+    """A path (with '/') of an image in the GenEval layout; hidden and temporary files are not."""
+    return _GENEVAL_IMAGE.fullmatch(relative) is not None

@@ -17,7 +17,9 @@ from typing import Any, Dict, Optional, Sequence
 
 from gen_worker.errors import T2IError, UsageError
 from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, multiple_of, recorded_names
-from gen_worker.model_check import diffusers_folder, source_strings
+from gen_worker.model_check import cfg_truncation_refusal, diffusers_folder, local_folder, source_strings
+from gen_worker.naming import LAYOUTS
+from gen_worker.prompts import FORMATS as PROMPTS_FORMATS
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
@@ -73,27 +75,38 @@ def _guidance_default_in(cls: ast.ClassDef) -> Optional[float]:
     return None
 
 
+def pipeline_class_name(folder: str) -> str:
+    """model_index.json's _class_name ("" when it cannot be read)."""
+    try:
+        with open(os.path.join(folder, "model_index.json"), encoding="utf-8") as f:
+            return str(json.load(f).get("_class_name", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def pipeline_guidance_default(model_path: str) -> float:
     """--guidance_scale's default: the one of the model's pipeline class (Flux 3.5, SD 7.5, ...), read from
     model_index.json and diffusers' source (no torch). UsageError when it cannot be told here."""
-    folder: Optional[str] = model_path if os.path.isdir(model_path) else None
+    folder = local_folder(model_path)
     if folder is None:
-        try:
-            from huggingface_hub import snapshot_download
-            folder = snapshot_download(model_path, local_files_only=True)
-        except Exception:  # not in the cache (huggingface_hub raises several types for that)
-            raise UsageError(f"--model_path {model_path} is not downloaded yet, so its pipeline's default "
-                             "guidance scale cannot be read here: give --guidance_scale") from None
-    try:
-        with open(os.path.join(folder, "model_index.json"), encoding="utf-8") as f:
-            class_name = str(json.load(f).get("_class_name", ""))
-    except (OSError, ValueError, AttributeError):
-        class_name = ""
+        raise UsageError(f"--model_path {model_path} is not downloaded yet, so its pipeline's default "
+                         "guidance scale cannot be read here: give --guidance_scale")
+    class_name = pipeline_class_name(folder)
     found = _call_guidance_default(class_name) if class_name else None
     if found is None:
         raise UsageError(f"cannot read the default guidance scale of {class_name or 'the pipeline'} "
                          f"({model_path}) from the installed diffusers: give --guidance_scale")
     return found
+
+
+def check_cfg_truncation(step: Optional[int], model_path: str) -> None:
+    """--cfg_truncation_step on a pipeline without classifier-free guidance (Flux): refused here, before any
+    worker starts. A hub model not downloaded yet is checked by the worker, against the same table."""
+    folder = local_folder(model_path) if step is not None else None
+    class_name = pipeline_class_name(folder) if folder else ""
+    refusal = cfg_truncation_refusal(class_name) if class_name else None
+    if refusal:
+        raise UsageError(refusal)
 
 
 def auto_dtype(device: str, compute_capabilities: Sequence[str]) -> str:
@@ -111,15 +124,19 @@ def auto_dtype(device: str, compute_capabilities: Sequence[str]) -> str:
 @dataclass
 class JobSpec:
     # input and output
-    prompts_csv: str = flag(group="data", help="CSV with a prompt column (prompt/caption/text) "
-                                               "and optionally an id column (image_id/id)")
+    prompts_csv: str = flag(group="data", help="prompts file: CSV, TSV, JSONL (one JSON object per line) or Parquet, by "
+                                               "extension or --prompts_format; a prompt column (prompt/caption/text, "
+                                               "any case) and optionally an id column (image_id/id)")
     output_dir: str = flag(group="data", help="folder for the images and the run's records")
     model_path: str = flag(group="data", recorded=True,
                            help="diffusers pipeline folder or hub id (safetensors only)")
     num_samples: Optional[int] = flag(None, group="data", checks=[at_least(1)],
-                                      help="first N rows of the CSV (default: all rows)")
+                                      help="first N samples (default: every row x --images_per_prompt; sample i is "
+                                           "row i // K, so a limit may stop inside a row)")
     id_column: Optional[str] = flag(None, group="data", help="id column (default: image_id or id; none: row number)")
     prompt_column: Optional[str] = flag(None, group="data", help="prompt column (default: prompt, caption or text)")
+    prompts_format: Optional[str] = flag(None, group="data", choices=PROMPTS_FORMATS,
+                                         help="format of --prompts_csv (default: by its extension; CSV if another)")
     # where to run
     device: str = flag("auto", group="run", choices=DEVICES, help="auto: cuda when a GPU is visible")
     cpu_threads: int = flag(1, group="run", checks=[at_least(1)],
@@ -134,6 +151,11 @@ class JobSpec:
     # generation settings: recorded
     seed_start: int = flag(42, group="generation", recorded=True, checks=[at_least(0), at_most(MAX_SEED)],
                            help="seed of sample 0; sample i uses seed_start+i")
+    images_per_prompt: int = flag(1, group="generation", recorded=True, checks=[at_least(1)], metavar="K",
+                                  help="images of each prompt: sample i = row*K + k gets seed seed_start+i")
+    layout: str = flag("flat", group="generation", recorded=True, choices=LAYOUTS,
+                       help="flat: {image_id}_seed{seed}.png; geneval: <row:05d>/metadata.jsonl (the prompt's "
+                            "JSON) and <row:05d>/samples/<k:04d>.png, as GenEval reads them")
     num_inference_steps: int = flag(20, group="generation", recorded=True, checks=[at_least(1)],
                                     help="denoising steps")
     guidance_scale: Optional[float] = flag(None, group="generation", recorded=True, checks=[finite, at_least(0)],

@@ -141,3 +141,21 @@ def write_generated(folder: str, images: list[Image.Image], image_ids: list[str]
         img.save(path)
         paths.append(path)
     return paths
+
+
+def make_sweep(root, pipe, model: str, guidance_scales: list[str], rows) -> str:
+    """A sweep folder as the contract says: one plain run per guidance scale in root/sweep/<name>/ (same
+    prompts and seeds), and sweep.json written with the shared writer. Returns the sweep's top folder."""
+    from conftest import run_worker_in_process
+    from gen_worker.output.sweep_record import configuration_name, write_sweep_record
+
+    top = os.path.join(str(root), "sweep")
+    configurations = []
+    for g in guidance_scales:
+        overrides = {"guidance_scale": g}
+        name = configuration_name(overrides)
+        run_worker_in_process(root, os.path.join("sweep", name), pipe, model, rows=rows, num_inference_steps=2,
+                              guidance_scale=float(g))
+        configurations.append({"name": name, "folder": name, "overrides": overrides})
+    write_sweep_record(top, {"guidance_scale": list(guidance_scales)}, configurations)
+    return top

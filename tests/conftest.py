@@ -155,6 +155,17 @@ def slurm_cluster():
     skip_unless_required(slurm_unavailable_reason(), "T2I_REQUIRE_SLURM")
 
 
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium for the report screenshot test: skips without it; fails instead under
+    T2I_REQUIRE_CHROMIUM=1 (CI installs it)."""
+    from evaluation.screenshot_report import find_browser
+    browser = find_browser()
+    skip_unless_required(None if browser else "no Chromium on PATH (apt-get install -y chromium)",
+                         "T2I_REQUIRE_CHROMIUM")
+    return browser
+
+
 # ---------------------------------------------------------------- test tiers (markers: pyproject.toml)
 # `make test-fast` (pytest -m "not e2e and not slurm and not container") must start no worker: two cheap
 # checks keep the marks honest. Neither sees grandchildren (run_full_evaluation.sh's submit.py).

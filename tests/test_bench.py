@@ -18,9 +18,11 @@ def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(out.read_text())
     assert [r["run"] for r in results["runs"]] == [
-        "plain loop (batch 1, save each PNG)", "toolkit batch 2", "toolkit batch 2 channels_last",
+        "plain loop (batch 1, save each PNG)", "toolkit batch 2", "plain loop (batch 2, save each PNG)",
+        "toolkit batch 2 channels_last",
         "pipeline calls alone, best settings (no saving)"]
     assert all(r["images_per_s"] > 0 for r in results["runs"])
     assert results["best_toolkit"]["run"].startswith("toolkit") and results["speedup_over_plain_loop"] > 0
+    assert results["toolkit_over_plain_loop_same_batch"] > 0
     assert results["runs"][0]["png_kb"] > 0 and results["settings"]["dtype"] == "fp32"
     assert "best toolkit run" in result.stdout

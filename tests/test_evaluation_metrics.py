@@ -83,6 +83,9 @@ def self_run(assets):
 def test_fid_of_folder_against_itself_is_zero(self_run):
     result, stats = self_run
     assert abs(result["fid"]) < 1e-3
+    # KID's unbiased estimator is not 0 for the very same samples (it leaves out only the within-set
+    # diagonals), so here only: computed, with the subset size cut to the number of images
+    assert result["kid"] is not None and result["kid_subset_size"] == N
     assert result["clip_score"] is None
     assert result["counts"]["generated_images"] == N  # grid/, hidden, .tmp, .txt and cover.png ignored
     assert result["counts"]["ignored_files"] == 5
@@ -92,7 +95,7 @@ def test_fid_of_folder_against_itself_is_zero(self_run):
 
 def test_fid_grows_with_perturbation(assets, self_run):
     _, stats = self_run
-    fids = {}
+    fids, kids = {}, {}
     for name, transform in {
         "noise8": lambda im: noisy(im, 8, np.random.default_rng(1)),
         "noise32": lambda im: noisy(im, 32, np.random.default_rng(1)),
@@ -100,9 +103,12 @@ def test_fid_grows_with_perturbation(assets, self_run):
         "blur3": lambda im: blurred(im, 3),
     }.items():
         gen = _variant(assets, name, transform)
-        fids[name] = _run(assets, f"{name}.json", "--reference_stats", stats, gen=gen)["fid"]
+        result = _run(assets, f"{name}.json", "--reference_stats", stats, gen=gen)
+        fids[name], kids[name] = result["fid"], result["kid"]
     assert 1e-2 < fids["noise8"] < fids["noise32"]
     assert 1e-2 < fids["blur1"] < fids["blur3"]
+    # (perturbed copies of the references: paired samples, so KID may be below 0 for small changes)
+    assert kids["noise8"] < kids["noise32"] and kids["blur1"] < kids["blur3"]
 
 
 def test_reference_stats_give_the_same_fid(assets, self_run):
@@ -111,9 +117,12 @@ def test_reference_stats_give_the_same_fid(assets, self_run):
     from_dir = _run(assets, "d.json", "--reference_dir", assets["ref"], gen=gen)
     from_stats = _run(assets, "s.json", "--reference_stats", stats, gen=gen)
     assert from_stats["fid"] == pytest.approx(from_dir["fid"], rel=1e-6, abs=1e-9)
+    assert from_stats["kid"] == pytest.approx(from_dir["kid"], rel=1e-6) and from_stats["kid"] != 0
+    assert from_stats["kid_std"] == pytest.approx(from_dir["kid_std"], rel=1e-6, abs=1e-12)
     assert from_stats["warnings"] == []
     with np.load(stats) as data:
         assert data["mu"].shape == (16,) and data["sigma"].shape == (16, 16) and int(data["num_images"]) == N
+        assert data["features"].shape == (N, 16)
     # statistics without our metadata (e.g. from pytorch-fid / clean-fid): accepted with a warning
     foreign = assets["dir"] / "foreign.npz"
     with np.load(stats) as data:
@@ -121,6 +130,63 @@ def test_reference_stats_give_the_same_fid(assets, self_run):
     from_foreign = _run(assets, "f.json", "--reference_stats", str(foreign), gen=gen)
     assert from_foreign["fid"] == pytest.approx(from_dir["fid"], rel=1e-6, abs=1e-9)
     assert any("do not record" in w for w in from_foreign["warnings"])
+    assert from_foreign["kid"] is None and any("hold no features: no KID" in w for w in from_foreign["warnings"])
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+def test_kid_is_torchmetrics_kid_of_the_images(assets, self_run):
+    """KID from the features shared with FID equals torchmetrics' KID run on the images themselves
+    (same network, same subsets: the seed is fixed), and a rerun gives the same value."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from evaluation import fid as fidlib
+    from evaluation import images as im
+    from evaluation.weights import load_inception
+
+    # 12 generated images against 24 references: subsets of 12, drawn at random on the reference side
+    gen = str(assets["dir"] / "kid_gen")
+    if not os.path.isdir(gen):
+        write_generated(gen, [noisy(b, 8, np.random.default_rng(1)) for b in assets["base"][:12]], assets["ids"][:12],
+                        assets["seeds"][:12])
+    ours = _run(assets, "kid.json", "--reference_dir", assets["ref"], gen=gen)
+    assert ours["kid_subset_size"] == 12 and ours["kid_std"] > 0
+    assert _run(assets, "kid2.json", "--reference_dir", assets["ref"], gen=gen)["kid"] == ours["kid"]
+    kid = KernelInceptionDistance(feature=fidlib.InceptionFeatures(load_inception(assets["inception"])),
+                                  subset_size=12, reset_real_features=False)
+    to_tensor = lambda folder: torch.stack([im.inception_input(im.load_rgb(os.path.join(folder, n)))
+                                            for n in sorted(os.listdir(folder)) if n.endswith(".png")])
+    kid.update(to_tensor(assets["ref"]), real=True)
+    kid.update(to_tensor(gen), real=False)
+    torch.manual_seed(fidlib.KID_SEED)
+    mean, std = kid.compute()
+    assert ours["kid"] == pytest.approx(float(mean), rel=1e-6) and ours["kid_std"] == pytest.approx(float(std), rel=1e-5)
+
+
+def test_the_protocol_is_recorded(assets, self_run, tmp_path):
+    import hashlib
+
+    long_prompts = ["x" * 100, "a " * 80]  # the tiny tokenizer has no merges: one token per character
+    ids = assets["ids"][:4]
+    csv_path = tmp_path / "long.csv"
+    write_prompts_csv(list(zip(ids, long_prompts + assets["prompts"][2:4])), str(csv_path))
+    gen = tmp_path / "gen"
+    write_generated(str(gen), assets["base"][:4], ids, assets["seeds"][:4])
+    out = tmp_path / "m.json"
+    assert metrics.main(["--generated", str(gen), "--reference_dir", assets["ref"], "--prompts_csv",
+                         str(csv_path), "--inception_weights", assets["inception"], "--clip_model", assets["clip"],
+                         "--out", str(out), "--num_workers", "0", "--seed_start", "42"]) == 0
+    protocol = json.loads(out.read_text())["protocol"]
+    with open(assets["inception"], "rb") as f:
+        assert protocol["fid"]["feature_network_sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert protocol["fid"]["reference"]["dir"] == os.path.abspath(assets["ref"])
+    assert protocol["fid"]["reference_images"] == N and protocol["fid"]["features"] == 16
+    assert protocol["fid"]["resize"].startswith("centre crop to a square, then clean-fid 'clean' resize to 299x299")
+    assert protocol["kid"]["subset_size"] == 4 and protocol["kid"]["subsets"] == 100  # min(1000, 24, 4)
+    clip = protocol["clip"]
+    assert clip["model"] == "clip" and clip["max_tokens"] == 77
+    assert "shortest side to 32 px (PIL bicubic" in clip["resize"] and "centre crop 32x32" in clip["resize"]
+    assert clip["score"].startswith("torchmetrics CLIPScore: 100 * cos(image, prompt)")
+    assert (clip["prompts"], clip["prompts_over_max_tokens"]) == (4, 2)
 
 
 def test_reference_stats_from_other_settings_are_refused(assets, self_run):
@@ -296,3 +362,24 @@ def test_empty_generated_folder(assets, tmp_path):
     with pytest.raises(EvaluationError, match="no .*_seed.*png images directly in"):
         metrics.main(["--generated", str(empty), "--reference_dir", assets["ref"], "--no_clip",
                       "--inception_weights", assets["inception"], "--out", str(tmp_path / "m.json")])
+
+
+def test_several_images_per_prompt_each_scored_against_its_prompt(assets, tmp_path):
+    """A folder of K=2 images per prompt (sample i = row * K + k, seed 42 + i): the manifest names each
+    image's prompt; only its file_name and prompt columns are read (an extra column such as k is fine)."""
+    prompts = ["a red square", "blue sky", "green grass"]
+    gen = tmp_path / "gen"
+    samples = [(row * 2 + k, row, k) for row in range(3) for k in range(2)]
+    write_generated(str(gen), assets["base"][:6], [str(row) for _, row, _ in samples], [42 + i for i, _, _ in samples])
+    with open(gen / "manifest.csv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "image_id", "seed", "file_name", "prompt", "k"])
+        writer.writerows([(i, str(row), 42 + i, f"{row}_seed{42 + i}.png", prompts[row], k) for i, row, k in samples])
+    out = tmp_path / "m.json"
+    assert metrics.main(["--generated", str(gen), "--clip_model", assets["clip"], "--no_fid", "--out", str(out),
+                         "--num_workers", "0", "--seed_start", "42"]) == 0
+    result = json.loads(out.read_text())
+    paths = [str(gen / f"{row}_seed{42 + i}.png") for i, row, _ in samples]
+    expected = _direct_clip_score(assets["clip"], paths, [prompts[row] for _, row, _ in samples])
+    assert result["clip_score"] == pytest.approx(expected, abs=1e-3)
+    assert result["protocol"]["clip"]["prompts"] == 3  # distinct prompts

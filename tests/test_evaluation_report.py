@@ -22,7 +22,7 @@ def setup(tmp_path):
     write_prompts_csv(list(zip(ids, prompts)), str(csv_path))
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({
-        "fid": 12.3456, "clip_score": 30.5,
+        "fid": 12.3456, "kid": 0.0123, "kid_std": 0.0045, "clip_score": 30.5,
         "counts": {"generated_images": 20, "reference_images": 40, "prompt_rows": 20},
         "settings": {"device": "cpu"}, "warnings": [],
     }))
@@ -37,17 +37,20 @@ def test_report_is_written(setup):
                         "--out_dir", str(out), "--grid_size", "6"]) == 0
     assert sorted(os.listdir(gen)) == before  # nothing written next to the generated images
     data = json.loads((out / "report.json").read_text())
-    assert data["scores"] == {"fid": 12.3456, "clip_score": 30.5}
+    assert data["scores"] == {"fid": 12.3456, "kid": 0.0123, "kid_std": 0.0045, "clip_score": 30.5}
+    assert [c["name"] for c in data["configurations"]] == ["gen"] and data["configurations"][0]["images"] == 20
     assert data["counts"]["generated_images"] == 20 and data["counts"]["reference_images"] == 40
     assert len(data["samples"]) == 6
     assert data["samples"][0] == {"file": "0_seed42.png", "image_id": "0", "seed": 42, "prompt_row": 0,
-                                  "prompt": 'a <b>bold</b> "cat" | pipe & 猫', "thumbnail": data["samples"][0]["thumbnail"]}
+                                  "prompt": 'a <b>bold</b> "cat" | pipe & 猫', "thumbnails": data["samples"][0]["thumbnails"],
+                                  "thumbnail_sizes": [[64, 64]]}
     assert data["samples"][-1]["file"] == "19_seed61.png"
     for smp in data["samples"]:
-        assert (out / smp["thumbnail"]).is_file()
+        assert (out / smp["thumbnails"][0]).is_file()
     assert (out / "grid.jpg").is_file()
+    assert data["plot"] is None and not (out / "fid_clip.png").exists()  # one configuration: no curve
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "12.346" in md and "30.500" in md and "grid.jpg" in md
+    assert "| gen | 12.346 | 0.01230 ± 0.00450 | 30.500 | 20 |" in md and "grid.jpg" in md
     assert '| `0_seed42.png` | a &lt;b&gt;bold&lt;/b&gt; "cat" \\| pipe &amp; 猫 |' in md
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "12.346" in page and "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page
@@ -88,3 +91,34 @@ def test_report_shows_what_the_run_counted_against_its_images(setup):
     assert "3 generated images are flagged by the safety checker (black): they are in the scores" in data["warnings"]
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "<tr><th>flagged by the safety checker</th><td>3</td></tr>" in page
+
+
+def test_the_page_reads_well_in_a_browser(setup):
+    """Without a browser: thumbnails get one display size (small ones pixelated), a long prompt is clamped
+    with its full text in the title, and the tables come before the samples."""
+    import html as html_module
+    import re
+
+    tmp_path, gen, csv_path, metrics = setup
+    long_prompt = "a very long prompt " * 30 + '<with "quotes">'
+    rows = [(str(i), long_prompt if i == 0 else f"prompt {i}") for i in range(20)]
+    write_prompts_csv(rows, str(csv_path))
+    out = tmp_path / "report"
+    assert report.main(["--generated", str(gen), "--metrics", str(metrics), "--prompts_csv", str(csv_path),
+                        "--out_dir", str(out), "--grid_size", "4"]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    thumbs = re.findall(r"<img class='thumb[^>]*>", page)
+    assert len(thumbs) == 4
+    # 64-pixel images: shown 160 px, pixelated (CSS), whatever their own size
+    assert all("width='160'" in t and "height='160'" in t and "thumb small" in t for t in thumbs)
+    assert "img.thumb { width: 160px; height: 160px;" in page and "img.small { image-rendering: pixelated; }" in page
+    assert "-webkit-line-clamp: 3; line-clamp: 3;" in page
+    assert f"<div class='prompt' title='{html_module.escape(long_prompt)}'>" in page
+    assert page.index("class=\"configurations\"") < page.index("class=\"samples\"")
+    # thumbnails of images larger than the display size are not pixelated
+    big = tmp_path / "big"
+    write_generated(str(big), [smooth_image(np.random.default_rng(1), size=320)], ["0"], [42])
+    assert report.main(["--generated", str(big), "--metrics", str(metrics), "--prompts_csv", str(csv_path),
+                        "--out_dir", str(tmp_path / "r2")]) == 0
+    page = (tmp_path / "r2" / "report.html").read_text(encoding="utf-8")
+    assert "<img class='thumb' " in page and "thumb small" not in page

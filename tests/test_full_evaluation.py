@@ -62,7 +62,9 @@ def test_full_evaluation_end_to_end_and_resume(tmp_path, tiny_sd):
     summary = json.loads((out / "images" / "summary.json").read_text())
     assert summary["num_workers"] == 2 and summary["generated"] == 4
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["fid"] > 0 and 0 <= metrics["clip_score"] <= 100
+    assert metrics["fid"] > 0 and 0 <= metrics["clip_score"] <= 100 and metrics["kid"] is not None
+    assert metrics["protocol"]["fid"]["reference_images"] == 4 and metrics["protocol"]["kid"]["subset_size"] == 4
+    assert metrics["protocol"]["clip"]["prompts_over_max_tokens"] == 0
     assert (tmp_path / "ref_stats.npz").exists()
     report = out / "report"
     html = (report / "report.html").read_text(encoding="utf-8")
@@ -77,6 +79,7 @@ def test_full_evaluation_end_to_end_and_resume(tmp_path, tiny_sd):
     assert (summary["generated"], summary["skipped"]) == (0, 4)
     again = json.loads((out / "metrics.json").read_text())
     assert again["fid"] == metrics["fid"] and again["clip_score"] == metrics["clip_score"]
+    assert again["kid"] == metrics["kid"]  # the saved statistics keep the reference features KID needs
 
 
 @pytest.mark.e2e
@@ -92,6 +95,32 @@ def test_full_evaluation_on_slurm(tmp_path, tiny_sd, slurm_cluster):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fid"] > 0 and 0 <= metrics["clip_score"] <= 100
     assert (out / "report" / "report.html").exists()
+
+
+def _submit_args(tmp_path, **extra):
+    """submit.py's command line as the script builds it, caught by a stand-in Python that records it and stops."""
+    log = tmp_path / "argv.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > {log}\nexit 2\n')
+    fake.chmod(0o755)
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("image_id,prompt\n1,a cat\n")
+    env = dict(os.environ, PYTHON=str(fake), MODEL_PATH="m", OUTPUT_DIR=str(tmp_path / "eval"), SKIP_FID="true",
+               SKIP_CLIP="true", PROMPTS_CSV=str(prompts), **extra)
+    result = _run(env)
+    assert result.returncode == 2 and "generation did not finish" in result.stderr
+    return log.read_text().splitlines()
+
+
+def test_sweep_and_images_per_prompt_reach_submit_py_only_when_set(tmp_path):
+    args = _submit_args(tmp_path, SWEEP="guidance_scale=1.5,3,5,7.5 num_inference_steps=20,50",
+                        IMAGES_PER_PROMPT="4")
+    assert args[0].endswith("submit.py")
+    pairs = list(zip(args, args[1:]))
+    assert [b for a, b in pairs if a == "--sweep"] == ["guidance_scale=1.5,3,5,7.5", "num_inference_steps=20,50"]
+    assert ("--images_per_prompt", "4") in pairs
+    plain = _submit_args(tmp_path)
+    assert "--sweep" not in plain and "--images_per_prompt" not in plain and "--model_path" in plain
 
 
 def test_missing_settings_are_refused_before_any_work(tmp_path):

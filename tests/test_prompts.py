@@ -26,9 +26,10 @@ def test_quoted_fields_unicode_and_bom(tmp_path):
 def test_column_detection_and_override(tmp_path):
     path = write_prompts(tmp_path / "p.csv", [("a", "b", "c")], header=("Text", "key", "other"))
     id_col, prompt_col, rows = read_rows(str(path))
-    assert (id_col, prompt_col, rows) == (None, "Text", [("0", "a")])
+    assert (id_col, prompt_col, [r[:2] for r in rows]) == (None, "Text", [("0", "a")])
+    assert rows[0].fields == {"Text": "a", "key": "b", "other": "c"}
     id_col, prompt_col, rows = read_rows(str(path), id_column="key", prompt_column="other")
-    assert rows == [("b", "c")]
+    assert [r[:2] for r in rows] == [("b", "c")]
 
 
 @pytest.mark.parametrize("content, message", [

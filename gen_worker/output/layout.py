@@ -2,8 +2,10 @@
 
     output_dir/
       {image_id}_seed{seed}.png        the images, nothing else that looks like an image
+      <row:05d>/metadata.jsonl, <row:05d>/samples/<k:04d>.png   the same with --layout geneval
+                                        (naming.sample_path; Sample.file_name is the relative path)
       generation_settings.json          settings the images were made with (guards reruns)
-      manifest.csv                      sample index, image id, seed, file name, prompt
+      manifest.csv                      sample index, row, k, image id, seed, file name, prompt, other columns
       failed_prompts_gpu{k}.txt         one JSON line per failed sample of worker k
       nsfw_flagged_gpu{k}.txt           --safety_checker: one JSON line per image worker k saw flagged
       summary_gpu{k}.json, summary.json per-worker and per-run summaries

@@ -1,7 +1,8 @@
 """What an output folder remembers between runs, and the checks a rerun must pass.
 
 generation_settings.json holds the settings that decide the images; manifest.csv holds every
-sample (index, id, seed, file, prompt). A rerun into the same folder with other settings or
+sample (index, row, k, id, seed, file, prompt, then the prompts file's other columns); in the GenEval
+layout each prompt row's folder holds its metadata.jsonl. A rerun into the same folder with other settings or
 other prompts would mix two experiments under the same file names: refused unless allowed.
 """
 import csv
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from gen_worker.output import layout, provenance
 from gen_worker.output.atomic_files import replace_file, replace_json
 from gen_worker.output.png_file import DamagedPng
-from gen_worker.naming import is_temp_name
+from gen_worker.naming import GENEVAL_METADATA, GENEVAL_SAMPLES, is_nested_image_path, is_temp_name, prompt_folder
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec, recorded_defaults
 from gen_worker.errors import T2IError, one_line
@@ -23,7 +24,10 @@ from gen_worker.model_check import changed_components
 if TYPE_CHECKING:
     from gen_worker.output.lock import RunLock
 
-MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")
+MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")  # in every manifest
+# Written since --images_per_prompt: the prompt row and which of its images (absent: row = index, k = 0).
+SAMPLE_COLUMNS = ("index", "row", "k", "image_id", "seed", "file_name", "prompt")
+EXTRA_PREFIX = "extra_"  # a prompts-file column named like a manifest column gets this prefix
 
 
 class SettingsMismatch(T2IError):
@@ -44,8 +48,22 @@ def _describe(changes: Sequence[str], limit: int = 4) -> str:
     return text + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
 
 
+def _prompt_folders(output_dir: str) -> list[str]:
+    """The GenEval layout's <row:05d> folders (relative names)."""
+    return sorted(n for n in os.listdir(output_dir) if n.isascii() and n.isdigit() and len(n) >= 5
+                  and os.path.isdir(os.path.join(output_dir, n)))
+
+
 def _folder_images(output_dir: str) -> list[str]:
-    return sorted(n for n in os.listdir(output_dir) if n.endswith(".png") and not n.startswith("."))
+    """Every finished image, as a path relative to the folder: flat ones directly in it, GenEval ones in
+    <row>/samples/ (both are looked for: a folder holds one layout, its recorded one)."""
+    names = [n for n in os.listdir(output_dir) if n.endswith(".png") and not n.startswith(".")]
+    for folder in _prompt_folders(output_dir):
+        samples = os.path.join(output_dir, folder, GENEVAL_SAMPLES)
+        if os.path.isdir(samples):
+            names += [path for path in (f"{folder}/{GENEVAL_SAMPLES}/{n}" for n in os.listdir(samples))
+                      if is_nested_image_path(path)]
+    return sorted(names)
 
 
 def _model_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
@@ -140,19 +158,59 @@ def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_c
         raise SettingsMismatch(
             f"the prompts differ from those {output_dir} was generated with ({_describe(changes, 2)}); "
             "use another --output_dir, or pass --allow_settings_change to add to it anyway")
+    rows = [manifest_row(s) for s in samples]
+    rows += [old[i] for i in sorted(old) if i >= len(samples)]  # keep rows a larger earlier run made
+    columns = list(SAMPLE_COLUMNS) + list(dict.fromkeys(c for row in rows for c in row if c not in SAMPLE_COLUMNS))
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    for s in samples:
-        writer.writerow((s.index, s.image_id, s.seed, s.file_name, s.prompt))
-    for index in sorted(i for i in old if i >= len(samples)):  # keep rows a larger earlier run made
-        writer.writerow(old[index][c] for c in MANIFEST_COLUMNS)
+    writer = csv.DictWriter(buffer, columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     replace_file(os.path.join(output_dir, layout.MANIFEST_FILE), buffer.getvalue().encode("utf-8"))
+
+
+def manifest_row(s: Sample) -> dict[str, Any]:
+    row: dict[str, Any] = {"index": s.index, "row": s.row, "k": s.k, "image_id": s.image_id, "seed": s.seed,
+                           "file_name": s.file_name, "prompt": s.prompt}
+    for name, value in s.extra:
+        while name in row:
+            name = EXTRA_PREFIX + name
+        row[name] = value
+    return row
+
+
+def manifest_sample(row: dict[str, str]) -> Sample:
+    """The sample a manifest row describes (row and k: index and 0 in a manifest from before they existed)."""
+    index = int(row["index"])
+    return Sample(index, row["image_id"], row["prompt"], int(row["seed"]), row["file_name"],
+                  int(row.get("row") or index), int(row.get("k") or 0))
+
+
+def write_prompt_folders(output_dir: str, samples: Sequence[Sample]) -> None:
+    """GenEval layout: each prompt row's folder, its metadata.jsonl (the row as one JSON object, rewritten only
+    when it changed) and its samples/ folder, made before any worker writes an image there."""
+    for s in {s.row: s for s in samples}.values():  # one sample per row
+        folder = os.path.join(output_dir, prompt_folder(s.row))
+        images_dir = os.path.join(folder, GENEVAL_SAMPLES)
+        try:
+            os.makedirs(images_dir, exist_ok=True)
+        except FileExistsError:
+            raise _damaged(images_dir if os.path.isdir(folder) else folder, "is not a folder", "move it away") from None
+        path, data = os.path.join(folder, GENEVAL_METADATA), (s.metadata + "\n").encode("utf-8")
+        try:
+            with open(path, "rb") as f:
+                if f.read() == data:
+                    continue
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise _damaged(path, "is a folder", "move it away") from None
+        replace_file(path, data)
 
 
 def remove_stale_temp_files(output_dir: str) -> None:
     """Delete temporary files left by killed workers (call only while holding the lock exclusively)."""
-    for folder in (output_dir, os.path.join(output_dir, layout.LOGS_DIR)):
+    nested = [os.path.join(output_dir, f, sub) for f in _prompt_folders(output_dir) for sub in ("", GENEVAL_SAMPLES)]
+    for folder in [output_dir, os.path.join(output_dir, layout.LOGS_DIR)] + nested:
         if not os.path.isdir(folder):
             continue
         for name in os.listdir(folder):
@@ -176,14 +234,14 @@ def archive_previous_reports(output_dir: str) -> None:
 
 
 def existing_images(output_dir: str) -> set[str]:
-    """Names of the finished images in the folder (one listing instead of a stat per sample)."""
-    return {n for n in os.listdir(output_dir) if n.endswith(".png") and not n.startswith(".")}
+    """Relative paths of the finished images in the folder (one listing instead of a stat per sample)."""
+    return set(_folder_images(output_dir))
 
 
-def stat_record(path: str) -> str:
-    """One line of an image record: name, size, mtime and inode (a file changed since has another)."""
-    st = os.stat(path)
-    return f"{os.path.basename(path)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\n"
+def stat_record(output_dir: str, name: str) -> str:
+    """One line of an image record: relative path, size, mtime and inode (a file changed since has another)."""
+    st = os.stat(os.path.join(output_dir, name))
+    return f"{name}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\n"
 
 
 def _known_good(output_dir: str) -> set[str]:
@@ -212,8 +270,7 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
     read again, so a resume over 30,000 large images takes a second, not a disk's read of them all."""
     out = spec.output_dir
     known = _known_good(out)
-    by_name = {row["file_name"]: Sample(int(row["index"]), row["image_id"], row["prompt"], int(row["seed"]),
-                                        row["file_name"]) for row in read_manifest(out).values()}
+    by_name = {row["file_name"]: manifest_sample(row) for row in read_manifest(out).values()}
     settings_record = read_settings_record(out)
     adopted = set(settings_record.get("adopted", {}).get("files", []))
     # This run's model, and those that --allow_settings_change added to the folder before.
@@ -222,7 +279,7 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
     started, rejected, names, good, read = time.time(), [], _folder_images(out), [], 0
     for name in names:
         path = os.path.join(out, name)
-        record = stat_record(path)
+        record = stat_record(out, name)
         if record in known and name in by_name:
             good.append(record)
             continue
@@ -260,6 +317,7 @@ def _quarantine(output_dir: str, rejected: list[tuple[str, str]]) -> list[dict[s
     moved = []
     for name, why in rejected:
         target = os.path.join(folder, name + layout.QUARANTINE_SUFFIX)
+        os.makedirs(os.path.dirname(target), exist_ok=True)  # GenEval layout: <row>/samples/ kept inside
         os.replace(os.path.join(output_dir, name), target)
         moved.append({"file": name, "reason": why, "moved_to": os.path.relpath(target, output_dir)})
     with open(os.path.join(folder, "reasons.json"), "w", encoding="utf-8") as f:
@@ -290,6 +348,8 @@ def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_
             check()
         accepted = check_and_record_settings(spec.output_dir, spec, allow_settings_change, adopt_existing)
         check_and_write_manifest(spec.output_dir, samples, allow_settings_change)
+        if spec.layout == "geneval":
+            write_prompt_folders(spec.output_dir, samples)
         check_existing_images(spec, accepted)
         remove_stale_temp_files(spec.output_dir)
         archive_previous_reports(spec.output_dir)

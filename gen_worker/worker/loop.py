@@ -27,7 +27,7 @@ from gen_worker.worker.image_writer import ImageWriter, WriterError
 from gen_worker.worker.oom import SplitOnOutOfMemory
 from gen_worker.worker.png import to_uint8
 from gen_worker.output.progress import WorkerProgress
-from gen_worker.prompts import Sample, fingerprint, load_samples
+from gen_worker.prompts import Sample, fingerprint, spec_samples
 from gen_worker.output.lock import RunLock
 from gen_worker.output.record import existing_images, stat_record
 from gen_worker.output.claims import BlockQueue, done_blocks
@@ -202,7 +202,7 @@ class _Outcomes:
             self.progress.save()
             if created:  # a resume need not read it again (output/record.py, check_existing_images)
                 with open(layout.written_file(self.output_dir, self.worker_index), "a", encoding="utf-8") as f:
-                    f.write(stat_record(os.path.join(self.output_dir, item.sample.file_name)))
+                    f.write(stat_record(self.output_dir, item.sample.file_name))
             if created and item.constant:
                 self.summary["constant_images"] += 1
                 log.warning("constant image (every pixel the same, e.g. all black): %s (sample %d)",
@@ -259,7 +259,7 @@ def _import_diffusers() -> None:
 def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: WorkerProgress,
                  summary: dict[str, Any], started: float, pipe: Any = None) -> None:
     """Generate into the output folder; fills `summary` as it goes (so it is right after a crash too)."""
-    samples = load_samples(spec.prompts_csv, spec.seed_start, spec.num_samples, spec.id_column, spec.prompt_column)
+    samples = spec_samples(spec)
     if spec.samples_fingerprint and fingerprint(samples) != spec.samples_fingerprint:
         raise WorkerError(f"{spec.prompts_csv} changed after the run was submitted; submit again")
     done = existing_images(spec.output_dir)
@@ -363,7 +363,7 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list
                 if isinstance(made, Made):
                     writer.put(made)
             summary.update(generate_seconds=round(time.time() - generate_start, 3), oom_splits=make.splits,
-                           writer_wait_seconds=round(writer.wait_seconds, 3))
+                           writer_wait_seconds=round(writer.wait_seconds, 3), **maker.compile_stats())
             if make.sticky is not None:  # every later call would fail too
                 raise WorkerError(f"stopping after a CUDA error on samples {[s.index for s, _ in failures]} "
                                   f"({one_line(make.sticky)[:300]}): the GPU context is unusable; rerun to resume")

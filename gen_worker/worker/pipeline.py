@@ -5,16 +5,19 @@ pipelines used for one frame (Wan, ...): those are called with num_frames and th
 is kept. Each sample gets its own CPU torch.Generator seeded with its seed, so its image does
 not depend on which worker makes it, nor on the device the noise is drawn for.
 """
+import contextlib
 import inspect
 import logging
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from gen_worker.errors import T2IError
+from gen_worker.model_check import CFG_TRUNCATION, cfg_truncation_refusal
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec
+from gen_worker.worker.oom import is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +136,10 @@ def _device_map(device: str) -> Dict[str, str]:
     return {"device_map": device} if device != "cpu" else {}
 
 
-def denoiser(pipe: Any) -> Optional[torch.nn.Module]:
-    """The model the denoising loop calls at every step: the one worth compiling."""
-    for name in ("unet", "transformer"):
-        model = getattr(pipe, name, None)
-        if model is not None:
-            return model
-    return None
+def denoisers(pipe: Any) -> List[torch.nn.Module]:
+    """The models the denoising loop calls at every step: the ones worth compiling (Wan 2.2 has two)."""
+    return [m for m in (getattr(pipe, n, None) for n in ("unet", "transformer", "transformer_2"))
+            if isinstance(m, torch.nn.Module)]
 
 
 def _is_2d_convolutional(model: torch.nn.Module) -> bool:
@@ -161,10 +161,10 @@ def apply_speed_options(pipe: Any, spec: JobSpec, device: str) -> List[str]:
                 applied.append(flag)
             else:
                 log.warning("--%s has no effect: %s has no VAE that supports it", flag, type(pipe).__name__)
-    model = denoiser(pipe)
+    models = denoisers(pipe)
     if spec.channels_last:
         # Only 2-D convolutions have a channels-last layout (a 3-D video VAE or a transformer has none).
-        changed = [m for m in (model, vae) if m is not None and _is_2d_convolutional(m)]
+        changed = [m for m in (*models, vae) if m is not None and _is_2d_convolutional(m)]
         for m in changed:
             m.to(memory_format=torch.channels_last)
         if changed:
@@ -172,11 +172,23 @@ def apply_speed_options(pipe: Any, spec: JobSpec, device: str) -> List[str]:
         else:
             log.warning("--channels_last has no effect: %s has no 2-D convolutional model", type(pipe).__name__)
     if spec.compile:
-        if model is None:
+        if not models:
             raise PipelineSetupError(f"--compile: {type(pipe).__name__} has no unet or transformer to compile")
-        model.compile()  # in place: the pipeline keeps its module; compiling happens at the first call
+        for m in models:
+            # The forward, not the module: the truncation hooks (CondHalfOnly) stay eager Python around it.
+            # Static shapes: ImageMaker pads every call to --batch_size rows, so each denoiser compiles one
+            # graph per row count it sees (2 x batch with guidance, batch after --cfg_truncation_step), all in
+            # the first call. Not a dynamic batch dimension: torch specializes sizes 0 and 1 (a batch of 1 would
+            # recompile anyway), and the static graphs are those of a full block, the common case.
+            m.forward = torch.compile(m.forward, dynamic=False)
         applied.append("compile")
     return applied
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has made in this process (torch._dynamo's own count)."""
+    from torch._dynamo.utils import counters
+    return int(counters["stats"]["unique_graphs"])
 
 
 def half_frame_count(num_frames: int, temporal_factor: int) -> int:
@@ -189,25 +201,69 @@ def half_frame_count(num_frames: int, temporal_factor: int) -> int:
     return (latent_frames + 1) // 2 * temporal_factor - temporal_factor + 1
 
 
-def cfg_truncation_callback(step: int) -> Callable[..., Dict[str, Any]]:
-    """Switch classifier-free guidance off after `step` denoising steps (callback_on_step_end).
-
-    The callback runs after step i, so it acts at i == step - 1. With guidance off the pipeline
-    makes one forward pass per step instead of two. Pipelines that batch the unconditional and
-    conditional inputs together (SD family: [uncond, cond]) also need their embeddings cut to the
-    conditional half; pipelines with separate passes (Wan) only need the scale.
-    """
+def guidance_off_callback(step: int) -> Callable[..., Dict[str, Any]]:
+    """Pipelines with separate guidance passes (Wan): guidance scale 1 after `step` steps, both stages' scales
+    for Wan 2.2 (guidance_scale_2, used below its boundary timestep). The step-end callback runs after step i,
+    so it acts at i == step - 1; the pipeline then skips the unconditional pass."""
     def callback(pipe: Any, i: int, t: Any, tensors: Dict[str, Any]) -> Dict[str, Any]:
         if i == step - 1:
             pipe._guidance_scale = 1.0
             if getattr(pipe, "_guidance_scale_2", None) is not None:
                 pipe._guidance_scale_2 = 1.0
-            batch = tensors["latents"].shape[0]
-            for name, value in tensors.items():
-                if name != "latents" and torch.is_tensor(value) and value.shape[0] == 2 * batch:
-                    tensors[name] = value[batch:]
         return tensors
     return callback
+
+
+class CondHalfOnly:
+    """Pipelines that batch guidance (SD, SDXL, SD3, PixArt-Sigma, Sana): from the denoiser's call `step` on
+    (one call per step), run it on the positive rows only and hand back their output for both halves.
+
+    The pipeline still builds [negative; positive] rows, but its guidance u + g * (c - u) with u == c is c
+    exactly: the step the pipeline makes without guidance, at the cost of one pass instead of two. This works
+    at the denoiser, not through the step-end callback, because PixArt-Sigma has no such callback and Sana's
+    does not hand over its doubled attention mask. Every tensor argument with the doubled row count is cut to
+    its positive half by the pipelines' layout, torch.cat([negative, positive]), except SDXL's time ids
+    (added_cond_kwargs["time_ids"]): cat([negative, positive]) repeated per sample, so every second row.
+    """
+
+    def __init__(self, models: Sequence[torch.nn.Module], step: int) -> None:
+        self.models, self.step, self.calls, self.cut, self.doubled = models, step, 0, False, 0
+
+    @contextlib.contextmanager
+    def hooked(self, batch: int) -> Iterator[None]:
+        """Hooks on the denoisers for one pipeline call of `batch` prompts (the pipeline stays as it was for
+        anyone else). Only calls on 2 x batch rows are cut: a call without guidance is left alone."""
+        self.calls, self.doubled = 0, 2 * batch
+        handles = [h for m in self.models for h in (m.register_forward_pre_hook(self._before, with_kwargs=True),
+                                                     m.register_forward_hook(self._after, with_kwargs=True))]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _before(self, module: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+        self.calls += 1
+        hidden = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+        rows = int(hidden.shape[0]) if isinstance(hidden, torch.Tensor) else 0
+        self.cut = self.calls > self.step and rows == self.doubled
+        if not self.cut:
+            return None
+        return tuple(self._half(a, rows, "") for a in args), {k: self._half(v, rows, k) for k, v in kwargs.items()}
+
+    def _half(self, value: Any, rows: int, name: str) -> Any:
+        if isinstance(value, dict):
+            return {k: self._half(v, rows, k) for k, v in value.items()}
+        if not torch.is_tensor(value) or value.dim() == 0 or value.shape[0] != rows:
+            return value
+        return value[1::2] if name == "time_ids" else value[rows // 2:]
+
+    def _after(self, module: Any, args: Any, kwargs: Any, output: Any) -> Any:
+        if not self.cut:
+            return None
+        if torch.is_tensor(output):
+            return torch.cat([output, output])
+        return (torch.cat([output[0], output[0]]), *output[1:])
 
 
 def use_scheduler(pipe: Any, name: str) -> None:
@@ -265,31 +321,37 @@ class ImageMaker:
                 if option not in params:
                     raise PipelineSetupError(f"{self.name} does not take --{option}")
                 kwargs[option] = value
-        kwargs.update(self._cfg_truncation_kwargs(spec.cfg_truncation_step, spec.num_inference_steps, params))
+        self.truncation: Optional[CondHalfOnly] = None
+        kwargs.update(self._cfg_truncation_kwargs(spec.cfg_truncation_step, spec.num_inference_steps))
         self.call_kwargs = kwargs
+        # --compile: every call padded to --batch_size rows, so that the compiled graphs never see a new shape.
+        self.pad_to = spec.batch_size if spec.compile else 0
+        self.compile = spec.compile
+        self.warmup_graphs: Optional[int] = None  # graphs compiled by the end of the first successful call
 
-    def _cfg_truncation_kwargs(self, step: Optional[int], num_steps: int,
-                               params: Mapping[str, inspect.Parameter]) -> Dict[str, Any]:
+    def _cfg_truncation_kwargs(self, step: Optional[int], num_steps: int) -> Dict[str, Any]:
         if step is None:
             return {}
+        refusal = cfg_truncation_refusal(self.name)  # the submitter checks it too, from model_index.json
+        if refusal:
+            raise PipelineSetupError(refusal)
         if step >= num_steps:
             log.info("--cfg_truncation_step %d >= %d steps: guidance stays on for every step", step, num_steps)
             return {}
         if step == 0:
             return {"guidance_scale": 1.0}
-        if not hasattr(type(self.pipe), "do_classifier_free_guidance") or "callback_on_step_end" not in params:
-            raise PipelineSetupError(f"--cfg_truncation_step is not supported for {self.name} "
-                                     "(no classifier-free guidance switch or step-end callback)")
-        allowed = getattr(self.pipe, "_callback_tensor_inputs", ["latents"])
-        if "prompt_attention_mask" in params and "prompt_attention_mask" not in allowed:
-            # Sana doubles its attention mask under guidance but does not hand it to the callback: the
-            # mask would stay doubled after the cut (wrong images with 2 heads, an error with more).
-            raise PipelineSetupError(f"--cfg_truncation_step is not supported for {self.name}: its doubled "
-                                     "attention mask cannot be cut back at the step-end callback")
-        wanted = ["latents", "prompt_embeds", "pooled_prompt_embeds", "add_text_embeds", "add_time_ids",
-                  "prompt_attention_mask"]
-        return {"callback_on_step_end": cfg_truncation_callback(step),
-                "callback_on_step_end_tensor_inputs": [n for n in wanted if n in allowed]}
+        if CFG_TRUNCATION[self.name] == "separate":
+            return {"callback_on_step_end": guidance_off_callback(step)}
+        self.truncation = CondHalfOnly(denoisers(self.pipe), step)
+        return {}
+
+    def compile_stats(self) -> Dict[str, int]:
+        """--compile, for the summary: graphs compiled, and those compiled after the first call (recompiles:
+        a new batch shape, which padding avoids but for out-of-memory splits)."""
+        if not self.compile:
+            return {}
+        graphs = compiled_graphs()
+        return {"compiled_graphs": graphs, "recompiles": graphs - (self.warmup_graphs or graphs)}
 
     def restore_dtypes(self) -> None:
         """After a failed call: the VAE back in the pipeline's dtype. With fp16, SDXL upcasts its VAE to
@@ -301,14 +363,34 @@ class ImageMaker:
             vae.to(dtype=self.vae_dtype)
 
     def make(self, samples: Sequence[Sample]) -> List[Any]:
-        generators = [torch.Generator("cpu").manual_seed(s.seed) for s in samples]
+        rows = padded(samples, self.pad_to)
+        generators = [torch.Generator("cpu").manual_seed(s.seed) for s in rows]
         kwargs = dict(self.call_kwargs)
         if "negative_prompt" in kwargs:  # one per prompt: SD-family pipelines refuse a str with a list of prompts
-            kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(samples)
-        with torch.inference_mode():
-            out = self.pipe(prompt=[s.prompt for s in samples], generator=generators, **kwargs)
+            kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(rows)
+        cutting = self.truncation.hooked(len(rows)) if self.truncation else contextlib.nullcontext()
+        try:
+            with torch.inference_mode(), cutting:
+                out = self.pipe(prompt=[s.prompt for s in rows], generator=generators, **kwargs)
+        except Exception as err:
+            if self.pad_to and is_out_of_memory(err):
+                # Padding the halves the splitter makes would run out of memory again: unpadded from now on
+                # (each new batch shape then compiles once, counted in the summary's recompiles).
+                log.warning("--compile: out of memory at %d rows, no more padding to --batch_size", len(rows))
+                self.pad_to = 0
+            raise
+        if self.compile and self.warmup_graphs is None:
+            self.warmup_graphs = compiled_graphs()
         flags = getattr(out, "nsfw_content_detected", None) or []
         self.nsfw_flagged.update(s.index for s, flagged in zip(samples, flags) if flagged)
-        if self.is_video:
-            return [frames[0] for frames in out.frames]
-        return list(out.images)
+        images = [frames[0] for frames in out.frames] if self.is_video else list(out.images)
+        return images[:len(samples)]  # the padding rows' images are dropped
+
+
+def padded(samples: Sequence[Sample], size: int) -> List[Sample]:
+    """`samples` and, up to `size` rows, copies of the last one (its prompt and seed, own generators: each
+    sample's noise comes from its own generator, so the real samples' noise is untouched). Only the batch
+    composition changes, which may move the last bits of the real images. Blocks are fixed by sample index
+    (batch_size consecutive samples), so a padded partial block is the same block, padded the same way,
+    whatever the number of workers: images stay the same for any number of GPUs."""
+    return [*samples, *[samples[-1]] * max(0, size - len(samples))] if samples else []
