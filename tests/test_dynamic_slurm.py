@@ -16,7 +16,7 @@ SLOW = ["--device", "cpu", "--num_inference_steps", "20", "--height", "64", "--w
 
 
 def test_a_cancelled_task_is_taken_over_and_a_joining_submission_adds_a_task(tiny_sd, tmp_path):
-    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt number {i}, a photo") for i in range(20)])
+    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt number {i}, a photo") for i in range(36)])
     out = str(tmp_path / "out")
     args = [*SLURM, "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd, *SLOW, "--lease_seconds", "5"]
     first = run_submit(*args, "--gpus", "3")
@@ -36,7 +36,7 @@ def test_a_cancelled_task_is_taken_over_and_a_joining_submission_adds_a_task(tin
     done = run_submit("status", "--output_dir", out, "--wait", timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "warning: task 1" in done.stderr and "the other workers made its blocks" in done.stderr
-    assert len(images_in(out)) == 20
+    assert len(images_in(out)) == 36
     summaries = {k: json.load(open(layout.summary_file(out, k))) for k in (0, 2, 3)}
     assert summaries[3]["generated"] > 0  # the joined task
     assert len(json.load(open(os.path.join(out, layout.SLURM_JOBS_FILE)))["submissions"]) == 2  # no resubmission
