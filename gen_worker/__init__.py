@@ -13,6 +13,7 @@ The map, grouped by where the code runs:
     naming.py         {image_id}_seed{seed}.png, safe names for unsafe ids, the GenEval layout's
                       <row>/samples/<k>.png
     sharding.py       which samples worker k of N makes (round-robin of batch-size blocks)
+    sweep.py          --sweep NAME=V1,V2: the configurations, each checked as a plain run
     model_source.py   --model_path checks (folder or hub id, safetensors only)
     model_check.py    the model's identity (content fingerprint) and completeness, from its
                       files: configs and safetensors headers, no torch
@@ -43,6 +44,7 @@ The map, grouped by where the code runs:
 
   In each worker process, on its GPU (python -m gen_worker.worker, or a SLURM task)
     worker/           loop.py (the generation loop), pipeline.py (load diffusers, call it),
+                      pipeline_cache.py (a sweep's worker loads each model once),
                       oom.py (split a block that runs out of memory), image_writer.py
                       (background writer threads), png.py (PNG encoding off the GIL)
 

@@ -21,9 +21,12 @@ from gen_worker.output import layout
 from gen_worker.output.lock import OutputDirBusy, RunLock
 from gen_worker.output.record import prepare_output_dir
 from gen_worker.output.summary import command_line
+from gen_worker.output.sweep_record import SWEEP_FILE
 from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.slurm.options import SlurmOptions, wait_for_run
 from gen_worker.spec import JobSpec, auto_dtype, check_cfg_truncation, pipeline_guidance_default
+from gen_worker.sweep import Configuration, check_not_given, configuration_args, configurations, parse_axes, \
+    swept_required_flags
 
 
 # The option groups of --help, in order; each flag field (spec.py, slurm/options.py,
@@ -49,7 +52,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(optional: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """optional: required flags that may be left out (--model_path when --sweep gives its values)."""
     parser = argparse.ArgumentParser(
         prog="submit.py", formatter_class=_HelpFormatter,
         description="Generate K images per prompt (CSV, TSV, JSONL or Parquet) with a diffusers pipeline, one "
@@ -78,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
                                            "the original script): each valid PNG under a sample's name is kept as "
                                            "made with this run's settings, and the adoption is recorded")
     for options in (JobSpec, SlurmOptions, ContainerOptions):
-        add_flags(options, groups)
+        add_flags(options, groups, optional)
+    groups["generation"].add_argument(
+        "--sweep", action="append", default=None, metavar="NAME=V1,V2,...",
+        help="run every combination of these values of recorded settings (repeatable), each in its own "
+             "subfolder of --output_dir with the same prompts and seeds, e.g. --sweep guidance_scale=1.5,3,5; "
+             "the workers load each model once and go through every configuration")
     groups["slurm"].add_argument("--wait", dest="wait", action="store_true", default=None,
                                  help="after submitting, show one progress bar per task until the run ends "
                                       "(default: wait when stdout is a terminal); Ctrl+C detaches, the jobs keep running")
@@ -108,6 +117,9 @@ def _check_mode_flags(args: argparse.Namespace) -> None:
 def _check_output_dir(path: str) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"--output_dir {path} exists and is not a folder")
+    if os.path.exists(os.path.join(path, SWEEP_FILE)):
+        raise UsageError(f"--output_dir {path} holds a sweep ({SWEEP_FILE}): rerun it with its --sweep, or give "
+                         "one configuration's subfolder")
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".write-test-{os.getpid()}.tmp")
@@ -139,6 +151,26 @@ def build_spec(args: argparse.Namespace, gpu_ids: Sequence[str] = ()) -> Tuple[J
                   num_samples=len(samples), samples_fingerprint=fingerprint(samples),
                   model_identity=identify(model_path))
     return JobSpec(**values), samples
+
+
+def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace,
+                gpu_ids: Sequence[str] = ()) -> List[Tuple[Configuration, JobSpec, List[Sample]]]:
+    """--sweep: every configuration's spec, each checked as a plain run's would be, before any work starts."""
+    axes = parse_axes(args.sweep)
+    check_not_given(args, axes)
+    top = os.path.abspath(args.output_dir)
+    if os.path.exists(os.path.join(top, layout.SETTINGS_FILE)):
+        raise UsageError(f"--output_dir {top} holds a plain run (its {layout.SETTINGS_FILE}): a sweep writes its "
+                         "configurations into subfolders of a folder of its own")
+    runs = []
+    for config in configurations(axes):
+        config_args = configuration_args(parser, argv, config, os.path.join(top, config.name))
+        try:
+            spec, samples = build_spec(config_args, gpu_ids)
+        except T2IError as err:
+            raise UsageError(f"--sweep configuration {config.name}: {err}") from None
+        runs.append((config, spec, samples))
+    return runs
 
 
 def local_gpu_ids(args: argparse.Namespace) -> List[str]:
@@ -187,7 +219,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] in ("show", "reproduce"):
         from gen_worker.image_tools import main as image_main
         return image_main(argv)
-    parser = build_parser()
+    parser = build_parser(optional=swept_required_flags(argv))
     args = parser.parse_args(argv)
     # A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -42,8 +42,9 @@ def _base_type(annotation: Any) -> Any:
     return args[0] if args else annotation
 
 
-def add_flags(cls: type, groups: Dict[str, Any]) -> None:
-    """Add one argparse option per flag field of `cls` to groups[field's group]."""
+def add_flags(cls: type, groups: Dict[str, Any], optional: Sequence[str] = ()) -> None:
+    """Add one argparse option per flag field of `cls` to groups[field's group].
+    optional: fields without a default that may be left out this time (their value is None)."""
     hints = typing.get_type_hints(cls)
     for f in flag_fields(cls):
         meta, kind = f.metadata, _base_type(hints[f.name])
@@ -53,7 +54,7 @@ def add_flags(cls: type, groups: Dict[str, Any]) -> None:
         elif meta["repeatable"]:
             kwargs.update(action="append", default=None, type=kind, metavar=meta["metavar"])
         elif f.default is dataclasses.MISSING:
-            kwargs.update(required=True, type=kind, metavar=meta["metavar"])
+            kwargs.update(required=f.name not in optional, type=kind, metavar=meta["metavar"])
         else:
             kwargs.update(default=f.default, type=kind, metavar=meta["metavar"])
         if meta["choices"]:

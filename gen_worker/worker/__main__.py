@@ -1,7 +1,8 @@
-"""Run one worker: python -m gen_worker.worker --spec SPEC.json --worker_index K --num_workers N
+"""Run one worker: python -m gen_worker.worker --spec SPEC.json [--spec ...] --worker_index K --num_workers N
 
 Started by submit.py (one process per GPU, with CUDA_VISIBLE_DEVICES set to that GPU); rarely
-run by hand. Exit status: 0 when the worker went through all its samples (some may have
+run by hand. Several specs (the configurations of a sweep) are made one after the other, each
+model loaded once. Exit status: 0 when the worker went through all its samples (some may have
 failed: see failed_prompts_gpu{k}.txt), 1 when it could not run, 130 when stopped by a signal.
 """
 import argparse
@@ -26,7 +27,7 @@ def _stop_once(signum: int, frame: FrameType | None) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spec", required=True, help="JSON file written by submit.py")
+    parser.add_argument("--spec", required=True, action="append", help="JSON file written by submit.py (repeatable)")
     parser.add_argument("--worker_index", type=int, required=True)
     parser.add_argument("--num_workers", type=int, required=True)
     args = parser.parse_args(argv)
@@ -36,10 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop_once)
     signal.signal(signal.SIGTERM, _stop_once)
     from gen_worker.worker.loop import run_worker
+    from gen_worker.worker.pipeline_cache import PipelineCache, in_load_order
     try:
-        with open(args.spec, encoding="utf-8") as f:
-            spec = JobSpec.from_json(f.read())
-        run_worker(spec, args.worker_index, args.num_workers)
+        specs = []
+        for path in args.spec:
+            with open(path, encoding="utf-8") as f:
+                specs.append(JobSpec.from_json(f.read()))
+        pipelines = PipelineCache()
+        for spec in in_load_order(specs):  # a failed configuration stops the worker: a rerun resumes
+            run_worker(spec, args.worker_index, args.num_workers, pipelines=pipelines)
     except KeyboardInterrupt:
         return 130
     except T2IError as err:  # e.g. a spec from other code: one line says what to do

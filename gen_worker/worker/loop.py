@@ -37,6 +37,7 @@ from gen_worker.spec import SPEC_VERSION, JobSpec, check_version
 
 if TYPE_CHECKING:
     from gen_worker.worker.pipeline import ImageMaker
+    from gen_worker.worker.pipeline_cache import PipelineCache
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +127,13 @@ def _environment(device: str) -> dict[str, Any]:
     return env
 
 
-def run_worker(spec: JobSpec, worker_index: int, num_workers: int, pipe: Any = None) -> dict[str, Any]:
+def run_worker(spec: JobSpec, worker_index: int, num_workers: int, pipe: Any = None,
+               pipelines: "PipelineCache | None" = None) -> dict[str, Any]:
     """Make worker `worker_index`'s share of the run; returns the summary (also written to disk).
 
     pipe: a pipeline already loaded (and set up with apply_speed_options) to use instead of loading
-    spec.model_path: benchmarks reuse one across runs.
+    spec.model_path: benchmarks reuse one across runs. pipelines: where to load it from otherwise (a
+    sweep's worker passes one cache to all its configurations, so that each model is loaded once).
     """
     check_version(getattr(spec, "spec_version", None))  # a job queued by other code, an older image
     started = time.time()
@@ -147,7 +150,7 @@ def run_worker(spec: JobSpec, worker_index: int, num_workers: int, pipe: Any = N
     lock = RunLock(output_dir)
     lock.acquire_shared()
     try:
-        _make_images(spec, worker_index, num_workers, progress, summary, started, pipe)
+        _make_images(spec, worker_index, num_workers, progress, summary, started, pipe, pipelines)
         progress.update(state="done")
     except KeyboardInterrupt:
         progress.update(state="interrupted", message="stopped by a signal")
@@ -257,7 +260,8 @@ def _import_diffusers() -> None:
 
 
 def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: WorkerProgress,
-                 summary: dict[str, Any], started: float, pipe: Any = None) -> None:
+                 summary: dict[str, Any], started: float, pipe: Any = None,
+                 pipelines: "PipelineCache | None" = None) -> None:
     """Generate into the output folder; fills `summary` as it goes (so it is right after a crash too)."""
     samples = spec_samples(spec)
     if spec.samples_fingerprint and fingerprint(samples) != spec.samples_fingerprint:
@@ -280,7 +284,8 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     _check_model_unchanged(spec)
     progress.update(state="loading", total=total, skipped=on_disk)
     import_start = time.time()
-    from gen_worker.worker.pipeline import ImageMaker, apply_speed_options, load_pipeline, resolve_device
+    from gen_worker.worker.pipeline import ImageMaker, resolve_device
+    from gen_worker.worker.pipeline_cache import PipelineCache
     _set_torch_threads(spec.cpu_threads)
     device = summary["device"] = resolve_device(spec.device)
     _import_diffusers()
@@ -288,8 +293,10 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     summary.update(_environment(device))
     load_start = time.time()
     if pipe is None:
-        pipe = load_pipeline(spec.model_path, spec.dtype, device, spec.safety_checker)
-        summary["speed_options"] = apply_speed_options(pipe, spec, device)
+        pipelines = pipelines or PipelineCache()
+        loads = pipelines.loads
+        pipe = pipelines.get(spec, device)
+        summary.update(speed_options=pipelines.speed_options, pipeline_reused=pipelines.loads == loads)
     maker = ImageMaker(pipe, spec)
     summary["load_seconds"] = round(time.time() - load_start, 3)
     log.info("worker %d/%d: %s on %s, batch size %d, speed options %s: %d samples to make, %d already on disk",

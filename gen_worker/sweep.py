@@ -1,0 +1,90 @@
+"""--sweep NAME=V1,V2,...: one submission runs every combination of the values given.
+
+Each configuration is an ordinary run in its own subfolder of --output_dir, named by its values
+(output/sweep_record.py), with the same prompts and seeds as every other one: a configuration's
+folder is byte-identical to a plain run with those settings, so configurations compare image by
+image. The values are read by the same argparse options as the flags themselves (re-parsing the
+command line with `--NAME V` appended), so a swept value gets the type, choices and checks of its flag.
+"""
+import argparse
+import dataclasses
+import itertools
+from typing import Dict, List, Sequence
+
+from gen_worker import flags
+from gen_worker.errors import UsageError
+from gen_worker.output.sweep_record import configuration_name
+from gen_worker.spec import JobSpec
+
+# Settings that decide what the images look like (recorded with each folder) may be swept.
+SWEEPABLE = flags.recorded_names(JobSpec)
+
+
+@dataclasses.dataclass(frozen=True)
+class Configuration:
+    name: str  # its subfolder of the sweep's --output_dir
+    overrides: Dict[str, str]  # setting -> value, as given on the command line
+
+
+def parse_axes(texts: Sequence[str]) -> Dict[str, List[str]]:
+    """["guidance_scale=1.5,3", "num_inference_steps=20,50"] -> {setting: [values]}, in the order given."""
+    axes: Dict[str, List[str]] = {}
+    for text in texts:
+        name, sep, values_text = text.partition("=")
+        name = name.strip().lstrip("-")
+        if not sep or not name:
+            raise UsageError(f"--sweep {text}: expected NAME=V1,V2,... (e.g. --sweep guidance_scale=1.5,3,5)")
+        if name not in SWEEPABLE:
+            raise UsageError(f"--sweep {text}: {name} is not a setting that can be swept "
+                             f"(those recorded with the folder: {', '.join(SWEEPABLE)})")
+        if name in axes:
+            raise UsageError(f"--sweep names {name} twice: give all its values once, e.g. --sweep {name}=A,B")
+        values = [v.strip() for v in values_text.split(",")]
+        if not values or any(not v for v in values):
+            raise UsageError(f"--sweep {text}: an empty value (values are separated by commas)")
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise UsageError(f"--sweep {text}: {', '.join(repeated)} given twice")
+        axes[name] = values
+    return axes
+
+
+def configurations(axes: Dict[str, List[str]]) -> List[Configuration]:
+    """Every combination, the last setting varying fastest; names checked distinct."""
+    names = list(axes)
+    configs = [Configuration(configuration_name(dict(zip(names, values))), dict(zip(names, values)))
+               for values in itertools.product(*(axes[n] for n in names))]
+    seen: Dict[str, Configuration] = {}
+    for c in configs:
+        if c.name in seen:
+            raise UsageError(f"--sweep: {seen[c.name].overrides} and {c.overrides} would share the folder "
+                             f"{c.name}; give values that differ in more than punctuation or a path's folder")
+        seen[c.name] = c
+    return configs
+
+
+def check_not_given(args: argparse.Namespace, axes: Dict[str, List[str]]) -> None:
+    """A swept setting also given as a flag is a contradiction, not a default to override silently."""
+    defaults = {f.name: None if f.default is dataclasses.MISSING else f.default for f in flags.flag_fields(JobSpec)}
+    for name in axes:
+        if getattr(args, name) != defaults[name]:
+            raise UsageError(f"--{name} is given and swept (--sweep {name}=...): give its values in --sweep only")
+
+
+def configuration_args(parser: argparse.ArgumentParser, argv: Sequence[str], config: Configuration,
+                       output_dir: str) -> argparse.Namespace:
+    """The command line of one configuration: argv with its values and subfolder appended (the last wins)."""
+    extra = [f"--{name}={value}" for name, value in config.overrides.items()]
+    args = parser.parse_args([*argv, *extra])
+    args.output_dir = output_dir
+    return args
+
+
+def swept_required_flags(argv: Sequence[str]) -> List[str]:
+    """Required flags given by --sweep instead (--model_path), found before the full parse needs them."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--sweep", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    names = {text.partition("=")[0].strip().lstrip("-") for text in known.sweep}
+    return [f.name for f in flags.flag_fields(JobSpec)
+            if f.name in names and f.default is dataclasses.MISSING]

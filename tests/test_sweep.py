@@ -1,0 +1,159 @@
+"""--sweep: parsing, the configurations and their checked specs (no worker started here)."""
+import os
+
+import pytest
+
+from gen_worker.cli import build_parser, build_spec, build_sweep
+from gen_worker.errors import UsageError
+from gen_worker.sweep import Configuration, check_not_given, configurations, parse_axes, swept_required_flags
+
+
+def test_axes_keep_the_order_given_and_the_values_as_written():
+    axes = parse_axes(["guidance_scale=1.5, 3,5", "--num_inference_steps=2,4"])
+    assert axes == {"guidance_scale": ["1.5", "3", "5"], "num_inference_steps": ["2", "4"]}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("guidance_scale", "expected NAME=V1,V2"),
+    ("=1,2", "expected NAME=V1,V2"),
+    ("cpu_threads=1,2", "not a setting that can be swept"),
+    ("compile=1", "not a setting that can be swept"),
+    ("no_such=1", "not a setting that can be swept"),
+    ("guidance_scale=1,,2", "empty value"),
+    ("guidance_scale=", "empty value"),
+    ("guidance_scale=1,2,1", "1 given twice"),
+])
+def test_bad_axes_are_refused_in_one_line(text, words):
+    with pytest.raises(UsageError, match=words) as err:
+        parse_axes([text])
+    assert "\n" not in str(err.value)
+
+
+def test_a_setting_swept_twice_is_refused():
+    with pytest.raises(UsageError, match="names guidance_scale twice"):
+        parse_axes(["guidance_scale=1", "guidance_scale=2"])
+
+
+def test_configurations_are_the_cartesian_product_last_setting_fastest():
+    configs = configurations({"guidance_scale": ["1.5", "3"], "num_inference_steps": ["2", "4"]})
+    assert [c.overrides for c in configs] == [
+        {"guidance_scale": "1.5", "num_inference_steps": "2"}, {"guidance_scale": "1.5", "num_inference_steps": "4"},
+        {"guidance_scale": "3", "num_inference_steps": "2"}, {"guidance_scale": "3", "num_inference_steps": "4"}]
+    assert len({c.name for c in configs}) == 4
+    assert all(c.name == os.path.basename(c.name) and c.name not in ("", ".", "..") for c in configs)
+
+
+def test_two_values_that_would_share_a_folder_are_refused():
+    with pytest.raises(UsageError, match="would share the folder"):
+        configurations({"model_path": ["/a/model", "/b/model"]})
+
+
+def _args(argv):
+    parser = build_parser(optional=swept_required_flags(argv))
+    return parser, parser.parse_args(argv)
+
+
+def test_a_swept_setting_given_as_a_flag_too_is_refused(tmp_path):
+    argv = ["--prompts_csv", "p.csv", "--output_dir", "o", "--model_path", "m", "--guidance_scale", "3",
+            "--sweep", "guidance_scale=1,2"]
+    _, args = _args(argv)
+    with pytest.raises(UsageError, match="--guidance_scale is given and swept"):
+        check_not_given(args, parse_axes(args.sweep))
+
+
+def test_model_path_may_come_from_the_sweep_alone():
+    argv = ["--prompts_csv", "p.csv", "--output_dir", "o", "--sweep", "model_path=a,b"]
+    _, args = _args(argv)
+    assert args.model_path is None
+    check_not_given(args, parse_axes(args.sweep))
+    with pytest.raises(SystemExit):  # not swept: still required
+        build_parser().parse_args(argv[:4])
+
+
+def test_each_configuration_is_checked_like_a_plain_run(tmp_path, tiny_sd, prompts_csv):
+    argv = ["--prompts_csv", prompts_csv, "--output_dir", str(tmp_path / "sweep"), "--model_path", tiny_sd,
+            "--device", "cpu", "--dtype", "fp32", "--sweep", "guidance_scale=1.5,3", "--sweep",
+            "num_inference_steps=2,4"]
+    parser, args = _args(argv)
+    runs = build_sweep(parser, argv, args)
+    assert [(s.guidance_scale, s.num_inference_steps) for _, s, _ in runs] == [(1.5, 2), (1.5, 4), (3.0, 2), (3.0, 4)]
+    for config, spec, samples in runs:
+        assert spec.output_dir == str(tmp_path / "sweep" / config.name)
+        # a plain run with those values into that subfolder checks into the same spec
+        plain_args = build_parser().parse_args(
+            argv[:argv.index("--sweep")] + [f"--{k}={v}" for k, v in config.overrides.items()]
+            + ["--output_dir", spec.output_dir])
+        assert build_spec(plain_args)[0] == spec
+        assert [x.seed for x in samples] == [spec.seed_start + i for i in range(len(samples))]
+
+
+def test_a_value_that_fails_its_flag_check_names_the_configuration(tmp_path, tiny_sd, prompts_csv):
+    argv = ["--prompts_csv", prompts_csv, "--output_dir", str(tmp_path / "sweep"), "--model_path", tiny_sd,
+            "--device", "cpu", "--sweep", "num_inference_steps=2,0"]
+    parser, args = _args(argv)
+    with pytest.raises(UsageError, match="configuration num_inference_steps-0: --num_inference_steps"):
+        build_sweep(parser, argv, args)
+
+
+def test_a_sweep_and_a_plain_run_never_share_a_folder(tmp_path, tiny_sd, prompts_csv):
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "generation_settings.json").write_text("{}")
+    argv = ["--prompts_csv", prompts_csv, "--output_dir", str(top), "--model_path", tiny_sd, "--device", "cpu",
+            "--sweep", "guidance_scale=1,2"]
+    parser, args = _args(argv)
+    with pytest.raises(UsageError, match="holds a plain run"):
+        build_sweep(parser, argv, args)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "sweep.json").write_text("{}")
+    with pytest.raises(UsageError, match="holds a sweep"):
+        build_spec(build_parser().parse_args(argv[:6] + ["--output_dir", str(other), "--device", "cpu"]))
+
+
+def _spec(tmp_path, name, model, rows, **changes):
+    from gen_worker.model_check import identify
+    from gen_worker.output.record import prepare_output_dir
+    from gen_worker.prompts import load_samples
+    from gen_worker.spec import JobSpec
+    from conftest import write_prompts
+    csv = write_prompts(tmp_path / "prompts.csv", rows)
+    fields = dict(prompts_csv=csv, output_dir=str(tmp_path / name), model_path=model, num_samples=len(rows),
+                  num_inference_steps=3, height=64, width=64, dtype="fp32", device="cpu",
+                  model_identity=identify(model), guidance_scale=7.5)
+    fields.update(changes)
+    spec = JobSpec(**fields)
+    prepare_output_dir(spec, load_samples(csv, spec.seed_start)).release()
+    return spec
+
+
+def _pngs(folder):
+    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder)) if n.endswith(".png")}
+
+
+def test_one_load_serves_every_configuration_and_each_folder_equals_a_plain_run(tmp_path, tiny_sd):
+    from conftest import PROMPTS
+    from gen_worker.worker.loop import run_worker
+    from gen_worker.worker.pipeline_cache import PipelineCache, in_load_order
+    rows = PROMPTS[:3]
+    configs = [dict(scheduler="EulerDiscreteScheduler"), dict(guidance_scale=1.5), dict(num_inference_steps=2)]
+    specs = [_spec(tmp_path, f"sweep{i}", tiny_sd, rows, **c) for i, c in enumerate(configs)]
+    cache = PipelineCache()
+    for spec in in_load_order(specs):
+        summary = run_worker(spec, 0, 1, pipelines=cache)
+        assert summary["generated"] == len(rows)
+    assert cache.loads == 1
+    for i, c in enumerate(configs):  # the scheduler swapped in by the first is not used by the others
+        plain = _spec(tmp_path, f"plain{i}", tiny_sd, rows, **c)
+        run_worker(plain, 0, 1)
+        assert _pngs(plain.output_dir) == _pngs(specs[i].output_dir)
+
+
+def test_configurations_are_grouped_by_what_a_load_fixes(tmp_path):
+    from gen_worker.worker.pipeline_cache import in_load_order, load_key
+    from gen_worker.spec import JobSpec
+    base = dict(prompts_csv="p.csv", model_path="m", num_samples=1)
+    specs = [JobSpec(output_dir=str(tmp_path / str(i)), **base, **c) for i, c in enumerate(
+        [dict(dtype="fp32"), dict(dtype="fp16"), dict(dtype="fp32", guidance_scale=2.0), dict(dtype="fp16")])]
+    assert [s.output_dir[-1] for s in in_load_order(specs)] == ["0", "2", "1", "3"]
+    assert load_key(specs[0]) == load_key(specs[2]) != load_key(specs[1])
