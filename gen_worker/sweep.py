@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence
 
 from gen_worker import flags
 from gen_worker.errors import UsageError
-from gen_worker.output.sweep_record import configuration_name
+from gen_worker.output.sweep_record import configuration_name, read_sweep_record, write_sweep_record
 from gen_worker.spec import JobSpec
 
 # Settings that decide what the images look like (recorded with each folder) may be swept.
@@ -88,3 +88,15 @@ def swept_required_flags(argv: Sequence[str]) -> List[str]:
     names = {text.partition("=")[0].strip().lstrip("-") for text in known.sweep}
     return [f.name for f in flags.flag_fields(JobSpec)
             if f.name in names and f.default is dataclasses.MISSING]
+
+
+def record_sweep(top: str, axes: Dict[str, List[str]], configs: Sequence[Configuration]) -> None:
+    """sweep.json lists every configuration the folder holds: a rerun with more values adds to it."""
+    old = read_sweep_record(top)
+    merged_axes = {name: list(values) for name, values in (old.axes if old else {}).items()}
+    for name, values in axes.items():
+        merged_axes[name] = merged_axes.get(name, []) + [v for v in values if v not in merged_axes.get(name, [])]
+    entries = [{"name": c.name, "folder": c.folder, "overrides": c.overrides} for c in (old.configurations if old else [])]
+    known = {e["name"] for e in entries}
+    entries += [{"name": c.name, "folder": c.name, "overrides": c.overrides} for c in configs if c.name not in known]
+    write_sweep_record(top, merged_axes, entries)

@@ -157,3 +157,15 @@ def test_configurations_are_grouped_by_what_a_load_fixes(tmp_path):
         [dict(dtype="fp32"), dict(dtype="fp16"), dict(dtype="fp32", guidance_scale=2.0), dict(dtype="fp16")])]
     assert [s.output_dir[-1] for s in in_load_order(specs)] == ["0", "2", "1", "3"]
     assert load_key(specs[0]) == load_key(specs[2]) != load_key(specs[1])
+
+
+def test_the_sweep_record_lists_every_configuration_a_rerun_added(tmp_path):
+    from gen_worker.output.sweep_record import read_sweep_record
+    from gen_worker.sweep import record_sweep
+    first = parse_axes(["guidance_scale=1.5,3"])
+    record_sweep(str(tmp_path), first, configurations(first))
+    more = parse_axes(["guidance_scale=3,5"])
+    record_sweep(str(tmp_path), more, configurations(more))
+    record = read_sweep_record(str(tmp_path))
+    assert record.axes == {"guidance_scale": ["1.5", "3", "5"]}
+    assert [c.folder for c in record.configurations] == ["guidance_scale-1.5", "guidance_scale-3", "guidance_scale-5"]
