@@ -169,3 +169,23 @@ def test_the_sweep_record_lists_every_configuration_a_rerun_added(tmp_path):
     record = read_sweep_record(str(tmp_path))
     assert record.axes == {"guidance_scale": ["1.5", "3", "5"]}
     assert [c.folder for c in record.configurations] == ["guidance_scale-1.5", "guidance_scale-3", "guidance_scale-5"]
+
+
+def test_a_workers_bar_adds_up_its_progress_over_the_configuration_folders(tmp_path):
+    from gen_worker.output.progress import WorkerProgress
+    from gen_worker.output.progress_bars import ProgressBars
+    folders = [str(tmp_path / name) for name in ("a", "b", "c")]
+    for folder in folders:
+        os.makedirs(os.path.join(folder, "logs"))
+    first = WorkerProgress(folders[0], 0, 1)
+    first.update(state="done", skipped=2, generated=3, failed=1)
+    second = WorkerProgress(folders[1], 0, 1)
+    second.update(state="generating", generated=4)
+    bars = ProgressBars(folders, ["CPU"], [30], [0])
+    bars.refresh()
+    assert bars.bars[0].n == 2 + 3 + 1 + 4
+    assert "success: 9, failed: 1" in bars.bars[0].postfix
+    second.update(state="error", message="boom")
+    bars.refresh()
+    assert "error" in bars.bars[0].postfix
+    bars.close()

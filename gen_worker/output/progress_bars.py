@@ -1,10 +1,11 @@
 """One progress bar per worker, fed by the progress files the workers write.
 
 Reading files (rather than worker output) means the same bars work for local subprocesses and
-for SLURM tasks on other nodes that share the output folder.
+for SLURM tasks on other nodes that share the output folder. A sweep's worker writes one progress
+file per configuration folder: its bar adds them up.
 """
 import sys
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from tqdm import tqdm
 
@@ -15,14 +16,15 @@ BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{
 
 
 class ProgressBars:
-    def __init__(self, output_dir: str, labels: Sequence[str], totals: Sequence[int], already_done: Sequence[int],
-                 worker_indices: Iterable[int] | None = None) -> None:
-        """labels[k], totals[k], already_done[k]: worker k's name ("GPU 2"), sample count, images on disk.
+    def __init__(self, output_dirs: str | Sequence[str], labels: Sequence[str], totals: Sequence[int],
+                 already_done: Sequence[int], worker_indices: Iterable[int] | None = None) -> None:
+        """labels[k], totals[k], already_done[k]: worker k's name ("GPU 2"), sample count, images on disk
+        (over every folder of output_dirs: a run's folder, or a sweep's configuration folders).
 
         worker_indices: the worker each bar shows, when not simply 0, 1, 2, ... (a SLURM rerun
         queues only the workers with something left).
         """
-        self.output_dir = output_dir
+        self.output_dirs = [output_dirs] if isinstance(output_dirs, str) else list(output_dirs)
         self.worker_indices = list(range(len(labels))) if worker_indices is None else list(worker_indices)
         self.interactive = sys.stderr.isatty()
         self.bars = [
@@ -40,7 +42,7 @@ class ProgressBars:
         """notes: {bar position: text shown instead of the worker's state} (e.g. a SLURM queue state)."""
         notes = notes or {}
         for position, (k, bar) in enumerate(zip(self.worker_indices, self.bars)):
-            progress = read_progress(self.output_dir, k)
+            progress = self._progress(k)
             note = notes.get(position)
             if progress is None:
                 if note:
@@ -55,6 +57,15 @@ class ProgressBars:
             bar.update(max(0, success + progress["failed"] - bar.n))
             if self.interactive:  # in a log file, update() alone prints at most every mininterval
                 bar.refresh()
+
+    def _progress(self, k: int) -> dict[str, Any] | None:
+        """Worker k's counts over every folder; its state is that of the first folder not done."""
+        found = [p for p in (read_progress(d, k) for d in self.output_dirs) if p is not None]
+        if not found:
+            return None
+        states = [p["state"] for p in found if p["state"] != "done"]
+        return {"state": states[0] if states else "done",
+                **{key: sum(p[key] for p in found) for key in ("skipped", "generated", "failed")}}
 
     def close(self) -> None:
         for bar in self.bars:
