@@ -8,7 +8,7 @@ import functools
 import os
 import signal
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from gen_worker import flags
 from gen_worker.container.runtime import Container, ContainerOptions
@@ -26,7 +26,7 @@ from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.slurm.options import SlurmOptions, wait_for_run
 from gen_worker.spec import JobSpec, auto_dtype, check_cfg_truncation, pipeline_guidance_default
 from gen_worker.sweep import Configuration, check_not_given, configuration_args, configurations, parse_axes, \
-    swept_required_flags
+    record_sweep, swept_required_flags
 
 
 # The option groups of --help, in order; each flag field (spec.py, slurm/options.py,
@@ -225,7 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = command_line(["python", sys.argv[0] or "submit.py", *argv])
     try:
-        return _run(args, command)
+        return _run(parser, argv, args, command)
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return 130
@@ -237,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, command: str) -> int:
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace, command: str) -> int:
     from gen_worker.slurm.record import refuse_if_jobs_alive
     try:
         _check_mode_flags(args)
@@ -253,6 +253,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         gpu_ids = local_gpu_ids(args)
         if args.device == "auto":
             args.device = "cpu" if gpu_ids == [""] else "cuda"
+        if args.sweep:
+            return _run_local_sweep(parser, argv, args, gpu_ids, command)
         spec, samples = build_spec(args, gpu_ids)
         # SLURM tasks queued into this folder earlier may start any time: not together with a local run.
         # Checked first (running tasks hold the lock, whose message would name their long-gone
@@ -270,11 +272,39 @@ def _run(args: argparse.Namespace, command: str) -> int:
     except T2IError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from gen_worker.local import run_local
+    from gen_worker.local import LocalRun, run_local
     try:
-        return run_local(spec, samples, gpu_ids, lock, command, container, join=join)
+        return run_local([LocalRun(spec, samples, lock)], gpu_ids, command, container, join=join)
     finally:
         lock.release()
+
+
+def _run_local_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace,
+                     gpu_ids: Sequence[str], command: str) -> int:
+    """--sweep, local: every configuration checked and its folder prepared, then one set of workers for all."""
+    from gen_worker.local import LocalRun, run_local
+    from gen_worker.slurm.record import refuse_if_jobs_alive
+    configured = build_sweep(parser, argv, args, gpu_ids)
+    top = os.path.dirname(configured[0][1].output_dir)
+    checks = [functools.partial(refuse_if_jobs_alive, spec.output_dir, "--ignore_recorded_slurm_jobs",
+                                args.ignore_recorded_slurm_jobs) for _, spec, _ in configured]
+    for check in checks:
+        check()
+    model_dirs = [spec.model_path for _, spec, _ in configured if os.path.isabs(spec.model_path)]
+    container = container_for(args, configured[0][1], same_path=[top, *model_dirs])
+    runs: List[Any] = []
+    try:
+        for (_, spec, samples), check in zip(configured, checks):
+            # A sweep's configuration under way is not joined: the whole sweep waits for that run.
+            lock = prepare_output_dir(spec, samples, args.allow_settings_change, check=check,
+                                      adopt_existing=args.adopt_existing)
+            runs.append(LocalRun(spec, samples, lock))
+        record_sweep(top, parse_axes(args.sweep), [config for config, _, _ in configured])
+        os.makedirs(os.path.join(top, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
+        return run_local(runs, gpu_ids, command, container, log_dir=top)
+    finally:
+        for run in runs:
+            run.lock.release()
 
 
 def join_local_run(spec: JobSpec, busy: OutputDirBusy) -> RunLock:

@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from gen_worker.container.runtime import Container
 from gen_worker.output import claims, layout
@@ -31,21 +31,24 @@ def _die_with_parent() -> None:
         pass
 
 
-def start_worker(spec_path: str, output_dir: str, worker_index: int, num_workers: int, cuda_visible_devices: str,
-                 container: Container | None = None, name: str | None = None) -> subprocess.Popen[bytes]:
-    """One worker process; with a container, `name` is the container's (so that it can be removed)."""
+def start_worker(spec_paths: str | Sequence[str], log_dir: str, worker_index: int, num_workers: int,
+                 cuda_visible_devices: str, container: Container | None = None,
+                 name: str | None = None) -> subprocess.Popen[bytes]:
+    """One worker process making every spec of spec_paths (a sweep's configurations) in turn, logging to
+    log_dir/logs/; with a container, `name` is the container's (so that it can be removed)."""
+    spec_paths = [spec_paths] if isinstance(spec_paths, str) else list(spec_paths)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=cuda_visible_devices, PYTHONUNBUFFERED="1")
     where = ""
     if container is None:
         python = [sys.executable]
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     else:  # the image's own Python environment: apptainer would pass these through
-        python = container.prefix(cuda_visible_devices, name, label=output_dir)
-        spec_path = container.path(spec_path)
+        python = container.prefix(cuda_visible_devices, name, label=log_dir)
+        spec_paths = [container.path(p) for p in spec_paths]
         for key in ("PYTHONPATH", "PYTHONHOME"):
             env.pop(key, None)
         where = f" in {container.runtime} {container.image}" + (f" ({name})" if name else "")
-    log_path = layout.worker_log(output_dir, worker_index)
+    log_path = layout.worker_log(log_dir, worker_index)
     with open(log_path, "ab") as log:
         try:
             log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} worker {worker_index}/{num_workers} "
@@ -55,7 +58,7 @@ def start_worker(spec_path: str, output_dir: str, worker_index: int, num_workers
             err.filename = log_path
             raise
         return subprocess.Popen(
-            [*python, "-m", "gen_worker.worker", "--spec", spec_path,
+            [*python, "-m", "gen_worker.worker", *(arg for p in spec_paths for arg in ("--spec", p)),
              "--worker_index", str(worker_index), "--num_workers", str(num_workers)],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent)
@@ -105,34 +108,59 @@ def _tail(path: str, lines: int = 15) -> list[str]:
         return []
 
 
-def run_local(spec: JobSpec, samples: Sequence[Sample], gpu_ids: Sequence[str], lock: RunLock, command: str,
-              container: Container | None = None, join: bool = False) -> int:
-    """Run one worker per entry of gpu_ids (a CUDA_VISIBLE_DEVICES value each), each inside
-    `container` if given (a container.Container); returns the exit status.
+class LocalRun(NamedTuple):
+    """One output folder to fill: a plain run, or one configuration of a sweep."""
+    spec: JobSpec
+    samples: Sequence[Sample]
+    lock: RunLock  # held exclusively (a new run), or shared when joining a dynamic run under way
 
-    lock: held exclusively (a new run), or shared with `join` (workers added to the dynamic run under way)."""
-    started = time.time()
-    output_dir = spec.output_dir
-    num_workers = len(gpu_ids)
-    indices = claims.join_run(spec, num_workers) if join else claims.start_run(spec, num_workers)
-    # A joining submitter's spec may differ in what is not recorded (lease, threads): its own file.
-    spec_path = os.path.join(output_dir, layout.LOGS_DIR, f"spec_join{indices[0]}.json" if join else "spec.json")
-    worker_spec = container.inside_spec(spec) if container else spec
-    replace_file(spec_path, worker_spec.to_json().encode("utf-8"))
-    names = [container.new_name(k) for k in indices] if container else []
-    labels = [f"GPU {g}" if g else "CPU" for g in gpu_ids]
-    on_disk = existing_images(output_dir)
+
+def _bar_counts(run: LocalRun, num_workers: int, on_disk: set[str]) -> tuple[list[int], list[int]]:
+    """Each worker's bar for one folder: (totals, images already there)."""
+    spec, samples = run.spec, run.samples
     if spec.schedule == "static":
         shares = [worker_indices(len(samples), k, num_workers, spec.batch_size) for k in range(num_workers)]
-        totals = [len(share) for share in shares]
-        done = [sum(samples[i].file_name in on_disk for i in share) for share in shares]
-    else:  # each bar: what its worker made of what was missing
-        totals, done = [sum(s.file_name not in on_disk for s in samples)] * num_workers, [0] * num_workers
+        return [len(share) for share in shares], [sum(samples[i].file_name in on_disk for i in share) for share in shares]
+    # dynamic: each bar is what its worker made of what was missing
+    return [sum(s.file_name not in on_disk for s in samples)] * num_workers, [0] * num_workers
 
-    lock.downgrade_to_shared()  # workers share it; a second submitter is still refused
-    procs = [start_worker(spec_path, output_dir, k, num_workers, g, container, names[i] if names else None)
+
+def run_local(runs: Sequence[LocalRun], gpu_ids: Sequence[str], command: str, container: Container | None = None,
+              join: bool = False, log_dir: str | None = None) -> int:
+    """Run one worker per entry of gpu_ids (a CUDA_VISIBLE_DEVICES value each), each inside
+    `container` if given (a container.Container); returns the exit status. Every worker goes through
+    every run in `runs` (a sweep's configurations). log_dir: where the workers' logs go (default: the
+    only run's folder; a sweep's top folder).
+
+    join: add the workers to the dynamic run under way in the (only) run's folder."""
+    started = time.time()
+    num_workers = len(gpu_ids)
+    log_dir = log_dir or runs[0].spec.output_dir
+    indices: list[int] = []
+    spec_paths = []
+    for run in runs:
+        spec = run.spec
+        these = claims.join_run(spec, num_workers) if join else claims.start_run(spec, num_workers)
+        if indices and these != indices:  # fresh folders all give 0..N-1
+            raise RuntimeError(f"worker indices {these} in {spec.output_dir}, {indices} elsewhere")
+        indices = these
+        # A joining submitter's spec may differ in what is not recorded (lease, threads): its own file.
+        spec_path = os.path.join(spec.output_dir, layout.LOGS_DIR, f"spec_join{indices[0]}.json" if join else "spec.json")
+        worker_spec = container.inside_spec(spec) if container else spec
+        replace_file(spec_path, worker_spec.to_json().encode("utf-8"))
+        spec_paths.append(spec_path)
+    names = [container.new_name(k) for k in indices] if container else []
+    labels = [f"GPU {g}" if g else "CPU" for g in gpu_ids]
+    on_disk = [existing_images(run.spec.output_dir) for run in runs]
+    counts = [_bar_counts(run, num_workers, there) for run, there in zip(runs, on_disk)]
+    totals = [sum(c[0][k] for c in counts) for k in range(num_workers)]
+    done = [sum(c[1][k] for c in counts) for k in range(num_workers)]
+
+    for run in runs:
+        run.lock.downgrade_to_shared()  # workers share it; a second submitter is still refused
+    procs = [start_worker(spec_paths, log_dir, k, num_workers, g, container, names[i] if names else None)
              for i, (k, g) in enumerate(zip(indices, gpu_ids))]
-    bars = ProgressBars(output_dir, labels, totals, done, worker_indices=indices)
+    bars = ProgressBars([run.spec.output_dir for run in runs], labels, totals, done, worker_indices=indices)
     interrupted = False
     try:
         while any(p.poll() is None for p in procs):
@@ -151,13 +179,15 @@ def run_local(spec: JobSpec, samples: Sequence[Sample], gpu_ids: Sequence[str], 
 
     workers: list[dict[str, Any]] = [{"label": label, "gpu_id": g, "exit_code": p.returncode, "worker_index": k}
                                      for label, g, p, k in zip(labels, gpu_ids, procs, indices)]
-    summary = write_run_summary(output_dir, [s.file_name for s in samples], workers, started, command, interrupted,
-                                schedule=spec.schedule, already_there=sum(s.file_name in on_disk for s in samples))
+    summaries = [write_run_summary(run.spec.output_dir, [s.file_name for s in run.samples], workers, started, command,
+                                   interrupted, schedule=run.spec.schedule,
+                                   already_there=sum(s.file_name in there for s in run.samples))
+                 for run, there in zip(runs, on_disk)]
     for w in workers:
         if w["exit_code"] not in (0, None) and not interrupted:
             print(f"---- last lines of {w['label']}'s log:", file=sys.stderr)
-            print("".join(_tail(layout.worker_log(output_dir, w["worker_index"]))).rstrip(), file=sys.stderr)
-    for line in final_lines(summary):
+            print("".join(_tail(layout.worker_log(log_dir, w["worker_index"]))).rstrip(), file=sys.stderr)
+    for line in _final_lines(summaries, len(runs) > 1):
         print(line, file=sys.stderr)
     if interrupted:
         # The run is over: a Ctrl+C arriving now, while Python exits (it restores the default handler,
@@ -165,4 +195,21 @@ def run_local(spec: JobSpec, samples: Sequence[Sample], gpu_ids: Sequence[str], 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return 130
-    return exit_status(summary, all(w["exit_code"] == 0 for w in workers))
+    workers_ok = all(w["exit_code"] == 0 for w in workers)
+    return max(exit_status(summary, workers_ok) for summary in summaries)
+
+
+def _final_lines(summaries: Sequence[dict[str, Any]], sweep: bool) -> list[str]:
+    """A plain run's last lines; a sweep's, one block per configuration, the rerun command once at the end."""
+    if not sweep:
+        return final_lines(summaries[0])
+    lines = []
+    for summary in summaries:
+        name = os.path.basename(summary["output_dir"])
+        lines += [f"[{name}] {line}" for line in final_lines(summary, rerun_hint=False)]
+    missing = sum(s["missing"] for s in summaries)
+    if missing:
+        why = "interrupted" if summaries[0]["interrupted"] else "not complete"
+        lines += [f"Sweep {why}: {missing} images missing. Rerun the same command to make only those:",
+                  f"  {summaries[0]['command']}"]
+    return lines

@@ -53,8 +53,8 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
     return summary
 
 
-def final_lines(summary: dict[str, Any]) -> list[str]:
-    """What the user reads last: what was made, what went wrong, and what to run next."""
+def final_lines(summary: dict[str, Any], rerun_hint: bool = True) -> list[str]:
+    """What the user reads last: what was made, what went wrong, and (rerun_hint) what to run next."""
     out = summary["output_dir"]
     lines = [f"{summary['num_samples'] - summary['missing']}/{summary['num_samples']} images in {out} "
              f"({summary['generated']} generated, {summary['skipped']} already there) in "
@@ -86,7 +86,7 @@ def final_lines(summary: dict[str, Any]) -> list[str]:
         files = os.path.join(out, "nsfw_flagged_gpu*.txt")
         lines.append(f"{flagged} image{'s' if flagged > 1 else ''} flagged by the safety checker (black): listed in "
                      f"{files}")
-    if summary["missing"]:
+    if summary["missing"] and rerun_hint:
         why = "interrupted" if summary["interrupted"] else "not complete"
         lines.append(f"Run {why}: {summary['missing']} images missing. Rerun the same command to make only those:")
         lines.append(f"  {summary['command']}")
