@@ -245,11 +245,18 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Na
             from gen_worker.slurm.submit import submit_to_slurm
             options = SlurmOptions(**flags.checked_values(SlurmOptions, args))
             # --device auto stays auto: the submit host may have no GPU (--dtype auto: bf16 unless --device cpu)
-            spec, samples = build_spec(args)
+            runs = [(spec, samples) for _, spec, samples in build_sweep(parser, argv, args)] if args.sweep \
+                else [build_spec(args)]
+            sweep_dir = os.path.abspath(args.output_dir) if args.sweep else None
+            base = sweep_dir or runs[0][0].output_dir
             # submitit's folder is named by its host path in the sbatch script: seen there inside too.
-            container = container_for(args, spec, same_path=[os.path.join(spec.output_dir, layout.SUBMITIT_DIR)])
-            return submit_to_slurm(spec, samples, options, command, args.allow_settings_change, container,
-                                   wait_for_run(args.wait), args.adopt_existing)
+            container = container_for(args, runs[0][0], same_path=[os.path.join(base, layout.SUBMITIT_DIR),
+                                                                   *_sweep_paths(runs, sweep_dir)])
+            if sweep_dir:
+                record_sweep(sweep_dir, parse_axes(args.sweep), configurations(parse_axes(args.sweep)))
+                os.makedirs(os.path.join(sweep_dir, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
+            return submit_to_slurm(runs, options, command, args.allow_settings_change, container,
+                                   wait_for_run(args.wait), args.adopt_existing, sweep_dir)
         gpu_ids = local_gpu_ids(args)
         if args.device == "auto":
             args.device = "cpu" if gpu_ids == [""] else "cuda"
@@ -279,6 +286,13 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Na
         lock.release()
 
 
+def _sweep_paths(runs: Sequence[Tuple[JobSpec, Sequence[Sample]]], sweep_dir: Optional[str]) -> List[str]:
+    """What a sweep's container must see besides the first configuration's paths: the top folder, every model."""
+    if not sweep_dir:
+        return []
+    return [sweep_dir, *sorted({spec.model_path for spec, _ in runs if os.path.isabs(spec.model_path)})]
+
+
 def _run_local_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace,
                      gpu_ids: Sequence[str], command: str) -> int:
     """--sweep, local: every configuration checked and its folder prepared, then one set of workers for all."""
@@ -290,8 +304,8 @@ def _run_local_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args:
                                 args.ignore_recorded_slurm_jobs) for _, spec, _ in configured]
     for check in checks:
         check()
-    model_dirs = [spec.model_path for _, spec, _ in configured if os.path.isabs(spec.model_path)]
-    container = container_for(args, configured[0][1], same_path=[top, *model_dirs])
+    container = container_for(args, configured[0][1],
+                              same_path=_sweep_paths([(spec, samples) for _, spec, samples in configured], top))
     runs: List[Any] = []
     try:
         for (_, spec, samples), check in zip(configured, checks):

@@ -31,3 +31,11 @@ def test_readme_names_every_module():
     missing = [m for m in _modules() if not m.endswith("__init__.py") and m not in named
                and os.path.basename(m) not in named]
     assert not missing, missing
+
+
+def test_the_launchers_put_the_checkout_on_the_workers_path():
+    """Local workers and SLURM tasks import this checkout's gen_worker, not another one installed."""
+    from gen_worker import local
+    from gen_worker.slurm import submit
+    for module in (local, submit):
+        assert os.path.isfile(os.path.join(module.PACKAGE_PARENT, "gen_worker", "__init__.py")), module.__name__

@@ -44,3 +44,24 @@ def test_a_sweep_equals_plain_runs_and_resumes(tmp_path, tiny_sd):
                                                                 "guidance_scale-7"]
     into_sweep = run_submit("--prompts_csv", csv, "--output_dir", top, "--model_path", tiny_sd, *SMALL)
     assert into_sweep.returncode == 2 and "holds a sweep" in into_sweep.stderr
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_a_sweep_on_slurm_is_one_set_of_tasks_and_equals_the_local_sweep(tmp_path, tiny_sd):
+    csv = write_prompts(tmp_path / "p.csv", PROMPTS[:3])
+    common = ["--prompts_csv", csv, "--model_path", tiny_sd, *SMALL, "--sweep", "guidance_scale=1.5,4"]
+    on_slurm = tmp_path / "slurm"
+    queued = run_submit("--cluster", "slurm", "--gpus", "2", "--cpus_per_task", "1", "--mem_gb", "1", "--time", "15",
+                        "--wait", "--output_dir", on_slurm, *common, timeout=600)
+    assert queued.returncode == 0, queued.stdout + queued.stderr[-3000:]
+    assert "Submitted 2 SLURM tasks" in queued.stdout  # one array for the whole sweep, not one per configuration
+    assert "== configuration guidance_scale-4 (2 of 2)" in queued.stderr
+    local = tmp_path / "local"
+    here = run_submit("--output_dir", local, *common, "--gpu_ids", "0")
+    assert here.returncode == 0, here.stderr
+    for folder in ("guidance_scale-1.5", "guidance_scale-4"):
+        assert images_in(on_slurm / folder) == images_in(local / folder) and len(images_in(local / folder)) == 3
+    status = run_submit("status", "--output_dir", on_slurm)
+    assert status.returncode == 0 and status.stdout.count("Finished. 3/3 images") == 2, status.stdout
+    assert f"Logs: {on_slurm}/logs/worker_gpu<task>.log" in status.stdout

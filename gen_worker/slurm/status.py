@@ -23,6 +23,7 @@ from gen_worker.output.atomic_files import read_json_if_any
 from gen_worker.output.progress import read_progress
 from gen_worker.output.progress_bars import ProgressBars
 from gen_worker.output.record import existing_images, read_manifest
+from gen_worker.output.sweep_record import read_sweep_record
 from gen_worker.output.summary import exit_status, final_lines, read_worker_summary, write_run_summary
 from gen_worker.sharding import worker_indices
 from gen_worker.slurm.commands import SlurmError, cancel, kill_wait_seconds, queue_states
@@ -145,9 +146,10 @@ def _last_submission(output_dir: str) -> dict[str, Any]:
     return submission
 
 
-def follow_run(output_dir: str) -> int:
+def follow_run(output_dir: str, last: bool = True) -> int:
     """One bar per task until every task is finished; then summary.json and the final lines.
-    Ctrl+C detaches: the jobs keep running. Returns the exit status."""
+    Ctrl+C detaches: the jobs keep running. Returns the exit status.
+    last: False for a sweep's configuration that its tasks leave for the next one: they stay queued."""
     submission = _last_submission(output_dir)
     views = task_views(output_dir, submission, {})
     bars = ProgressBars(output_dir, [v["label"] for v in views], [v["total"] for v in views],
@@ -160,7 +162,8 @@ def follow_run(output_dir: str) -> int:
             if time.monotonic() >= next_poll:
                 states = _queue_or_none(submission)
                 next_poll = time.monotonic() + (1.0 if all_done_at else SQUEUE_EVERY_SECONDS)
-                not_needed |= _cancel_unneeded(output_dir, submission, states)
+                if last:
+                    not_needed |= _cancel_unneeded(output_dir, submission, states)
             views = task_views(output_dir, submission, states, not_needed)
             notes: dict[int, str] = {}
             for position, v in enumerate(views):
@@ -172,7 +175,8 @@ def follow_run(output_dir: str) -> int:
             bars.refresh(notes)
             if all(v["finished"] for v in views):
                 all_done_at = all_done_at or time.monotonic()
-                if states is not None and not states or time.monotonic() - all_done_at > LEAVE_QUEUE_GRACE_SECONDS:
+                if not last or states is not None and not states \
+                        or time.monotonic() - all_done_at > LEAVE_QUEUE_GRACE_SECONDS:
                     break
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -185,6 +189,31 @@ def follow_run(output_dir: str) -> int:
     for line in lines:
         print(line, file=sys.stderr)
     return exit_status(summary, all(v["ok"] for v in views))
+
+
+def sweep_folders(top: str) -> list[str] | None:
+    """A sweep's configuration folders: those its last SLURM submission queued, else all it records;
+    None when `top` is no sweep."""
+    record = read_sweep_record(top)
+    if record is None:
+        return None
+    submission = latest_submission(top)
+    relative = submission["folders"] if submission and "folders" in submission else \
+        [c.folder for c in record.configurations]
+    return [os.path.join(top, f) for f in relative]
+
+
+def follow_sweep(top: str) -> int:
+    """--wait over a sweep: each configuration's bars in turn (the tasks go through them in order)."""
+    folders = sweep_folders(top) or []
+    worst = 0
+    for i, folder in enumerate(folders):
+        print(f"== configuration {os.path.basename(folder)} ({i + 1} of {len(folders)})", file=sys.stderr)
+        status = follow_run(folder, last=i == len(folders) - 1)
+        if status == 130:
+            return status
+        worst = max(worst, status)
+    return worst
 
 
 def _cancel_unneeded(output_dir: str, submission: dict[str, Any], states: dict[str, str] | None) -> set[int]:
@@ -220,6 +249,13 @@ def show_local_status(output_dir: str) -> int:
 
 
 def show_status(output_dir: str) -> int:
+    folders = sweep_folders(output_dir)
+    if folders is not None:
+        worst = 0
+        for folder in folders:
+            print(f"== configuration {os.path.basename(folder)}")
+            worst = max(worst, show_status(folder) if os.path.isdir(folder) else 0)
+        return worst
     if latest_submission(output_dir) is None and os.path.exists(os.path.join(output_dir, layout.CLAIMS_DIR,
                                                                               RUN_FILE)):
         return show_local_status(output_dir)
@@ -245,8 +281,9 @@ def show_status(output_dir: str) -> int:
         print(f"  ({others} other tasks had nothing left to make and were not queued)")
     if _dynamic(submission):
         print("\n".join(lease_lines(output_dir, {v["progress"].get("worker_id"): v["label"] for v in views})))
-    print(f"Logs: {os.path.join(output_dir, layout.LOGS_DIR)}/worker_gpu<task>.log, "
-          f"SLURM output: {os.path.join(output_dir, layout.SUBMITIT_DIR)}/<job id>/")
+    base = submission.get("logs_in", output_dir)  # a sweep's tasks log in its top folder
+    print(f"Logs: {os.path.join(base, layout.LOGS_DIR)}/worker_gpu<task>.log, "
+          f"SLURM output: {os.path.join(base, layout.SUBMITIT_DIR)}/<job id>/")
     if all(v["finished"] for v in views):
         last = max([submission["submitted_unix"]] + [v["progress"].get("updated_at") or 0 for v in views])
         summary, lines = summarize_run(output_dir, submission, views, finished_at=last)
@@ -329,7 +366,9 @@ def main(argv: Sequence[str]) -> int:
     try:
         if argv[0] == "cancel":
             return cancel_run(output_dir, args.task)
-        return follow_run(output_dir) if args.wait else show_status(output_dir)
+        if args.wait:
+            return follow_sweep(output_dir) if sweep_folders(output_dir) is not None else follow_run(output_dir)
+        return show_status(output_dir)
     except T2IError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -36,7 +36,8 @@ from gen_worker.slurm.commands import SlurmError, max_array_size, partition_time
 from gen_worker.slurm.record import SlurmJobsAlive, add_submission, refuse_if_jobs_alive
 from gen_worker.slurm.task import SlurmTask
 
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout (the folder holding gen_worker/), put first on the tasks' PYTHONPATH.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_TIME_MINUTES = 3 * 24 * 60  # capped at the partition's MaxTime
 MAX_TIMEOUT_REQUEUES = 10  # submitit's default (3) ends long runs on short partitions early
 
@@ -138,27 +139,33 @@ def workers_with_work(samples: Sequence[Sample], num_workers: int, batch_size: i
             if any(samples[i].file_name not in on_disk for i in worker_indices(len(samples), k, num_workers, batch_size))]
 
 
-def _queue(spec: JobSpec, opts: SlurmOptions, workers: List[int], max_array: int, time_min: int,
-           container: Optional[ImageContainer] = None) -> Tuple[List[Dict[str, Any]], Optional[str]]:
-    """Submit the jobs; returns (tasks, error): what was queued, and why the rest was not."""
+def _queue(specs: Sequence[JobSpec], opts: SlurmOptions, workers: List[int], max_array: int, time_min: int,
+           container: Optional[ImageContainer] = None,
+           base: Optional[str] = None) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+    """Submit the jobs, each task making every spec in turn; returns (tasks, error): what was queued, and
+    why the rest was not. base: the folder of submitit's files and the workers' logs (default: the
+    first spec's; a sweep's top folder)."""
     tasks: List[Dict[str, Any]] = []
-    task_spec, python = spec, None
+    base = base or specs[0].output_dir
+    task_specs, python = list(specs), None
     if container is not None:  # the image's python runs the task, given the paths as it sees them
-        task_spec = container.inside_spec(spec)
-        python = write_launcher(container, spec.output_dir, os.path.join(spec.output_dir, layout.SUBMITIT_DIR))
+        task_specs = [container.inside_spec(spec) for spec in specs]
+        python = write_launcher(container, base, os.path.join(base, layout.SUBMITIT_DIR))
+    log_dir = container.path(base) if container is not None else base
     for chunk, params in _jobs_plan(opts, workers, max_array, time_min):
-        executor = _executor(spec.output_dir, params, python)
+        executor = _executor(base, params, python)
         try:
             with submitit.helpers.clean_env():  # from inside a job: do not inherit its allocation
                 if opts.slurm_mode == "tasks":
-                    jobs = [executor.submit(SlurmTask(task_spec, opts.num_tasks, rank_workers=chunk))] * len(chunk)
+                    jobs = [executor.submit(SlurmTask(task_specs, opts.num_tasks, rank_workers=chunk,
+                                                      log_dir=log_dir))] * len(chunk)
                 else:
-                    jobs = executor.map_array(SlurmTask(task_spec, opts.num_tasks), chunk)
+                    jobs = executor.map_array(SlurmTask(task_specs, opts.num_tasks, log_dir=log_dir), chunk)
         except Exception as err:  # sbatch refused (submitit raises its own error types)
             return tasks, " ".join(str(err).split())[:500]
         for rank, (worker, job) in enumerate(zip(chunk, jobs)):
             task_rank = rank if opts.slurm_mode == "tasks" else 0
-            paths = JobPaths(_submitit_folder(spec.output_dir), job.job_id, task_rank)
+            paths = JobPaths(_submitit_folder(base), job.job_id, task_rank)
             tasks.append({"worker": worker, "slurm_id": job.job_id, "job_id": job.job_id.split("_")[0],
                           "rank": task_rank, "stdout": str(paths.stdout), "stderr": str(paths.stderr)})
     return tasks, None
@@ -176,79 +183,97 @@ def describe_workers(workers: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def _print_submitted(spec: JobSpec, opts: SlurmOptions, submission: Dict[str, Any]) -> None:
+def _print_submitted(out: str, opts: SlurmOptions, submission: Dict[str, Any]) -> None:
     by_job: Dict[str, List[int]] = {}
     for t in submission["tasks"]:
         by_job.setdefault(t["job_id"], []).append(t["worker"])
     jobs = ", ".join(f"job {j} (tasks {describe_workers(w)})" for j, w in by_job.items())
-    out = spec.output_dir
     print(f"Submitted {len(submission['tasks'])} SLURM tasks ({opts.slurm_mode} mode, one GPU each): {jobs}")
     print(f"Logs: {os.path.join(out, layout.SUBMITIT_DIR)}/<job id>/ (SLURM output), "
           f"{os.path.join(out, layout.LOGS_DIR)}/worker_gpu<task>.log")
     sys.stdout.flush()
 
 
-def submit_to_slurm(spec: JobSpec, samples: Sequence[Sample], opts: SlurmOptions, command: str,
+def submit_to_slurm(runs: Sequence[Tuple[JobSpec, Sequence[Sample]]], opts: SlurmOptions, command: str,
                     allow_settings_change: bool = False, container: Optional[ImageContainer] = None,
-                    wait: bool = False, adopt_existing: bool = False) -> int:
-    """Check, prepare the folder, queue what is missing; then follow it (`wait`) or return. Exit status.
-    `container` (a checked container.Container): every task runs inside it."""
-    from gen_worker.slurm.status import follow_hints, follow_run, summarize_run
+                    wait: bool = False, adopt_existing: bool = False, sweep_dir: Optional[str] = None) -> int:
+    """Check, prepare the folders, queue what is missing; then follow it (`wait`) or return. Exit status.
+    runs: (spec, samples) of the run, or of every configuration of the sweep in `sweep_dir`: one set of
+    tasks goes through them all. `container` (a checked container.Container): every task runs inside it."""
+    from gen_worker.slurm.status import follow_hints, follow_run, follow_sweep, summarize_run
 
-    out = spec.output_dir
+    specs = [spec for spec, _ in runs]
+    spec, samples = runs[0]
+    out = sweep_dir or spec.output_dir  # submitit's files, the workers' logs, status and cancel
     max_array, time_min = check_with_cluster(spec, opts)
     join = False
-    try:
-        refuse_if_jobs_alive(out)
-    except SlurmJobsAlive as alive:
-        if spec.schedule != "dynamic":
-            raise
+    for s in specs:
         try:
-            join_run(spec, 0)  # the checks only
-        except CannotJoin as err:
-            raise SlurmJobsAlive(f"{alive}; they cannot be joined: {err}") from None
-        join = True
+            refuse_if_jobs_alive(s.output_dir)
+        except SlurmJobsAlive as alive:
+            if s.schedule != "dynamic" or sweep_dir:  # a sweep is not joined: it waits for the run there
+                raise
+            try:
+                join_run(s, 0)  # the checks only
+            except CannotJoin as err:
+                raise SlurmJobsAlive(f"{alive}; they cannot be joined: {err}") from None
+            join = True
     # Again under the lock, before the folder changes: two submitters may race. A join changes
     # nothing but the queue's worker indices: the run's tasks may hold the lock.
-    lock = RunLock(out) if join else prepare_output_dir(
-        spec, samples, allow_settings_change, check=functools.partial(refuse_if_jobs_alive, out),
-        adopt_existing=adopt_existing)
+    locks: List[RunLock] = []
+    tasks: List[Dict[str, Any]] = []
     try:
+        for s, s_samples in runs:
+            locks.append(RunLock(s.output_dir) if join else prepare_output_dir(
+                s, s_samples, allow_settings_change, check=functools.partial(refuse_if_jobs_alive, s.output_dir),
+                adopt_existing=adopt_existing))
         started = time.time()
         submission = {"submitted_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
                       "submitted_unix": started, "command": command, "mode": opts.slurm_mode, "num_workers": opts.num_tasks,
                       "num_samples": len(samples), "batch_size": spec.batch_size, "schedule": spec.schedule,
                       "join": join, "container": container.image if container else None, "job_ids": [], "tasks": []}
-        on_disk = existing_images(out)
-        submission["already_there"] = sum(s.file_name in on_disk for s in samples)
+        on_disk = [existing_images(s.output_dir) for s in specs]
         if spec.schedule == "static":
-            workers = workers_with_work(samples, opts.num_tasks, spec.batch_size, on_disk)
+            workers = sorted({k for (s, s_samples), there in zip(runs, on_disk)
+                              for k in workers_with_work(s_samples, opts.num_tasks, s.batch_size, there)})
         else:  # any task claims any block
-            workers = [0] if any(s.file_name not in on_disk for s in samples) else []
+            workers = [0] if any(x.file_name not in there for (_, s_samples), there in zip(runs, on_disk)
+                                 for x in s_samples) else []
         if not workers:
             print(f"Nothing to submit: every image is in {out}.")
             if not join:
-                print("\n".join(summarize_run(out, submission, [])[1]), file=sys.stderr)
+                for (s, s_samples), there in zip(runs, on_disk):
+                    first = {**submission, "num_samples": len(s_samples), "batch_size": s.batch_size,
+                             "already_there": sum(x.file_name in there for x in s_samples)}
+                    print("\n".join(summarize_run(s.output_dir, first, [])[1]), file=sys.stderr)
             return 0
         if join:
             workers = join_run(spec, opts.num_tasks)
             print(f"Joining the run under way in {out} with {len(workers)} more tasks (workers "
                   f"{describe_workers(workers)}).")
-        elif spec.schedule == "dynamic":
-            workers = start_run(spec, opts.num_tasks)
         else:
-            start_run(spec, opts.num_tasks)
-        for k in workers:  # a task's GPU and job ids from an earlier run would mislead status
-            if os.path.exists(layout.slurm_task_file(out, k)):
-                os.remove(layout.slurm_task_file(out, k))
-        tasks, error = _queue(spec, opts, workers, max_array, time_min, container)
+            started_workers = [start_run(s, opts.num_tasks) for s in specs]
+            if spec.schedule == "dynamic":
+                workers = started_workers[0]  # fresh queues: 0..N-1 in every folder
+        for s in specs:
+            for k in workers:  # a task's GPU and job ids from an earlier run would mislead status
+                if os.path.exists(layout.slurm_task_file(s.output_dir, k)):
+                    os.remove(layout.slurm_task_file(s.output_dir, k))
+        tasks, error = _queue(specs, opts, workers, max_array, time_min, container, out)
         submission.update(job_ids=sorted({t["job_id"] for t in tasks}, key=int), tasks=tasks)
         if tasks:
-            add_submission(out, submission)
+            for (s, s_samples), there in zip(runs, on_disk):  # each folder's status and reruns see the jobs
+                add_submission(s.output_dir, {**submission, "num_samples": len(s_samples), "batch_size": s.batch_size,
+                                              "already_there": sum(x.file_name in there for x in s_samples),
+                                              "logs_in": out})
+            if sweep_dir:
+                add_submission(sweep_dir, {**submission, "folders": [os.path.relpath(s.output_dir, sweep_dir)
+                                                                     for s in specs]})
     finally:
-        lock.release()  # the tasks take it shared while they run
+        for lock in locks:
+            lock.release()  # the tasks take it shared while they run
     if tasks:
-        _print_submitted(spec, opts, submission)
+        _print_submitted(out, opts, submission)
     if error:
         queued = {t["worker"] for t in tasks}
         left = describe_workers([k for k in workers if k not in queued])
@@ -260,4 +285,4 @@ def submit_to_slurm(spec: JobSpec, samples: Sequence[Sample], opts: SlurmOptions
     if not wait:
         print("\n".join(follow_hints(out)))
         return 0
-    return follow_run(out)
+    return follow_sweep(out) if sweep_dir else follow_run(out)

@@ -1,8 +1,9 @@
 """What one SLURM task runs (submitit pickles a SlurmTask and calls it inside the job).
 
 Array mode calls task(worker_index); tasks mode calls task() on every rank and the rank picks
-its worker. Either way it is worker.run_worker on one GPU. Checkpointable: on timeout or
-preemption submitit requeues the job and the task runs again, skipping the images on disk.
+its worker. Either way it is worker.run_worker on one GPU, once per spec (a sweep: every
+configuration). Checkpointable: on timeout or preemption submitit requeues the job and the task
+runs again, skipping the images on disk.
 Nothing depends on that requeue: rerunning the submit command resumes the same way.
 """
 import logging
@@ -66,25 +67,33 @@ def _record_task(output_dir: str, worker_index: int, gpu: str) -> dict[str, Any]
 
 
 class SlurmTask(submitit.helpers.Checkpointable):
-    def __init__(self, spec: JobSpec, num_workers: int, rank_workers: Sequence[int] | None = None) -> None:
-        """rank_workers: tasks mode, the worker index of each rank (a rerun queues only some workers)."""
-        self.spec = spec
+    def __init__(self, specs: Sequence[JobSpec], num_workers: int, rank_workers: Sequence[int] | None = None,
+                 log_dir: str | None = None) -> None:
+        """specs: the run's, or every configuration's of a sweep (made in turn, each model loaded once).
+        rank_workers: tasks mode, the worker index of each rank (a rerun queues only some workers).
+        log_dir: where logs/worker_gpu{k}.log goes (default: the first spec's folder; a sweep's top folder)."""
+        self.specs = list(specs)
         self.num_workers = num_workers
         self.rank_workers = rank_workers
+        self.log_dir = log_dir or self.specs[0].output_dir
 
-    def __call__(self, worker_index: int | None = None) -> dict[str, Any]:
+    def __call__(self, worker_index: int | None = None) -> list[dict[str, Any]]:
         from gen_worker.worker.loop import run_worker
+        from gen_worker.worker.pipeline_cache import PipelineCache, in_load_order
 
         if worker_index is None:  # tasks mode
             assert self.rank_workers is not None
             worker_index = self.rank_workers[submitit.JobEnvironment().global_rank]
         gpu = bind_one_gpu()
-        _log_to_worker_file(self.spec.output_dir, worker_index)
-        info = _record_task(self.spec.output_dir, worker_index, gpu)
+        _log_to_worker_file(self.log_dir, worker_index)
+        for spec in self.specs:  # status reads each folder's
+            info = _record_task(spec.output_dir, worker_index, gpu)
         log.info("==== SLURM job %s (array %s_%s, rank %s, restart %d) on %s: worker %d/%d, CUDA_VISIBLE_DEVICES=%s",
                  info["slurm_job_id"], info["array_job_id"], info["array_task_id"], info["procid"],
                  info["restart_count"], info["host"], worker_index, self.num_workers, gpu)
-        return run_worker(self.spec, worker_index, self.num_workers)
+        pipelines = PipelineCache()
+        return [run_worker(spec, worker_index, self.num_workers, pipelines=pipelines)
+                for spec in in_load_order(self.specs)]
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         # submitit requeues with `scontrol requeue`; inside a container it may not exist. Then the
