@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_MODEL ?= demo_model
 DEMO_OUTPUT ?= demo_output
 
-.PHONY: install demo typecheck test bench clean-demo
+.PHONY: install demo demo-sweep typecheck test bench clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,20 @@ demo: $(VENV)/.installed $(DEMO_MODEL)/model_index.json
 	    --prompts_csv examples/prompts.csv --output_dir $(DEMO_OUTPUT) --model_path $(DEMO_MODEL) \
 	    --num_inference_steps 10 --height 64 --width 64 --dtype fp32
 
+# A three-point guidance sweep on the tiny model, scored (FID, KID, CLIP score) with tiny random-weight
+# feature networks against the plain demo's images as a stand-in reference set, and its report with the
+# FID-versus-CLIP plot: demo_sweep/report/report.html. The scores mean nothing; the flow is the point.
+demo-sweep: demo
+	$(PY) -m evaluation.tiny_networks demo_sweep/networks
+	$(PY) submit.py --cluster local --device cpu --gpu_ids 0 1 \
+	    --prompts_csv examples/prompts.csv --output_dir demo_sweep/images --model_path $(DEMO_MODEL) \
+	    --num_inference_steps 10 --height 64 --width 64 --dtype fp32 --sweep guidance_scale=1.5,4,7.5
+	$(PY) -m evaluation.metrics --generated demo_sweep/images --reference_dir $(DEMO_OUTPUT) --device cpu \
+	    --inception_weights demo_sweep/networks/inception.pt --clip_model demo_sweep/networks/clip \
+	    --out demo_sweep/metrics.json
+	$(PY) -m evaluation.report --generated demo_sweep/images --metrics demo_sweep/metrics.json \
+	    --out_dir demo_sweep/report
+
 # mypy over gen_worker/ (settings in pyproject.toml; torch, diffusers... are not analysed: seconds).
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy
@@ -44,4 +58,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/run_benchmarks.py
 
 clean-demo:
-	rm -rf $(DEMO_MODEL) $(DEMO_OUTPUT)
+	rm -rf $(DEMO_MODEL) $(DEMO_OUTPUT) demo_sweep
