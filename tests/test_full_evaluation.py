@@ -130,3 +130,20 @@ def test_missing_settings_are_refused_before_any_work(tmp_path):
     env["MODEL_PATH"] = "x"
     result = _run(env)
     assert result.returncode == 2 and "INCEPTION_WEIGHTS" in result.stderr
+
+
+@pytest.mark.e2e
+def test_full_evaluation_of_a_sweep_with_several_images_per_prompt(tmp_path, tiny_sd):
+    env = _env(tmp_path, tiny_sd, SWEEP="guidance_scale=1.5,4", IMAGES_PER_PROMPT="2")
+    result = _run(env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    out = tmp_path / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    configurations = metrics["configurations"]
+    assert [c["name"] for c in configurations] == ["guidance_scale-1.5", "guidance_scale-4"]
+    assert all(c["fid"] > 0 and c["kid"] is not None and 0 <= c["clip_score"] <= 100 for c in configurations)
+    for c in configurations:  # 4 prompts, 2 images each, in every configuration
+        assert len([n for n in os.listdir(out / "images" / c["folder"]) if n.endswith(".png")]) == 8
+    html = (out / "report" / "report.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64" in html and "guidance_scale-4" in html
+    assert (out / "report" / "fid_clip.png").exists()
