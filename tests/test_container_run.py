@@ -67,7 +67,7 @@ def test_local_two_workers_in_podman_give_the_same_bytes_owned_by_the_caller(ima
     csv, expected = reference
     out = str(tmp_path / "out")
     result = run_submit("--gpu_ids", "0", "1", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd,
-                        *FAST, "--container", image)
+                        *FAST, "--container", image, "--schedule", "static")  # static: each worker's share is known
     assert result.returncode == 0, result.stderr[-3000:]
     assert images_in(out) == expected
     summaries = [json.load(open(layout.summary_file(out, k))) for k in (0, 1)]
@@ -78,6 +78,20 @@ def test_local_two_workers_in_podman_give_the_same_bytes_owned_by_the_caller(ima
             st = os.lstat(os.path.join(root, name))
             assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid()), os.path.join(root, name)
     assert _leftover_containers(out) == []
+
+
+def test_a_sweep_in_podman_gives_the_plain_runs_bytes(image, tiny_sd, reference, tmp_path):
+    """Every configuration folder and model is seen inside the container; the default guidance's folder
+    is the plain run made without a container."""
+    csv, expected = reference
+    top = tmp_path / "sweep"
+    result = run_submit("--gpu_ids", "0", "1", "--prompts_csv", csv, "--output_dir", top, "--model_path", tiny_sd,
+                        *FAST, "--container", image, "--sweep", "guidance_scale=2,7.5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert images_in(top / "guidance_scale-7.5") == expected
+    assert len(images_in(top / "guidance_scale-2")) == len(expected)
+    assert f"in podman {image}" in open(layout.worker_log(str(top), 0)).read()
+    assert _leftover_containers(str(top)) == []
 
 
 def test_files_belong_to_the_uid_given_and_moved_binds_work(image, tmp_path):
