@@ -249,7 +249,8 @@ def test_gpu_ids_are_indices_into_cuda_visible_devices(tiny_sd, tmp_path):
     csv = write_prompts(tmp_path / "p.csv", PROMPTS[:2])
     out = str(tmp_path / "out")
     result = run_submit("--gpu_ids", "0", "1", "--prompts_csv", csv, "--output_dir", out, "--model_path", tiny_sd,
-                        *FAST, env=dict(os.environ, CUDA_VISIBLE_DEVICES="4,5"))
+                        *FAST, "--schedule", "static",  # one image each: both workers surely start
+                        env=dict(os.environ, CUDA_VISIBLE_DEVICES="4,5"))
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = _summaries(out)
     assert [s["cuda_visible_devices"] for s in summaries] == ["4", "5"]

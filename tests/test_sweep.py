@@ -188,4 +188,9 @@ def test_a_workers_bar_adds_up_its_progress_over_the_configuration_folders(tmp_p
     second.update(state="error", message="boom")
     bars.refresh()
     assert "error" in bars.bars[0].postfix
+    # every folder done: the bar's total becomes the workers' own (a dynamic worker's share, known at its end)
+    for folder, progress in zip(folders, (first, second, WorkerProgress(folders[2], 0, 1))):
+        progress.update(state="done", total=progress["skipped"] + progress["generated"] + progress["failed"])
+    bars.refresh()
+    assert bars.bars[0].n == bars.bars[0].total == 10
     bars.close()

@@ -63,8 +63,11 @@ class ProgressBars:
         found = [p for p in (read_progress(d, k) for d in self.output_dirs) if p is not None]
         if not found:
             return None
+        complete = len(found) == len(self.output_dirs)  # else some folder is still to come
         states = [p["state"] for p in found if p["state"] != "done"]
-        return {"state": states[0] if states else "done",
+        totals = [p.get("total") for p in found]
+        return {"state": states[0] if states else "done" if complete else "generating",
+                "total": sum(totals) if complete and None not in totals else None,
                 **{key: sum(p[key] for p in found) for key in ("skipped", "generated", "failed")}}
 
     def close(self) -> None:
