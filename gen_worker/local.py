@@ -181,7 +181,7 @@ def run_local(runs: Sequence[LocalRun], gpu_ids: Sequence[str], command: str, co
                                      for label, g, p, k in zip(labels, gpu_ids, procs, indices)]
     summaries = [write_run_summary(run.spec.output_dir, [s.file_name for s in run.samples], workers, started, command,
                                    interrupted, schedule=run.spec.schedule,
-                                   already_there=sum(s.file_name in there for s in run.samples))
+                                   already_there=sum(s.file_name in there for s in run.samples), logs_in=log_dir)
                  for run, there in zip(runs, on_disk)]
     for w in workers:
         if w["exit_code"] not in (0, None) and not interrupted:

@@ -194,3 +194,15 @@ def test_a_workers_bar_adds_up_its_progress_over_the_configuration_folders(tmp_p
     bars.refresh()
     assert bars.bars[0].n == bars.bars[0].total == 10
     bars.close()
+
+
+def test_a_sweeps_last_lines_name_the_log_where_its_workers_wrote(tmp_path):
+    from gen_worker.output.summary import final_lines, write_run_summary
+    folder = tmp_path / "guidance_scale-2"
+    (folder / "logs").mkdir(parents=True)
+    workers = [{"label": "GPU 0", "exit_code": 1, "worker_index": 0, "message": "boom"}]
+    summary = write_run_summary(str(folder), ["a_seed1.png"], workers, 0.0, "cmd", logs_in=str(tmp_path))
+    line = next(x for x in final_lines(summary) if "stopped: boom" in x)
+    assert line.endswith(f"log: {tmp_path}/logs/worker_gpu0.log")
+    plain = write_run_summary(str(folder), ["a_seed1.png"], workers, 0.0, "cmd")
+    assert next(x for x in final_lines(plain) if "boom" in x).endswith(f"log: {folder}/logs/worker_gpu0.log")

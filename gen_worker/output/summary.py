@@ -15,12 +15,14 @@ def read_worker_summary(output_dir: str, worker_index: int) -> dict[str, Any] | 
 
 def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Sequence[dict[str, Any]], started: float,
                       command: str, interrupted: bool = False, finished: float | None = None,
-                      schedule: str = "static", already_there: int | None = None) -> dict[str, Any]:
+                      schedule: str = "static", already_there: int | None = None,
+                      logs_in: str | None = None) -> dict[str, Any]:
     """file_names: every sample's image name; workers: one dict per worker with at least 'label'
     and 'exit_code' (None while unknown), and 'worker_index' when not its position.
     already_there: images on disk when the run started (dynamic schedule: no worker owns them to count them).
 
     finished: when the run ended (default: now), for a summary written after the fact.
+    logs_in: the folder whose logs/ holds the workers' logs, when not output_dir (a sweep's top folder).
     """
     on_disk = existing_images(output_dir)
     missing = [name for name in file_names if name not in on_disk]
@@ -37,7 +39,8 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
     finished = time.time() if finished is None else finished
     wall = finished - started
     summary = {
-        "command": command, "output_dir": output_dir, "num_workers": len(workers), "schedule": schedule,
+        "command": command, "output_dir": output_dir, "logs_in": logs_in or output_dir, "num_workers": len(workers),
+        "schedule": schedule,
         "num_samples": len(file_names), "missing": len(missing), **totals,
         "failed_files": [os.path.basename(layout.failed_file(output_dir, k))
                          for k in indices if os.path.exists(layout.failed_file(output_dir, k))],
@@ -68,7 +71,7 @@ def final_lines(summary: dict[str, Any], rerun_hint: bool = True) -> list[str]:
         code = w.get("exit_code")
         if code not in (0, None) and not summary["interrupted"]:
             reason = w.get("message") or f"exit code {code}"
-            log_path = layout.worker_log(out, w["worker_index"])
+            log_path = layout.worker_log(summary.get("logs_in", out), w["worker_index"])
             if _by_folder(summary) and not summary["missing"]:
                 lines.append(f"warning: {w['label']} (worker {w['worker_index']}) stopped: {reason}; the other "
                              f"workers made its blocks ({taken_over} taken over); log: {log_path}")

@@ -129,7 +129,7 @@ def summarize_run(output_dir: str, submission: dict[str, Any], views: Sequence[d
                             "message": v["message"], "worker_index": k})
     summary = write_run_summary(output_dir, file_names, workers, submission["submitted_unix"], submission["command"],
                                 finished=finished_at, schedule=submission.get("schedule", "static"),
-                                already_there=submission.get("already_there"))
+                                already_there=submission.get("already_there"), logs_in=submission.get("logs_in"))
     return summary, final_lines(summary)
 
 
