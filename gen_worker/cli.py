@@ -245,15 +245,15 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Na
             from gen_worker.slurm.submit import submit_to_slurm
             options = SlurmOptions(**flags.checked_values(SlurmOptions, args))
             # --device auto stays auto: the submit host may have no GPU (--dtype auto: bf16 unless --device cpu)
-            runs = [(spec, samples) for _, spec, samples in build_sweep(parser, argv, args)] if args.sweep \
-                else [build_spec(args)]
+            configured = build_sweep(parser, argv, args) if args.sweep else []
+            runs = [(spec, samples) for _, spec, samples in configured] or [build_spec(args)]
             sweep_dir = os.path.abspath(args.output_dir) if args.sweep else None
             base = sweep_dir or runs[0][0].output_dir
             # submitit's folder is named by its host path in the sbatch script: seen there inside too.
             container = container_for(args, runs[0][0], same_path=[os.path.join(base, layout.SUBMITIT_DIR),
                                                                    *_sweep_paths(runs, sweep_dir)])
             if sweep_dir:
-                record_sweep(sweep_dir, parse_axes(args.sweep), configurations(parse_axes(args.sweep)))
+                record_sweep(sweep_dir, [config for config, _, _ in configured])
                 os.makedirs(os.path.join(sweep_dir, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
             return submit_to_slurm(runs, options, command, args.allow_settings_change, container,
                                    wait_for_run(args.wait), args.adopt_existing, sweep_dir)
@@ -313,7 +313,7 @@ def _run_local_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args:
             lock = prepare_output_dir(spec, samples, args.allow_settings_change, check=check,
                                       adopt_existing=args.adopt_existing)
             runs.append(LocalRun(spec, samples, lock))
-        record_sweep(top, parse_axes(args.sweep), [config for config, _, _ in configured])
+        record_sweep(top, [config for config, _, _ in configured])
         os.makedirs(os.path.join(top, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
         return run_local(runs, gpu_ids, command, container, log_dir=top)
     finally:

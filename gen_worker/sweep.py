@@ -9,7 +9,7 @@ command line with `--NAME V` appended), so a swept value gets the type, choices 
 import argparse
 import dataclasses
 import itertools
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 from gen_worker import flags
 from gen_worker.errors import UsageError
@@ -90,13 +90,17 @@ def swept_required_flags(argv: Sequence[str]) -> List[str]:
             if f.name in names and f.default is dataclasses.MISSING]
 
 
-def record_sweep(top: str, axes: Dict[str, List[str]], configs: Sequence[Configuration]) -> None:
-    """sweep.json lists every configuration the folder holds: a rerun with more values adds to it."""
+def record_sweep(top: str, configs: Sequence[Configuration]) -> None:
+    """sweep.json lists every configuration the folder holds, and each setting's values in the order
+    first given: a rerun with more values adds to it."""
     old = read_sweep_record(top)
-    merged_axes = {name: list(values) for name, values in (old.axes if old else {}).items()}
-    for name, values in axes.items():
-        merged_axes[name] = merged_axes.get(name, []) + [v for v in values if v not in merged_axes.get(name, [])]
-    entries = [{"name": c.name, "folder": c.folder, "overrides": c.overrides} for c in (old.configurations if old else [])]
-    known = {e["name"] for e in entries}
-    entries += [{"name": c.name, "folder": c.name, "overrides": c.overrides} for c in configs if c.name not in known]
-    write_sweep_record(top, merged_axes, entries)
+    known = list(old.configurations) if old else []
+    entries: List[Dict[str, Any]] = [{"name": c.name, "folder": c.folder, "overrides": c.overrides} for c in known]
+    entries += [{"name": c.name, "folder": c.name, "overrides": c.overrides}
+                for c in configs if c.name not in {e["name"] for e in entries}]
+    axes: Dict[str, List[str]] = {}
+    for entry in entries:
+        for name, value in entry["overrides"].items():
+            if value not in axes.setdefault(name, []):
+                axes[name].append(value)
+    write_sweep_record(top, axes, entries)

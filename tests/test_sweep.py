@@ -163,9 +163,9 @@ def test_the_sweep_record_lists_every_configuration_a_rerun_added(tmp_path):
     from gen_worker.output.sweep_record import read_sweep_record
     from gen_worker.sweep import record_sweep
     first = parse_axes(["guidance_scale=1.5,3"])
-    record_sweep(str(tmp_path), first, configurations(first))
+    record_sweep(str(tmp_path), configurations(first))
     more = parse_axes(["guidance_scale=3,5"])
-    record_sweep(str(tmp_path), more, configurations(more))
+    record_sweep(str(tmp_path), configurations(more))
     record = read_sweep_record(str(tmp_path))
     assert record.axes == {"guidance_scale": ["1.5", "3", "5"]}
     assert [c.folder for c in record.configurations] == ["guidance_scale-1.5", "guidance_scale-3", "guidance_scale-5"]

@@ -233,6 +233,10 @@ def submit_to_slurm(runs: Sequence[Tuple[JobSpec, Sequence[Sample]]], opts: Slur
                       "num_samples": len(samples), "batch_size": spec.batch_size, "schedule": spec.schedule,
                       "join": join, "container": container.image if container else None, "job_ids": [], "tasks": []}
         on_disk = [existing_images(s.output_dir) for s in specs]
+        # What differs between the folders' records of the submission (their status, summary and reruns read it).
+        per_folder = [{"num_samples": len(s_samples), "batch_size": s.batch_size, "logs_in": out,
+                       "already_there": sum(x.file_name in there for x in s_samples)}
+                      for (s, s_samples), there in zip(runs, on_disk)]
         if spec.schedule == "static":
             workers = sorted({k for (s, s_samples), there in zip(runs, on_disk)
                               for k in workers_with_work(s_samples, opts.num_tasks, s.batch_size, there)})
@@ -242,10 +246,8 @@ def submit_to_slurm(runs: Sequence[Tuple[JobSpec, Sequence[Sample]]], opts: Slur
         if not workers:
             print(f"Nothing to submit: every image is in {out}.")
             if not join:
-                for (s, s_samples), there in zip(runs, on_disk):
-                    first = {**submission, "num_samples": len(s_samples), "batch_size": s.batch_size,
-                             "already_there": sum(x.file_name in there for x in s_samples)}
-                    print("\n".join(summarize_run(s.output_dir, first, [])[1]), file=sys.stderr)
+                for s, own in zip(specs, per_folder):
+                    print("\n".join(summarize_run(s.output_dir, {**submission, **own}, [])[1]), file=sys.stderr)
             return 0
         if join:
             workers = join_run(spec, opts.num_tasks)
@@ -262,10 +264,8 @@ def submit_to_slurm(runs: Sequence[Tuple[JobSpec, Sequence[Sample]]], opts: Slur
         tasks, error = _queue(specs, opts, workers, max_array, time_min, container, out)
         submission.update(job_ids=sorted({t["job_id"] for t in tasks}, key=int), tasks=tasks)
         if tasks:
-            for (s, s_samples), there in zip(runs, on_disk):  # each folder's status and reruns see the jobs
-                add_submission(s.output_dir, {**submission, "num_samples": len(s_samples), "batch_size": s.batch_size,
-                                              "already_there": sum(x.file_name in there for x in s_samples),
-                                              "logs_in": out})
+            for s, own in zip(specs, per_folder):
+                add_submission(s.output_dir, {**submission, **own})
             if sweep_dir:
                 add_submission(sweep_dir, {**submission, "folders": [os.path.relpath(s.output_dir, sweep_dir)
                                                                      for s in specs]})

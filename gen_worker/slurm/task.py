@@ -78,8 +78,7 @@ class SlurmTask(submitit.helpers.Checkpointable):
         self.log_dir = log_dir or self.specs[0].output_dir
 
     def __call__(self, worker_index: int | None = None) -> list[dict[str, Any]]:
-        from gen_worker.worker.loop import run_worker
-        from gen_worker.worker.pipeline_cache import PipelineCache, in_load_order
+        from gen_worker.worker.loop import run_specs
 
         if worker_index is None:  # tasks mode
             assert self.rank_workers is not None
@@ -91,9 +90,7 @@ class SlurmTask(submitit.helpers.Checkpointable):
         log.info("==== SLURM job %s (array %s_%s, rank %s, restart %d) on %s: worker %d/%d, CUDA_VISIBLE_DEVICES=%s",
                  info["slurm_job_id"], info["array_job_id"], info["array_task_id"], info["procid"],
                  info["restart_count"], info["host"], worker_index, self.num_workers, gpu)
-        pipelines = PipelineCache()
-        return [run_worker(spec, worker_index, self.num_workers, pipelines=pipelines)
-                for spec in in_load_order(self.specs)]
+        return run_specs(self.specs, worker_index, self.num_workers)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         # submitit requeues with `scontrol requeue`; inside a container it may not exist. Then the

@@ -36,16 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # being written is cleaned up instead of left behind (Ctrl+C may arrive twice: terminal + submitter).
     signal.signal(signal.SIGINT, _stop_once)
     signal.signal(signal.SIGTERM, _stop_once)
-    from gen_worker.worker.loop import run_worker
-    from gen_worker.worker.pipeline_cache import PipelineCache, in_load_order
+    from gen_worker.worker.loop import run_specs
     try:
         specs = []
         for path in args.spec:
             with open(path, encoding="utf-8") as f:
                 specs.append(JobSpec.from_json(f.read()))
-        pipelines = PipelineCache()
-        for spec in in_load_order(specs):  # a failed configuration stops the worker: a rerun resumes
-            run_worker(spec, args.worker_index, args.num_workers, pipelines=pipelines)
+        run_specs(specs, args.worker_index, args.num_workers)
     except KeyboardInterrupt:
         return 130
     except T2IError as err:  # e.g. a spec from other code: one line says what to do

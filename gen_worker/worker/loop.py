@@ -169,6 +169,14 @@ def run_worker(spec: JobSpec, worker_index: int, num_workers: int, pipe: Any = N
     return summary
 
 
+def run_specs(specs: Sequence[JobSpec], worker_index: int, num_workers: int) -> list[dict[str, Any]]:
+    """Worker `worker_index`'s share of every spec in turn (a sweep's configurations), grouped so that each
+    model is loaded once; returns their summaries. A failed one stops the worker: a rerun resumes."""
+    from gen_worker.worker.pipeline_cache import PipelineCache, in_load_order
+    pipelines = PipelineCache()
+    return [run_worker(spec, worker_index, num_workers, pipelines=pipelines) for spec in in_load_order(specs)]
+
+
 class _Outcomes:
     """Counts each sample's outcome; called by the generation loop and by the writer threads."""
 

@@ -5,7 +5,7 @@ share one loaded pipeline; a different model, dtype, safety checker or VAE tilin
 and the one before is dropped first (GPU memory holds one model).
 """
 import gc
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from gen_worker.spec import JobSpec
 
@@ -47,7 +47,7 @@ class PipelineCache:
             torch.cuda.empty_cache()
 
 
-def in_load_order(specs: List[JobSpec]) -> List[JobSpec]:
+def in_load_order(specs: Sequence[JobSpec]) -> List[JobSpec]:
     """The specs grouped by load key (stable, first appearance first), so each model is loaded once."""
     first: Dict[LoadKey, int] = {}
     for i, s in enumerate(specs):
