@@ -29,7 +29,7 @@ sys.path.insert(0, REPO)
 
 from gen_worker.model_check import identify  # noqa: E402
 from gen_worker.output import provenance  # noqa: E402
-from gen_worker.output.png_file import text_chunk  # noqa: E402
+from gen_worker.output.png_file import chunks, image_record_of, text_chunk  # noqa: E402
 from gen_worker.output.record import prepare_output_dir  # noqa: E402
 from gen_worker.prompts import load_samples  # noqa: E402
 from gen_worker.spec import JobSpec  # noqa: E402
@@ -56,10 +56,11 @@ def resume_check(root, count, side):
     rng = np.random.default_rng(0)
     pixels = encode_png(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), level=1)
     head, tail = pixels[:33], pixels[33:]  # signature + IHDR | IDAT + IEND: the text goes between
+    image = image_record_of(chunks(pixels))  # every file has the same pixels
     versions = {"torch": "2.13.0", "diffusers": "0.42.1", "transformers": "5.24.0"}
     total = 0
     for s in samples:
-        text = provenance.png_text(provenance.for_sample(spec, s, versions))
+        text = provenance.png_text(provenance.for_sample(spec, s, versions), image)
         data = head + b"".join(text_chunk(k, v) for k, v in text.items()) + tail
         with open(os.path.join(folder, s.file_name), "wb") as f:
             f.write(data)

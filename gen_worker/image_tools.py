@@ -103,7 +103,10 @@ def main(argv: Sequence[str]) -> int:
     try:
         if argv[0] == "show":
             print(json.dumps(read_image(args.image), indent=2, ensure_ascii=False))
-            return 0
+            edited = provenance.pixel_mismatch(args.image)
+            if edited:
+                print(f"warning: {args.image} {edited}", file=sys.stderr)
+            return 1 if edited else 0
         made = reproduce(args.image, args.output_dir, args.model_path, args.device, args.cpu_threads)
     except T2IError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -12,8 +12,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import types
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from gen_worker.errors import T2IError, UsageError
 from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, multiple_of, recorded_names
@@ -255,7 +256,11 @@ def check_version(version: Optional[str]) -> None:
                                "checkout) so that both run the same t2i-batch, then submit again")
 
 
-def recorded_defaults() -> Dict[str, Any]:
-    """What a folder recorded before a recorded setting existed was made with: that setting's default."""
-    return {f.name: f.default for f in flag_fields(JobSpec)
-            if f.name in RECORDED_SETTINGS and f.default is not dataclasses.MISSING}
+def recorded_defaults() -> Mapping[str, Any]:
+    """What a folder recorded before a recorded setting existed was made with: that setting's default
+    (read-only: the resume check asks once per image)."""
+    return _RECORDED_DEFAULTS
+
+
+_RECORDED_DEFAULTS = types.MappingProxyType({f.name: f.default for f in flag_fields(JobSpec)
+                                             if f.name in RECORDED_SETTINGS and f.default is not dataclasses.MISSING})

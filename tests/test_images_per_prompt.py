@@ -67,8 +67,9 @@ def test_a_folder_made_before_images_per_prompt_existed_resumes(tmp_path):
         del found["settings"][key]
     del found["row"], found["k"]
     accepted = [spec.recorded_settings()]
-    assert provenance.mismatch(found, samples[1], [None], accepted) is None
-    assert "images_per_prompt" in provenance.mismatch(found, samples[1], [None],
+    no_image_record = {}  # made before images carried one
+    assert provenance.mismatch(found, no_image_record, samples[1], [None], accepted) is None
+    assert "images_per_prompt" in provenance.mismatch(found, no_image_record, samples[1], [None],
                                                       [dict(accepted[0], images_per_prompt=2)])
 
 

@@ -80,9 +80,10 @@ def test_resume_quarantines_damaged_and_foreign_files_and_makes_them_again(tmp_p
 def test_images_from_another_model_are_quarantined(tmp_path, sd_pipe, tiny_sd):
     spec, samples = _spec(tmp_path, "out", tiny_sd)
     _run(spec, samples, sd_pipe)
-    found = provenance.read(os.path.join(spec.output_dir, samples[0].file_name))
+    found, image = provenance.inspect(os.path.join(spec.output_dir, samples[0].file_name))
     found["model"]["fingerprint"] = "0123456789abcdef"
-    assert provenance.mismatch(found, samples[0], [spec.model_identity["fingerprint"]], [spec.recorded_settings()]) \
+    assert provenance.mismatch(found, image, samples[0], [spec.model_identity["fingerprint"]],
+                               [spec.recorded_settings()]) \
         == f"made by another model ({tiny_sd}, fingerprint 0123456789abcdef)"
 
 

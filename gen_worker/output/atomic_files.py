@@ -1,12 +1,9 @@
 """Writes that a crash or kill can never leave half-done under the final name."""
 import json
 import os
-from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import IO, Any, Callable
 
 from gen_worker.naming import temp_name
-
-if TYPE_CHECKING:
-    import numpy as np
 
 
 def _write_temp(path: str, write: Callable[[IO[bytes]], object]) -> str:
@@ -80,11 +77,3 @@ def create_once(path: str, write: Callable[[IO[bytes]], object]) -> bool:
         return True
     finally:
         _remove_quietly(temp)
-
-
-def save_png_once(pixels: "np.ndarray", path: str, text: Optional[Dict[str, str]] = None) -> bool:
-    """HxWxC uint8 pixels as a PNG file (with `text` chunks), created once (encoded first: the
-    file is open only to write)."""
-    from gen_worker.worker.png import encode_png
-    data = encode_png(pixels, text=text)
-    return create_once(path, lambda f: f.write(data))

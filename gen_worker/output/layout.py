@@ -12,7 +12,8 @@
       quarantine/<time>/NAME.png.rejected  files that failed the resume check (reasons.json says why)
       logs/                             worker logs, live progress, previous runs' reports
       logs/resume_check.json            what the last resume check found
-      logs/verified_images.tsv, logs/written_gpu{k}.tsv   images known good, by name, size, mtime, inode
+      logs/verified_images.tsv, logs/written_gpu{k}.tsv   images known good, and what against
+                                        (output/verification_cache.py)
       logs/slurm_jobs.json              SLURM mode: the jobs each submission queued
       logs/submitit/<job id>/           SLURM mode: submitit's files and logs, one folder per job
       claims/                           --schedule dynamic: the block queue, leases and heartbeats (output/claims.py)
@@ -28,7 +29,7 @@ PREVIOUS_REPORTS_DIR = os.path.join(LOGS_DIR, "previous")
 SLURM_JOBS_FILE = os.path.join(LOGS_DIR, "slurm_jobs.json")
 SUBMITIT_DIR = os.path.join(LOGS_DIR, "submitit")
 RESUME_CHECK_FILE = os.path.join(LOGS_DIR, "resume_check.json")
-VERIFIED_FILE = os.path.join(LOGS_DIR, "verified_images.tsv")  # images known whole and right, by stat
+VERIFIED_FILE = os.path.join(LOGS_DIR, "verified_images.tsv")  # the resume check's verdicts (verification_cache.py)
 QUARANTINE_DIR = "quarantine"
 CLAIMS_DIR = "claims"
 QUARANTINE_SUFFIX = ".rejected"  # a quarantined image is no *.png: FID tools glob recursively

@@ -3,11 +3,13 @@
 One definition of the chunk layout for the writer (worker/png.py) and for the readers (resume's
 check, `submit.py show`). Checking a file needs no decode: the signature, every chunk's CRC, an
 IHDR first and an IEND that ends the file, so a truncated, empty or foreign file is told apart
-from a finished image in microseconds per kilobyte.
+from a finished image in microseconds per kilobyte. What the pixels are is told by a hash of the
+IHDR and IDAT chunks (image_record): the encoded image, without its text chunks.
 """
+import hashlib
 import struct
 import zlib
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -71,3 +73,18 @@ def texts(found: List[Tuple[bytes, bytes]]) -> Dict[str, str]:
                 _, _, value = rest.partition(b"\0")  # translated keyword
                 out[key.decode("latin-1")] = value.decode("utf-8", errors="replace")
     return out
+
+
+def image_record(header: bytes, image_data: Sequence[bytes]) -> Dict[str, object]:
+    """The size and a hash of an image's pixels as encoded: its IHDR data (size, bit depth, colour type) and
+    its IDAT data, in order. Any edit of the pixels changes it; the text chunks do not enter it."""
+    width, height = struct.unpack(">II", header[:8])
+    digest = hashlib.sha256(header)
+    for data in image_data:
+        digest.update(data)
+    return {"width": width, "height": height, "sha256": digest.hexdigest()}
+
+
+def image_record_of(found: List[Tuple[bytes, bytes]]) -> Dict[str, object]:
+    """image_record of a whole PNG file's chunks (as chunks() returns them)."""
+    return image_record(found[0][1], [body for kind, body in found if kind == b"IDAT"])

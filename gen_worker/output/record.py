@@ -12,7 +12,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from gen_worker.output import layout, provenance
+from gen_worker.output import layout, provenance, verification_cache
+from gen_worker.output.verification_cache import ADOPTED, UNBOUND
 from gen_worker.output.atomic_files import replace_file, replace_json
 from gen_worker.output.png_file import DamagedPng
 from gen_worker.naming import GENEVAL_METADATA, GENEVAL_SAMPLES, is_nested_image_path, is_temp_name, prompt_folder
@@ -75,10 +76,11 @@ def _model_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
 
 
 def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool = False,
-                              adopt_existing: bool = False) -> list[dict[str, Any]]:
+                              adopt_existing: bool = False, samples: Sequence[Sample] = ()) -> list[dict[str, Any]]:
     """Refuse a folder made with other settings or another model; record this run's. Returns the
     settings an image in the folder may have been made with (this run's first, then earlier ones
-    that --allow_settings_change added to)."""
+    that --allow_settings_change added to). An adoption records each adopted image's manifest row
+    (row_key): an image without provenance stands only for the sample it was taken in as."""
     path = os.path.join(output_dir, layout.SETTINGS_FILE)
     new = spec.recorded_settings()
     history: list[dict[str, Any]] = []
@@ -108,7 +110,9 @@ def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool
                 "or the original script?): use another --output_dir, or pass --adopt_existing to keep the valid "
                 "ones as made with this run's settings")
         if images:
-            record["adopted"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "files": images}
+            rows = {s.file_name: provenance.row_key(manifest_row(s)) for s in samples}
+            record["adopted"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "files": images,
+                                 "rows": {name: rows[name] for name in images if name in rows}}
     replace_json(path, {"settings": new, "model": spec.model_identity, "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                         "history": history, **({"adopted": record["adopted"]} if "adopted" in record else {})})
     return [new] + [h["settings"] for h in reversed(history)]
@@ -148,9 +152,10 @@ def read_manifest(output_dir: str) -> dict[int, dict[str, str]]:
 def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_change: bool = False) -> None:
     """Refuse prompts that differ from what earlier runs generated; then record the samples."""
     old = read_manifest(output_dir)
+    made_for = old or _samples_said_by_images(output_dir)  # a deleted manifest: the images still say
     changes = []
     for s in samples:
-        row = old.get(s.index)
+        row = made_for.get(s.index)
         if row is not None and (row["image_id"], row["prompt"]) != (s.image_id, s.prompt):
             changes.append(f"sample {s.index} was {row['image_id']}: {row['prompt'][:40]!r}, "
                            f"now {s.image_id}: {s.prompt[:40]!r}")
@@ -166,6 +171,20 @@ def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_c
     writer.writeheader()
     writer.writerows(rows)
     replace_file(os.path.join(output_dir, layout.MANIFEST_FILE), buffer.getvalue().encode("utf-8"))
+
+
+def _samples_said_by_images(output_dir: str) -> dict[int, dict[str, str]]:
+    """{index: {image_id, prompt}} as the folder's images' provenance says (for a folder whose manifest is gone;
+    images that are damaged or carry none are left to the resume check)."""
+    said = {}
+    for name in _folder_images(output_dir):
+        try:
+            found = provenance.read(os.path.join(output_dir, name))
+        except (DamagedPng, OSError):
+            continue
+        if found is not None and isinstance(found.get("index"), int):
+            said[found["index"]] = {"image_id": str(found.get("image_id")), "prompt": str(found.get("prompt"))}
+    return said
 
 
 def manifest_row(s: Sample) -> dict[str, Any]:
@@ -238,73 +257,72 @@ def existing_images(output_dir: str) -> set[str]:
     return set(_folder_images(output_dir))
 
 
-def stat_record(output_dir: str, name: str) -> str:
-    """One line of an image record: relative path, size, mtime and inode (a file changed since has another)."""
-    st = os.stat(os.path.join(output_dir, name))
-    return f"{name}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\n"
-
-
-def _known_good(output_dir: str) -> set[str]:
-    """Record lines of the images checked by the last resume check or written by a worker since."""
-    logs = os.path.join(output_dir, layout.LOGS_DIR)
-    paths = [os.path.join(output_dir, layout.VERIFIED_FILE)] + [
-        os.path.join(logs, n) for n in os.listdir(logs) if n.startswith("written_gpu") and n.endswith(".tsv")]
-    lines: set[str] = set()
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines.update(f)
-        except OSError:
-            pass
-    return lines
+def _adoption_holds(adopted: dict[str, Any], name: str, row_key: str) -> bool:
+    """An adopted image without provenance stands for the manifest row it was adopted as (any row, for an
+    adoption recorded before rows were)."""
+    if name not in adopted.get("files", ()):
+        return False
+    rows = adopted.get("rows")
+    return rows is None or rows.get(name) == row_key
 
 
 def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]) -> dict[str, Any]:
     """Keep only images this folder's run would make: every file under an image name must be a whole
-    PNG whose provenance matches its manifest sample, the model and the recorded settings (or be one
-    that --adopt_existing took in). Anything else is moved to quarantine/ (never deleted; renamed so
-    that no *.png glob finds it) and made again. Returns the check's report (logs/resume_check.json).
+    PNG whose provenance matches its own pixels, its manifest sample, the model and the recorded
+    settings (or be one that --adopt_existing took in for that sample). Anything else is moved to
+    quarantine/ (never deleted; renamed so that no *.png glob finds it) and made again. Returns the
+    check's report (logs/resume_check.json).
 
-    A file read and found right before, or written by a worker, is recorded by name, size, mtime and
-    inode (logs/verified_images.tsv, logs/written_gpu{k}.tsv): while all four are unchanged it is not
-    read again, so a resume over 30,000 large images takes a second, not a disk's read of them all."""
+    A file found right before, or written by a worker, is not read again while its verification_cache line
+    still vouches for it: the same file, the same manifest row, settings and a model the folder still accepts.
+    A changed prompts file, settings record or manifest (edited, deleted, --allow_settings_change,
+    --adopt_existing) thus re-reads the images it concerns; a resume over 30,000 unchanged images takes a
+    second, not a disk's read of them all."""
     out = spec.output_dir
-    known = _known_good(out)
-    by_name = {row["file_name"]: manifest_sample(row) for row in read_manifest(out).values()}
+    rows = {row["file_name"]: row for row in read_manifest(out).values()}
+    manifest = verification_cache.manifest_digest(out)
+    cached = verification_cache.load(out, manifest)
     settings_record = read_settings_record(out)
-    adopted = set(settings_record.get("adopted", {}).get("files", []))
+    adopted = settings_record.get("adopted", {})
     # This run's model, and those that --allow_settings_change added to the folder before.
     fingerprints = [spec.model_identity.get("fingerprint")] + [
         h.get("model", {}).get("fingerprint") for h in settings_record.get("history", [])]
-    started, rejected, names, good, read = time.time(), [], _folder_images(out), [], 0
+    keys = {(i, f): provenance.settings_key(s, f) for i, s in enumerate(accepted_settings) for f in fingerprints}
+    accepted = set(keys.values()) | {UNBOUND + key for key in keys.values()}
+    started, rejected, names, good, read, unbound = time.time(), [], _folder_images(out), [], 0, 0
     for name in names:
-        path = os.path.join(out, name)
-        record = stat_record(out, name)
-        if record in known and name in by_name:
-            good.append(record)
-            continue
-        read += 1
-        try:
-            found = provenance.read(path)
-        except DamagedPng as err:
-            rejected.append((name, f"not a whole PNG: {err}"))
-            continue
-        except OSError as err:
-            rejected.append((name, f"unreadable: {err.strerror}"))
-            continue
-        sample = by_name.get(name)
-        why = "not a sample of this folder's manifest" if sample is None else None
-        if sample is not None and not (found is None and name in adopted):
-            why = provenance.mismatch(found, sample, fingerprints, accepted_settings)
-        if why:
-            rejected.append((name, why))
+        row, entry = rows.get(name), cached.get(name)
+        state = verification_cache.file_state(out, name)
+        row_key = "" if row is None else entry.row_key if entry and entry.same_manifest else provenance.row_key(row)
+        settings_keys = accepted | ({ADOPTED} if _adoption_holds(adopted, name, row_key) else set())
+        if row is not None and verification_cache.vouches(entry, state, row_key, settings_keys):
+            assert entry is not None
+            key = entry.settings_key
         else:
-            good.append(record)
-    report = {"checked": len(names), "read": read,
-              "seconds": round(time.time() - started, 3), "quarantined": _quarantine(out, rejected)}
-    replace_file(os.path.join(out, layout.VERIFIED_FILE), "".join(good).encode("utf-8"))
-    for k in [n for n in os.listdir(os.path.join(out, layout.LOGS_DIR)) if n.startswith("written_gpu")]:
-        os.remove(os.path.join(out, layout.LOGS_DIR, k))  # folded into the verified list (lock held)
+            read += 1
+            try:
+                found, image = provenance.inspect(os.path.join(out, name))
+                if row is None:
+                    raise provenance.NotThisRun("not a sample of this folder's manifest")
+                if found is None and ADOPTED in settings_keys:
+                    key = ADOPTED
+                else:
+                    key = keys[provenance.made_with(found, image, manifest_sample(row), fingerprints, accepted_settings)]
+                    key = key if found and "image" in found else UNBOUND + key
+            except DamagedPng as err:
+                rejected.append((name, f"not a whole PNG: {err}"))
+                continue
+            except OSError as err:
+                rejected.append((name, f"unreadable: {err.strerror}"))
+                continue
+            except provenance.NotThisRun as err:
+                rejected.append((name, str(err)))
+                continue
+        unbound += key == ADOPTED or key.startswith(UNBOUND)
+        good.append(verification_cache.line(state, row_key, key))
+    report = {"checked": len(names), "read": read, "seconds": round(time.time() - started, 3),
+              "pixels_unchecked": unbound, "quarantined": _quarantine(out, rejected)}
+    verification_cache.save(out, manifest, good)
     replace_json(os.path.join(out, layout.RESUME_CHECK_FILE), report)
     return report
 
@@ -346,7 +364,7 @@ def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_
     try:
         if check is not None:
             check()
-        accepted = check_and_record_settings(spec.output_dir, spec, allow_settings_change, adopt_existing)
+        accepted = check_and_record_settings(spec.output_dir, spec, allow_settings_change, adopt_existing, samples)
         check_and_write_manifest(spec.output_dir, samples, allow_settings_change)
         if spec.layout == "geneval":
             write_prompt_folders(spec.output_dir, samples)

@@ -36,6 +36,7 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
     if schedule == "dynamic" and already_there is not None:
         totals["skipped"] = already_there
     indices = [w["worker_index"] for w in per_worker]
+    resume_check = read_json_if_any(os.path.join(output_dir, layout.RESUME_CHECK_FILE)) or {}
     finished = time.time() if finished is None else finished
     wall = finished - started
     summary = {
@@ -44,8 +45,10 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
         "num_samples": len(file_names), "missing": len(missing), **totals,
         "failed_files": [os.path.basename(layout.failed_file(output_dir, k))
                          for k in indices if os.path.exists(layout.failed_file(output_dir, k))],
-        # Files the resume check moved aside before this run (they were made again).
-        "quarantined": (read_json_if_any(os.path.join(output_dir, layout.RESUME_CHECK_FILE)) or {}).get("quarantined", []),
+        # Files the resume check moved aside before this run (they were made again), and images it kept whose
+        # pixels no hash vouches for (adopted, or made before images carried one).
+        "quarantined": resume_check.get("quarantined", []),
+        "pixels_unchecked": resume_check.get("pixels_unchecked", 0),
         "interrupted": interrupted, "wall_seconds": round(wall, 3),
         "images_per_second": round(totals["generated"] / wall, 4) if wall > 0 else None,
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
@@ -66,6 +69,9 @@ def final_lines(summary: dict[str, Any], rerun_hint: bool = True) -> list[str]:
         lines.append(f"{len(summary['quarantined'])} files under image names were damaged or not made by this run: "
                      f"moved to {os.path.join(out, layout.QUARANTINE_DIR)} (reasons: "
                      f"{os.path.join(out, layout.RESUME_CHECK_FILE)}) and made again")
+    if summary.get("pixels_unchecked"):
+        lines.append(f"{summary['pixels_unchecked']} images kept carry no hash of their pixels (adopted, or made by a "
+                     "t2i-batch older than provenance format 2): edits to them cannot be detected")
     taken_over = summary.get("blocks_taken_over") or 0
     for w in summary["workers"]:
         code = w.get("exit_code")

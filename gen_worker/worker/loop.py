@@ -9,6 +9,7 @@ unusable (illegal memory access, device-side assert) stops the worker at once. E
 checked on the float array the pipeline returned (cheap, no second decode): NaN or Inf fails its sample ("non-finite output"); a
 constant image (every pixel the same, e.g. all black) is written but counted and warned about.
 """
+import functools
 import json
 import logging
 import os
@@ -22,14 +23,15 @@ import numpy as np
 
 from gen_worker.model_check import changed_components, identify
 from gen_worker.output import layout, provenance
-from gen_worker.output.atomic_files import replace_json, save_png_once
+from gen_worker.output.atomic_files import replace_json
 from gen_worker.worker.image_writer import ImageWriter, WriterError
 from gen_worker.worker.oom import SplitOnOutOfMemory
-from gen_worker.worker.png import to_uint8
+from gen_worker.worker.png import save_png_once, to_uint8
 from gen_worker.output.progress import WorkerProgress
 from gen_worker.prompts import Sample, fingerprint, spec_samples
 from gen_worker.output.lock import RunLock
-from gen_worker.output.record import existing_images, stat_record
+from gen_worker.output import verification_cache
+from gen_worker.output.record import existing_images, manifest_row
 from gen_worker.output.claims import BlockQueue, done_blocks
 from gen_worker.sharding import worker_blocks
 from gen_worker.errors import T2IError, one_line
@@ -183,6 +185,8 @@ class _Outcomes:
     def __init__(self, spec: JobSpec, worker_index: int, progress: WorkerProgress, summary: dict[str, Any],
                  started: float) -> None:
         self.output_dir, self.worker_index, self.progress = spec.output_dir, worker_index, progress
+        # What this worker's images are verified against by making them (record.check_existing_images).
+        self.settings_key = provenance.settings_key(spec.recorded_settings(), spec.model_identity.get("fingerprint"))
         self.summary, self.started = summary, started
         self.last_error = ""  # one line
         self.blocks = _PendingBlocks()
@@ -212,8 +216,10 @@ class _Outcomes:
             self.progress.add("generated" if created else "skipped")
             self.progress.save()
             if created:  # a resume need not read it again (output/record.py, check_existing_images)
+                line = verification_cache.line(verification_cache.file_state(self.output_dir, item.sample.file_name),
+                                               provenance.row_key(manifest_row(item.sample)), self.settings_key)
                 with open(layout.written_file(self.output_dir, self.worker_index), "a", encoding="utf-8") as f:
-                    f.write(stat_record(self.output_dir, item.sample.file_name))
+                    f.write(line)
             if created and item.constant:
                 self.summary["constant_images"] += 1
                 log.warning("constant image (every pixel the same, e.g. all black): %s (sample %d)",
@@ -348,8 +354,9 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list
     versions = library_versions()
 
     def save(item: Made) -> bool:
-        text = provenance.png_text(provenance.for_sample(spec, item.sample, versions))
-        return save_png_once(to_uint8(item.image), os.path.join(spec.output_dir, item.sample.file_name), text)
+        made = provenance.for_sample(spec, item.sample, versions)
+        return save_png_once(to_uint8(item.image), os.path.join(spec.output_dir, item.sample.file_name),
+                             functools.partial(provenance.png_text, made))
 
     def checked(sample: Sample, image: Any) -> Made | Exception:
         try:

@@ -7,11 +7,16 @@ and files as small as Pillow's (the Up filter with zlib's Z_FILTERED strategy, a
 """
 import struct
 import zlib
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from gen_worker.output.png_file import SIGNATURE, chunk, text_chunk
+from gen_worker.output.atomic_files import create_once
+from gen_worker.output.png_file import SIGNATURE, chunk, image_record, text_chunk
+
+# The text chunks of an image, given its image_record (size and pixel hash): provenance binds the pixels.
+TextFor = Callable[[Dict[str, object]], Dict[str, str]]
+
 COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> grey, RGB, RGBA
 UP_FILTER = 2
 
@@ -22,8 +27,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (image * 255).round().astype(np.uint8)
 
 
-def encode_png(pixels: np.ndarray, level: int = 6, text: Optional[dict] = None) -> bytes:
-    """HxWxC uint8 pixels (C = 1, 3 or 4) as the bytes of an 8-bit PNG file, with `text`
+def encode_png(pixels: np.ndarray, level: int = 6, text_for: Optional[TextFor] = None) -> bytes:
+    """HxWxC uint8 pixels (C = 1, 3 or 4) as the bytes of an 8-bit PNG file, with text_for(image_record)
     ({key: text}) in text chunks before the image data (readable without reading the pixels)."""
     height, width, channels = pixels.shape
     rows = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(height, width * channels)
@@ -34,5 +39,13 @@ def encode_png(pixels: np.ndarray, level: int = 6, text: Optional[dict] = None) 
     compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_FILTERED)
     data = compressor.compress(filtered.data) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, COLOR_TYPES[channels], 0, 0, 0)
-    notes = b"".join(text_chunk(key, value) for key, value in (text or {}).items())
+    text = text_for(image_record(header, [data])) if text_for else {}
+    notes = b"".join(text_chunk(key, value) for key, value in text.items())
     return SIGNATURE + chunk(b"IHDR", header) + notes + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def save_png_once(pixels: np.ndarray, path: str, text_for: Optional[TextFor] = None) -> bool:
+    """HxWxC uint8 pixels as a PNG file (with text_for's chunks), created once (atomic_files.create_once;
+    encoded first: the file is open only to write). False when the file already existed."""
+    data = encode_png(pixels, text_for=text_for)
+    return create_once(path, lambda f: f.write(data))
