@@ -21,12 +21,12 @@ from gen_worker.output import layout
 from gen_worker.output.lock import OutputDirBusy, RunLock
 from gen_worker.output.record import prepare_output_dir
 from gen_worker.output.summary import command_line
-from gen_worker.output.sweep_record import SWEEP_FILE
+from gen_worker.output.sweep_record import SWEEP_FILE, read_sweep_record
 from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.slurm.options import SlurmOptions, wait_for_run
 from gen_worker.spec import JobSpec, auto_dtype, check_cfg_truncation, pipeline_guidance_default
-from gen_worker.sweep import Configuration, check_not_given, configuration_args, configurations, parse_axes, \
-    record_sweep, swept_required_flags
+from gen_worker.sweep import Configuration, check_distinct, check_not_given, configuration_args, configurations, \
+    flag_reader, keep_recorded, parse_axes, record_sweep, swept_required_flags
 
 
 # The option groups of --help, in order; each flag field (spec.py, slurm/options.py,
@@ -87,6 +87,7 @@ def build_parser(optional: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--sweep", action="append", default=None, metavar="NAME=V1,V2,...",
         help="run every combination of these values of recorded settings (repeatable), each in its own "
              "subfolder of --output_dir with the same prompts and seeds, e.g. --sweep guidance_scale=1.5,3,5; "
+             "values with commas or spaces as a JSON list: --sweep 'negative_prompt=[\"blurry, ugly\", \"dark\"]'; "
              "the workers load each model once and go through every configuration")
     groups["slurm"].add_argument("--wait", dest="wait", action="store_true", default=None,
                                  help="after submitting, show one progress bar per task until the run ends "
@@ -162,8 +163,10 @@ def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argp
     if os.path.exists(os.path.join(top, layout.SETTINGS_FILE)):
         raise UsageError(f"--output_dir {top} holds a plain run (its {layout.SETTINGS_FILE}): a sweep writes its "
                          "configurations into subfolders of a folder of its own")
+    read = flag_reader(parser, argv)
+    check_distinct(axes, read)
     runs = []
-    for config in configurations(axes):
+    for config in keep_recorded(configurations(axes), read_sweep_record(top), read):
         config_args = configuration_args(parser, argv, config, os.path.join(top, config.name))
         try:
             spec, samples = build_spec(config_args, gpu_ids)

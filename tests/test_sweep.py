@@ -9,7 +9,7 @@ from gen_worker.sweep import Configuration, check_not_given, configurations, par
 
 
 def test_axes_keep_the_order_given_and_the_values_as_written():
-    axes = parse_axes(["guidance_scale=1.5, 3,5", "--num_inference_steps=2,4"])
+    axes = parse_axes(["guidance_scale=1.5,3,5", "--num_inference_steps=2,4"])
     assert axes == {"guidance_scale": ["1.5", "3", "5"], "num_inference_steps": ["2", "4"]}
 
 
@@ -21,12 +21,30 @@ def test_axes_keep_the_order_given_and_the_values_as_written():
     ("no_such=1", "not a setting that can be swept"),
     ("guidance_scale=1,,2", "empty value"),
     ("guidance_scale=", "empty value"),
-    ("guidance_scale=1,2,1", "1 given twice"),
+    ("guidance_scale=1,2,1", "'1' given twice"),
+    ("negative_prompt=blurry, low quality", "' low quality' has spaces around it.*JSON list"),
+    ("guidance_scale=1.5, 3", "' 3' has spaces around it"),
+    ("negative_prompt=ugly ", "'ugly ' has spaces around it"),
+    ('negative_prompt=["a", ', "not a JSON list"),
+    ("guidance_scale=[1.5, 3] x", "not a JSON list"),
+    ("guidance_scale=[]", "empty value"),
+    ('negative_prompt=["a", ""]', "empty value"),
+    ("guidance_scale=[true]", "strings and numbers"),
+    ('negative_prompt=[["a"]]', "strings and numbers"),
+    ('negative_prompt=["a, b", "a, b"]', "'a, b' given twice"),
 ])
 def test_bad_axes_are_refused_in_one_line(text, words):
     with pytest.raises(UsageError, match=words) as err:
         parse_axes([text])
     assert "\n" not in str(err.value)
+
+
+def test_a_json_list_gives_its_values_verbatim():
+    # commas and spaces inside a value are kept; numbers keep the text they were written with
+    assert parse_axes(['negative_prompt=["blurry, low quality", "ugly"]']) == {
+        "negative_prompt": ["blurry, low quality", "ugly"]}
+    assert parse_axes(["guidance_scale=[1.5, 3]"]) == {"guidance_scale": ["1.5", "3"]}
+    assert parse_axes(['model_path=["/models/a,b", " spaced "]']) == {"model_path": ["/models/a,b", " spaced "]}
 
 
 def test_a_setting_swept_twice_is_refused():
@@ -93,6 +111,75 @@ def test_a_value_that_fails_its_flag_check_names_the_configuration(tmp_path, tin
     parser, args = _args(argv)
     with pytest.raises(UsageError, match="configuration num_inference_steps-0: --num_inference_steps"):
         build_sweep(parser, argv, args)
+
+
+def _sweep_argv(tmp_path, tiny_sd, prompts_csv, *sweep):
+    return ["--prompts_csv", prompts_csv, "--output_dir", str(tmp_path / "sweep"), "--model_path", tiny_sd,
+            "--device", "cpu", "--dtype", "fp32", *[a for axis in sweep for a in ("--sweep", axis)]]
+
+
+def test_json_values_reach_each_configuration_verbatim(tmp_path, tiny_sd, prompts_csv):
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, 'negative_prompt=["blurry, low quality", "ugly"]',
+                       "guidance_scale=[1.5, 3]")
+    parser, args = _args(argv)
+    runs = build_sweep(parser, argv, args)
+    assert [(s.negative_prompt, s.guidance_scale) for _, s, _ in runs] == [
+        ("blurry, low quality", 1.5), ("blurry, low quality", 3.0), ("ugly", 1.5), ("ugly", 3.0)]
+    assert len({c.name for c, _, _ in runs}) == 4
+
+
+@pytest.mark.parametrize("axis, words", [
+    ("guidance_scale=7.5,7.50,7.5e0", "7.5, 7.50 and 7.5e0 are one value to --guidance_scale"),
+    ("guidance_scale=[7.5, 7.50]", "7.5 and 7.50 are one value"),
+    ("num_inference_steps=4,04", "4 and 04 are one value"),
+])
+def test_values_equal_once_read_by_their_flag_are_refused(tmp_path, tiny_sd, prompts_csv, axis, words):
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, axis)
+    parser, args = _args(argv)
+    with pytest.raises(UsageError, match=words) as err:
+        build_sweep(parser, argv, args)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "sweep").exists()  # refused before any folder is made
+
+
+@pytest.mark.parametrize("axis, words", [
+    ('layout=["flat", "grid"]', "invalid choice: 'grid'"),
+    ('guidance_scale=["1.5", "much"]', "invalid float value: 'much'"),
+])
+def test_json_values_go_through_their_flags_type_and_choices(tmp_path, tiny_sd, prompts_csv, capsys, axis, words):
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, axis)
+    parser, args = _args(argv)
+    with pytest.raises(SystemExit):
+        build_sweep(parser, argv, args)
+    assert words in capsys.readouterr().err
+
+
+def test_json_values_go_through_their_flags_checks(tmp_path, tiny_sd, prompts_csv):
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, "num_inference_steps=[2, 0]")
+    parser, args = _args(argv)
+    with pytest.raises(UsageError, match="configuration num_inference_steps-0: --num_inference_steps must be at"):
+        build_sweep(parser, argv, args)
+
+
+@pytest.mark.parametrize("first, again", [
+    ("guidance_scale=1.5,3", "guidance_scale=[1.50, 3.0, 5]"),
+    ("guidance_scale=[1.5, 3]", "guidance_scale=1.5,3e0,5"),
+])
+def test_a_rerun_in_either_form_finds_the_recorded_configurations(tmp_path, tiny_sd, prompts_csv, first, again):
+    from gen_worker.output.sweep_record import read_sweep_record
+    from gen_worker.sweep import record_sweep
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, first)
+    parser, args = _args(argv)
+    record_sweep(str(tmp_path / "sweep"), [c for c, _, _ in build_sweep(parser, argv, args)])
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, again)
+    parser, args = _args(argv)
+    runs = build_sweep(parser, argv, args)
+    # the values already recorded keep their folders (and their text), the new one gets its own
+    assert [c.name for c, _, _ in runs] == ["guidance_scale-1.5", "guidance_scale-3", "guidance_scale-5"]
+    assert [s.output_dir for _, s, _ in runs] == [str(tmp_path / "sweep" / c.name) for c, _, _ in runs]
+    record_sweep(str(tmp_path / "sweep"), [c for c, _, _ in runs])
+    record = read_sweep_record(str(tmp_path / "sweep"))
+    assert record.axes == {"guidance_scale": ["1.5", "3", "5"]}
 
 
 def test_a_sweep_and_a_plain_run_never_share_a_folder(tmp_path, tiny_sd, prompts_csv):
