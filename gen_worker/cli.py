@@ -179,6 +179,7 @@ def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argp
 def local_gpu_ids(args: argparse.Namespace) -> List[str]:
     """One CUDA_VISIBLE_DEVICES value per local worker ("" hides every GPU from a CPU worker)."""
     if args.gpu_ids:
+        flags.refuse_unless_utf8("--gpu_ids", args.gpu_ids)
         ids = [g.strip() for g in args.gpu_ids]
         if any(not g or "," in g for g in ids):
             raise UsageError("--gpu_ids takes GPU ids separated by spaces, e.g. --gpu_ids 0 1")
