@@ -87,8 +87,9 @@ def test_text_that_is_not_utf8_is_refused_in_one_line_before_anything_is_written
     from gen_worker.cli import main
     csv = write_prompts(tmp_path / "p.csv", [("1", "a cat")])
     before = sorted(os.listdir(tmp_path))
-    # a byte that is not UTF-8 in argv reaches Python as a lone surrogate (surrogateescape)
-    bad = os.fsdecode(b"low quality \xff")
+    # a byte that is not UTF-8 in argv reaches Python as a lone surrogate (surrogateescape); a path in
+    # tmp_path, so that a flag taking a path that accepted it would write nothing outside
+    bad = os.fsdecode(os.fsencode(str(tmp_path)) + b"/low quality \xff")
     mode = ["--cluster", "slurm"] if options == "SlurmOptions" else ["--gpu_ids", "0"]
     container = ["--container", "image.sif"] if options == "ContainerOptions" and name != "container" else []
     argv = [*mode, "--prompts_csv", csv, "--output_dir", str(tmp_path / "out"), "--model_path", tiny_sd,
