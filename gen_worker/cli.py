@@ -4,11 +4,12 @@ Nothing here imports torch or diffusers: a bad input is refused in about a secon
 worker starts or any GPU is touched.
 """
 import argparse
+import contextlib
 import functools
 import os
 import signal
 import sys
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Iterator, List, Optional, Sequence, Tuple
 
 from gen_worker import flags
 from gen_worker.container.runtime import Container, ContainerOptions
@@ -154,8 +155,11 @@ def build_spec(args: argparse.Namespace, gpu_ids: Sequence[str] = ()) -> Tuple[J
     return JobSpec(**values), samples
 
 
+Configured = Tuple[Configuration, JobSpec, List[Sample]]  # a sweep's configuration, checked
+
+
 def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace,
-                gpu_ids: Sequence[str] = ()) -> List[Tuple[Configuration, JobSpec, List[Sample]]]:
+                gpu_ids: Sequence[str] = ()) -> List[Configured]:
     """--sweep: every configuration's spec, each checked as a plain run's would be, before any work starts."""
     axes = parse_axes(args.sweep)
     check_not_given(args, axes)
@@ -249,18 +253,23 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Na
             from gen_worker.slurm.submit import submit_to_slurm
             options = SlurmOptions(**flags.checked_values(SlurmOptions, args))
             # --device auto stays auto: the submit host may have no GPU (--dtype auto: bf16 unless --device cpu)
-            configured = build_sweep(parser, argv, args) if args.sweep else []
-            runs = [(spec, samples) for _, spec, samples in configured] or [build_spec(args)]
-            sweep_dir = os.path.abspath(args.output_dir) if args.sweep else None
-            base = sweep_dir or runs[0][0].output_dir
-            # submitit's folder is named by its host path in the sbatch script: seen there inside too.
-            container = container_for(args, runs[0][0], same_path=[os.path.join(base, layout.SUBMITIT_DIR),
-                                                                   *_sweep_paths(runs, sweep_dir)])
-            if sweep_dir:
-                record_sweep(sweep_dir, [config for config, _, _ in configured])
-                os.makedirs(os.path.join(sweep_dir, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
-            return submit_to_slurm(runs, options, command, args.allow_settings_change, container,
-                                   wait_for_run(args.wait), args.adopt_existing, sweep_dir)
+            # After the submission the sweep's tasks, recorded in its top folder, hold it: checked under the lock.
+            sweep: ContextManager[List[Configured]] = contextlib.nullcontext([])
+            if args.sweep:
+                sweep = locked_sweep(parser, argv, args, functools.partial(refuse_if_jobs_alive,
+                                                                           os.path.abspath(args.output_dir)))
+            with sweep as configured:
+                runs = [(spec, samples) for _, spec, samples in configured] or [build_spec(args)]
+                sweep_dir = os.path.abspath(args.output_dir) if args.sweep else None
+                base = sweep_dir or runs[0][0].output_dir
+                # submitit's folder is named by its host path in the sbatch script: seen there inside too.
+                container = container_for(args, runs[0][0], same_path=[os.path.join(base, layout.SUBMITIT_DIR),
+                                                                       *_sweep_paths(runs, sweep_dir)])
+                if sweep_dir:
+                    record_sweep(sweep_dir, [config for config, _, _ in configured])
+                    os.makedirs(os.path.join(sweep_dir, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
+                return submit_to_slurm(runs, options, command, args.allow_settings_change, container,
+                                       wait_for_run(args.wait), args.adopt_existing, sweep_dir)
         gpu_ids = local_gpu_ids(args)
         if args.device == "auto":
             args.device = "cpu" if gpu_ids == [""] else "cuda"
@@ -302,27 +311,59 @@ def _run_local_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args:
     """--sweep, local: every configuration checked and its folder prepared, then one set of workers for all."""
     from gen_worker.local import LocalRun, run_local
     from gen_worker.slurm.record import refuse_if_jobs_alive
-    configured = build_sweep(parser, argv, args, gpu_ids)
-    top = os.path.dirname(configured[0][1].output_dir)
-    checks = [functools.partial(refuse_if_jobs_alive, spec.output_dir, "--ignore_recorded_slurm_jobs",
-                                args.ignore_recorded_slurm_jobs) for _, spec, _ in configured]
-    for check in checks:
-        check()
-    container = container_for(args, configured[0][1],
-                              same_path=_sweep_paths([(spec, samples) for _, spec, samples in configured], top))
-    runs: List[Any] = []
+    top = os.path.abspath(args.output_dir)
+    with locked_sweep(parser, argv, args, functools.partial(refuse_if_jobs_alive, top, "--ignore_recorded_slurm_jobs",
+                                                            args.ignore_recorded_slurm_jobs), gpu_ids) as configured:
+        checks = [functools.partial(refuse_if_jobs_alive, spec.output_dir, "--ignore_recorded_slurm_jobs",
+                                    args.ignore_recorded_slurm_jobs) for _, spec, _ in configured]
+        for check in checks:
+            check()
+        container = container_for(args, configured[0][1],
+                                  same_path=_sweep_paths([(spec, samples) for _, spec, samples in configured], top))
+        runs: List[Any] = []
+        try:
+            for (_, spec, samples), check in zip(configured, checks):
+                # A sweep's configuration under way is not joined: the whole sweep waits for that run.
+                lock = prepare_output_dir(spec, samples, args.allow_settings_change, check=check,
+                                          adopt_existing=args.adopt_existing)
+                runs.append(LocalRun(spec, samples, lock))
+            record_sweep(top, [config for config, _, _ in configured])
+            os.makedirs(os.path.join(top, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
+            return run_local(runs, gpu_ids, command, container, log_dir=top)
+        finally:
+            for run in runs:
+                run.lock.release()
+
+
+@contextlib.contextmanager
+def locked_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace,
+                 check: Callable[[], object], gpu_ids: Sequence[str] = ()) -> Iterator[List[Configured]]:
+    """build_sweep, its top folder held by this submitter (as a plain run's folder is) until the block ends:
+    a second sweep into it (other configurations, the same logs/) is refused while the first runs. `check`
+    refuses the SLURM tasks of an earlier sweep recorded there, which outlive their submitter; it runs under
+    the lock, as two submitters may race. Taken before the configurations are checked where the folder
+    exists, so that a refused sweep makes no configuration folder; else once they made it."""
+    top = os.path.abspath(args.output_dir)
+    lock: Optional[RunLock] = None
+
+    def hold() -> RunLock:
+        held = RunLock(top)
+        held.acquire_exclusive()
+        try:
+            check()
+        except BaseException:
+            held.release()
+            raise
+        return held
+
     try:
-        for (_, spec, samples), check in zip(configured, checks):
-            # A sweep's configuration under way is not joined: the whole sweep waits for that run.
-            lock = prepare_output_dir(spec, samples, args.allow_settings_change, check=check,
-                                      adopt_existing=args.adopt_existing)
-            runs.append(LocalRun(spec, samples, lock))
-        record_sweep(top, [config for config, _, _ in configured])
-        os.makedirs(os.path.join(top, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
-        return run_local(runs, gpu_ids, command, container, log_dir=top)
+        lock = hold() if os.path.isdir(top) else None
+        configured = build_sweep(parser, argv, args, gpu_ids)
+        lock = lock or hold()
+        yield configured
     finally:
-        for run in runs:
-            run.lock.release()
+        if lock:
+            lock.release()
 
 
 def join_local_run(spec: JobSpec, busy: OutputDirBusy) -> RunLock:

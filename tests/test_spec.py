@@ -82,9 +82,11 @@ def _text_flags():
 
 
 @pytest.mark.parametrize("options, name", list(_text_flags()))
-def test_text_that_is_not_utf8_is_refused_in_one_line_before_anything_is_written(tmp_path, tiny_sd, capfd,
+def test_text_that_is_not_utf8_is_refused_in_one_line_before_anything_is_written(tmp_path, tiny_sd, capfd, monkeypatch,
                                                                                  options, name):
+    import signal
     from gen_worker.cli import main
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # main's SIGTERM handler: not for pytest
     csv = write_prompts(tmp_path / "p.csv", [("1", "a cat")])
     before = sorted(os.listdir(tmp_path))
     # a byte that is not UTF-8 in argv reaches Python as a lone surrogate (surrogateescape); a path in

@@ -198,6 +198,70 @@ def test_a_sweep_and_a_plain_run_never_share_a_folder(tmp_path, tiny_sd, prompts
         build_spec(build_parser().parse_args(argv[:6] + ["--output_dir", str(other), "--device", "cpu"]))
 
 
+def _main(monkeypatch, argv):
+    import signal
+    from gen_worker.cli import main
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # main's SIGTERM handler: not for pytest
+    return main(argv)
+
+
+def test_a_local_sweep_holds_its_top_folder_and_a_second_one_is_refused(tmp_path, tiny_sd, prompts_csv, capfd,
+                                                                        monkeypatch):
+    import gen_worker.local
+    from gen_worker.output.lock import OutputDirBusy, RunLock
+    top = str(tmp_path / "sweep")
+    argv = [*_sweep_argv(tmp_path, tiny_sd, prompts_csv, "guidance_scale=1.5,3"), "--gpu_ids", "0"]
+    held = []
+
+    def first_sweep_running(runs, *args, **kwargs):
+        # while its workers run, a second sweep into the same top folder (other values: other configuration
+        # folders, the same logs/) is refused in one line, writing nothing
+        second = [*argv[:-4], "--sweep", "guidance_scale=5", "--gpu_ids", "0"]
+        held.append(_main(monkeypatch, second))
+        with pytest.raises(OutputDirBusy):
+            RunLock(top).acquire_exclusive()
+        return 0
+
+    monkeypatch.setattr(gen_worker.local, "run_local", first_sweep_running)
+    assert _main(monkeypatch, argv) == 0
+    err = capfd.readouterr().err.strip().splitlines()
+    assert held == [2] and len(err) == 1 and err[0].startswith(f"error: {top} is in use by another run"), err
+    assert not os.path.exists(os.path.join(top, "guidance_scale-5"))
+    RunLock(top).acquire_exclusive()  # released once the sweep ends
+
+
+def test_a_slurm_sweep_is_refused_while_an_earlier_sweeps_tasks_run_there(tmp_path, tiny_sd, prompts_csv, capfd,
+                                                                          monkeypatch):
+    import gen_worker.slurm.record
+    import gen_worker.slurm.submit
+    from gen_worker.output.lock import OutputDirBusy, RunLock
+    from gen_worker.slurm.record import add_submission
+    top = str(tmp_path / "sweep")
+    argv = ["--cluster", "slurm", "--gpus", "1", *_sweep_argv(tmp_path, tiny_sd, prompts_csv, "guidance_scale=1.5")]
+    submitted = []
+
+    def submit(*args, **kwargs):  # the submitter holds the top folder until its tasks are recorded
+        with pytest.raises(OutputDirBusy):
+            RunLock(top).acquire_exclusive()
+        submitted.append(args)
+        return 0
+
+    monkeypatch.setattr(gen_worker.slurm.submit, "submit_to_slurm", submit)
+    assert _main(monkeypatch, argv) == 0 and len(submitted) == 1
+    # what the submission records in the top folder: its tasks outlive the submitter
+    add_submission(top, {"tasks": [{"worker": 0, "slurm_id": "12_0", "job_id": "12"}], "job_ids": ["12"]})
+    monkeypatch.setattr(gen_worker.slurm.record, "queue_states", lambda ids: {i: "RUNNING" for i in ids})
+    other_values = [*argv[:-1], "guidance_scale=5"]
+    assert _main(monkeypatch, other_values) == 2 and len(submitted) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{top} has SLURM jobs still queued or running (job 12)" in err[0], err
+    local = [*other_values[4:], "--gpu_ids", "0"]  # a local sweep into it too
+    assert _main(monkeypatch, local) == 2
+    assert "has SLURM jobs still queued or running" in capfd.readouterr().err
+    monkeypatch.setattr(gen_worker.slurm.record, "queue_states", lambda ids: {})
+    assert _main(monkeypatch, other_values) == 0 and len(submitted) == 2  # once they have ended
+
+
 def _spec(tmp_path, name, model, rows, **changes):
     from gen_worker.model_check import identify
     from gen_worker.output.record import prepare_output_dir
