@@ -18,6 +18,22 @@ def test_a_joined_submission_adds_its_tasks_to_the_run(tmp_path):
     assert [t["worker"] for t in run["tasks"]] == [0, 1, 2, 3] and run["job_ids"] == ["2", "3"]
 
 
+def test_status_counts_the_tasks_of_every_submission_of_the_run(tmp_path, monkeypatch, capsys):
+    """A run of 1 task joined by 1 more is 2 of 2 tasks, not "2 of 1"."""
+    import gen_worker.slurm.status as status
+    out = str(tmp_path)
+    (tmp_path / "logs").mkdir()
+    common = {"mode": "array", "submitted_at": "2026-12-03 10:00:00", "command": "c", "num_samples": 4,
+              "batch_size": 1, "num_workers": 1}
+    add_submission(out, {**_submission([0], job="2"), **common})
+    add_submission(out, {**_submission([1], join=True, job="3"), **common})
+    assert latest_submission(out)["num_workers"] == 2
+    monkeypatch.setattr(status, "queue_states", lambda ids: {i: "RUNNING" for i in ids})
+    assert status.show_status(out) == 0
+    shown = capsys.readouterr().out
+    assert f"SLURM run in {out}: 2 of 2 tasks queued" in shown and "other tasks" not in shown
+
+
 def _summary(schedule, missing, failed=0, interrupted=False):
     return {"output_dir": "/o", "num_samples": 4, "missing": missing, "generated": 4 - missing, "skipped": 0,
             "wall_seconds": 1.0, "images_per_second": 4.0, "failed": failed, "interrupted": interrupted,
