@@ -187,14 +187,6 @@ def match_folder(
     return matched, unmatched, rows, seed_start
 
 
-def missing_images(folder: str, images: Sequence[GeneratedImage]) -> tuple[list[str], int]:
-    """The images the folder's manifest.csv lists that are not among ``images`` (in manifest order), and how
-    many it lists (none without a manifest: a folder another tool made says nothing of what it should hold)."""
-    listed = list(read_manifest(folder))
-    there = {g.name or os.path.basename(g.path) for g in images}
-    return [name for name in listed if name not in there], len(listed)
-
-
 def has_manifest(folder: str) -> bool:
     return os.path.isfile(os.path.join(folder, layout.MANIFEST_FILE))
 

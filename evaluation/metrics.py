@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from evaluation.errors import EvaluationError, run_cli
 from evaluation.generated import has_manifest
 from gen_worker.output.atomic_files import replace_json
+from gen_worker.output.summary import missing_images
 from gen_worker.output.sweep_record import SweepRecord, read_sweep_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not images:
             raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder}")
         # Scores of a part of the run would pass for the run's: only when asked, and said.
-        missing, listed = gen.missing_images(t.folder, images)
+        missing, listed = missing_images(t.folder)
         if missing:
             what = f"{t.folder}: {len(missing)} of the {listed} images its manifest lists are missing (first {missing[0]})"
             if not args.allow_incomplete:
