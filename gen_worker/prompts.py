@@ -99,8 +99,8 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object, refusing a key given twice (json.loads would keep the last one silently)."""
     value = dict(pairs)
     if len(value) < len(pairs):
-        seen: set[str] = set()
-        raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+        keys = [k for k, _ in pairs]
+        raise _RepeatedKey(next(k for i, k in enumerate(keys) if k in keys[:i]))
     return value
 
 
