@@ -35,7 +35,7 @@
 #   IMAGES_PER_PROMPT   images per prompt (submit.py --images_per_prompt) [submit.py's default: 1]
 #   GENERATE_ARGS       more submit.py flags, e.g. "--batch_size 4 --max_sequence_length 226"
 #   METRICS_DEVICE METRICS_BATCH_SIZE  [auto 64]
-#   ALLOW_INCOMPLETE    true: compute metrics even if some samples failed [false]
+#   ALLOW_INCOMPLETE    true: compute metrics even if some samples failed (metrics --allow_incomplete) [false]
 #   PYTHON              the Python to use [.venv/bin/python beside this script if present, else python3]
 set -euo pipefail
 
@@ -134,6 +134,8 @@ else
     fi
 fi
 if is_true "$SKIP_CLIP"; then metric_args+=(--no_clip); else metric_args+=(--clip_model "$CLIP_MODEL"); fi
+# The metrics refuse a folder that lacks images unless told, as the generation step above does.
+is_true "${ALLOW_INCOMPLETE:-false}" && metric_args+=(--allow_incomplete)
 "$PYTHON" -m evaluation.metrics "${metric_args[@]}"
 
 step "4/4 report"

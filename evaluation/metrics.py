@@ -6,7 +6,7 @@ Usage::
     python -m evaluation.metrics --generated DIR (--reference_dir DIR [--reference_list refs.txt] |
         --reference_stats stats.npz) --prompts_csv prompts.csv --inception_weights inception-2015-12-05.pt \\
         --clip_model CLIP_DIR --out metrics.json [--device auto|cuda|cpu] [--batch_size 64] \\
-        [--save_reference_stats stats.npz] [--seed_start N] [--no_fid] [--no_clip]
+        [--save_reference_stats stats.npz] [--seed_start N] [--allow_incomplete] [--no_fid] [--no_clip]
 
 Weights come only from the given local paths; nothing is downloaded (HF_HUB_OFFLINE=1, local_files_only).
 """
@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from evaluation.errors import EvaluationError, run_cli
 from evaluation.generated import has_manifest
 from gen_worker.output.atomic_files import replace_json
+from gen_worker.output.summary import missing_images
 from gen_worker.output.sweep_record import SweepRecord, read_sweep_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of CSV row 0, for folders another tool made (default: the folder's recorded one)")
     p.add_argument("--no_center_crop", action="store_true",
                    help="FID: do not centre-crop non-square images to a square before resizing to 299")
+    p.add_argument("--allow_incomplete", action="store_true",
+                   help="score a folder (or configuration) that lacks some of the images its manifest lists, "
+                        "instead of refusing it; recorded in metrics.json, with the count of missing images")
     p.add_argument("--no_fid", action="store_true")
     p.add_argument("--no_clip", action="store_true")
     return p
@@ -119,10 +123,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Every folder's images and prompts first: a configuration that cannot be scored fails before any work.
     folders = []
     scored_prompts: set[str] = set()
+    warnings: list[str] = []
     for t in targets:
         images, ignored = gen.list_generated_images(t.folder)
         if not images:
             raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder}")
+        # Scores of a part of the run would pass for the run's: only when asked, and said.
+        missing, listed = missing_images(t.folder)
+        if missing:
+            what = f"{t.folder}: {len(missing)} of the {listed} images its manifest lists are missing (first {missing[0]})"
+            if not args.allow_incomplete:
+                raise EvaluationError(f"{what}; finish the run (rerun its submit.py command), or pass --allow_incomplete "
+                                      f"to score the {len(images)} there")
+            warnings.append(f"{what}: scored the {len(images)} there (--allow_incomplete)")
         if not args.no_clip and not args.prompts_csv and not has_manifest(t.folder):
             raise EvaluationError(f"CLIP score needs --prompts_csv, or a folder made by submit.py (its manifest.csv "
                                   f"names each image's prompt; none in {t.folder}); or pass --no_clip")
@@ -134,16 +147,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 gen.require_all_matched(unmatched, len(images), seed_start)
                 prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
                 scored_prompts.update(prompts)
-        folders.append((t, images, ignored, rows, matched, prompts, seed_start))
+        folders.append((t, images, ignored, len(missing), rows, matched, prompts, seed_start))
 
     settings: dict[str, Any] = {
         "generated": os.path.abspath(args.generated),
         "prompts_csv": os.path.abspath(args.prompts_csv) if args.prompts_csv else None,
         "device": str(device),
         "batch_size": args.batch_size,
+        "allow_incomplete": args.allow_incomplete,
     }
     protocol: dict[str, Any] = {}
-    warnings: list[str] = []
 
     # Load every network first, so that a missing weight fails before any image work.
     features = clip_metric = None
@@ -204,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
 
     configurations = []
-    for target, images, ignored, rows, matched, prompts, seed_start in folders:
+    for target, images, ignored, missing_count, rows, matched, prompts, seed_start in folders:
         if features is not None:
             features.reset_generated()
         if clip_metric is not None:
@@ -232,6 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seed_start": seed_start,
             "counts": {
                 "generated_images": len(images),
+                "missing_images": missing_count,
                 "ignored_files": len(ignored),
                 "prompt_rows": len(rows) if rows is not None else None,
                 "prompts_with_images": len({r.index for r in matched if r is not None}) if rows is not None else None,

@@ -4,11 +4,12 @@ Nothing here imports torch or diffusers: a bad input is refused in about a secon
 worker starts or any GPU is touched.
 """
 import argparse
+import contextlib
 import functools
 import os
 import signal
 import sys
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Iterator, List, Optional, Sequence, Tuple
 
 from gen_worker import flags
 from gen_worker.container.runtime import Container, ContainerOptions
@@ -21,12 +22,12 @@ from gen_worker.output import layout
 from gen_worker.output.lock import OutputDirBusy, RunLock
 from gen_worker.output.record import prepare_output_dir
 from gen_worker.output.summary import command_line
-from gen_worker.output.sweep_record import SWEEP_FILE
+from gen_worker.output.sweep_record import SWEEP_FILE, read_sweep_record
 from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.slurm.options import SlurmOptions, wait_for_run
 from gen_worker.spec import JobSpec, auto_dtype, check_cfg_truncation, pipeline_guidance_default
-from gen_worker.sweep import Configuration, check_not_given, configuration_args, configurations, parse_axes, \
-    record_sweep, swept_required_flags
+from gen_worker.sweep import Configuration, check_distinct, check_not_given, configuration_args, configurations, \
+    flag_reader, keep_recorded, parse_axes, record_sweep, swept_required_flags
 
 
 # The option groups of --help, in order; each flag field (spec.py, slurm/options.py,
@@ -87,6 +88,7 @@ def build_parser(optional: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--sweep", action="append", default=None, metavar="NAME=V1,V2,...",
         help="run every combination of these values of recorded settings (repeatable), each in its own "
              "subfolder of --output_dir with the same prompts and seeds, e.g. --sweep guidance_scale=1.5,3,5; "
+             "values with commas or spaces as a JSON list: --sweep 'negative_prompt=[\"blurry, ugly\", \"dark\"]'; "
              "the workers load each model once and go through every configuration")
     groups["slurm"].add_argument("--wait", dest="wait", action="store_true", default=None,
                                  help="after submitting, show one progress bar per task until the run ends "
@@ -153,8 +155,11 @@ def build_spec(args: argparse.Namespace, gpu_ids: Sequence[str] = ()) -> Tuple[J
     return JobSpec(**values), samples
 
 
+Configured = Tuple[Configuration, JobSpec, List[Sample]]  # a sweep's configuration, checked
+
+
 def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace,
-                gpu_ids: Sequence[str] = ()) -> List[Tuple[Configuration, JobSpec, List[Sample]]]:
+                gpu_ids: Sequence[str] = ()) -> List[Configured]:
     """--sweep: every configuration's spec, each checked as a plain run's would be, before any work starts."""
     axes = parse_axes(args.sweep)
     check_not_given(args, axes)
@@ -162,8 +167,10 @@ def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argp
     if os.path.exists(os.path.join(top, layout.SETTINGS_FILE)):
         raise UsageError(f"--output_dir {top} holds a plain run (its {layout.SETTINGS_FILE}): a sweep writes its "
                          "configurations into subfolders of a folder of its own")
+    read = flag_reader(parser, argv)
+    check_distinct(axes, read)
     runs = []
-    for config in configurations(axes):
+    for config in keep_recorded(configurations(axes), read_sweep_record(top), read):
         config_args = configuration_args(parser, argv, config, os.path.join(top, config.name))
         try:
             spec, samples = build_spec(config_args, gpu_ids)
@@ -176,6 +183,7 @@ def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argp
 def local_gpu_ids(args: argparse.Namespace) -> List[str]:
     """One CUDA_VISIBLE_DEVICES value per local worker ("" hides every GPU from a CPU worker)."""
     if args.gpu_ids:
+        flags.refuse_unless_utf8("--gpu_ids", args.gpu_ids)
         ids = [g.strip() for g in args.gpu_ids]
         if any(not g or "," in g for g in ids):
             raise UsageError("--gpu_ids takes GPU ids separated by spaces, e.g. --gpu_ids 0 1")
@@ -245,18 +253,23 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Na
             from gen_worker.slurm.submit import submit_to_slurm
             options = SlurmOptions(**flags.checked_values(SlurmOptions, args))
             # --device auto stays auto: the submit host may have no GPU (--dtype auto: bf16 unless --device cpu)
-            configured = build_sweep(parser, argv, args) if args.sweep else []
-            runs = [(spec, samples) for _, spec, samples in configured] or [build_spec(args)]
-            sweep_dir = os.path.abspath(args.output_dir) if args.sweep else None
-            base = sweep_dir or runs[0][0].output_dir
-            # submitit's folder is named by its host path in the sbatch script: seen there inside too.
-            container = container_for(args, runs[0][0], same_path=[os.path.join(base, layout.SUBMITIT_DIR),
-                                                                   *_sweep_paths(runs, sweep_dir)])
-            if sweep_dir:
-                record_sweep(sweep_dir, [config for config, _, _ in configured])
-                os.makedirs(os.path.join(sweep_dir, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
-            return submit_to_slurm(runs, options, command, args.allow_settings_change, container,
-                                   wait_for_run(args.wait), args.adopt_existing, sweep_dir)
+            # After the submission the sweep's tasks, recorded in its top folder, hold it: checked under the lock.
+            sweep: ContextManager[List[Configured]] = contextlib.nullcontext([])
+            if args.sweep:
+                sweep = locked_sweep(parser, argv, args, functools.partial(refuse_if_jobs_alive,
+                                                                           os.path.abspath(args.output_dir)))
+            with sweep as configured:
+                runs = [(spec, samples) for _, spec, samples in configured] or [build_spec(args)]
+                sweep_dir = os.path.abspath(args.output_dir) if args.sweep else None
+                base = sweep_dir or runs[0][0].output_dir
+                # submitit's folder is named by its host path in the sbatch script: seen there inside too.
+                container = container_for(args, runs[0][0], same_path=[os.path.join(base, layout.SUBMITIT_DIR),
+                                                                       *_sweep_paths(runs, sweep_dir)])
+                if sweep_dir:
+                    record_sweep(sweep_dir, [config for config, _, _ in configured])
+                    os.makedirs(os.path.join(sweep_dir, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
+                return submit_to_slurm(runs, options, command, args.allow_settings_change, container,
+                                       wait_for_run(args.wait), args.adopt_existing, sweep_dir)
         gpu_ids = local_gpu_ids(args)
         if args.device == "auto":
             args.device = "cpu" if gpu_ids == [""] else "cuda"
@@ -298,27 +311,59 @@ def _run_local_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args:
     """--sweep, local: every configuration checked and its folder prepared, then one set of workers for all."""
     from gen_worker.local import LocalRun, run_local
     from gen_worker.slurm.record import refuse_if_jobs_alive
-    configured = build_sweep(parser, argv, args, gpu_ids)
-    top = os.path.dirname(configured[0][1].output_dir)
-    checks = [functools.partial(refuse_if_jobs_alive, spec.output_dir, "--ignore_recorded_slurm_jobs",
-                                args.ignore_recorded_slurm_jobs) for _, spec, _ in configured]
-    for check in checks:
-        check()
-    container = container_for(args, configured[0][1],
-                              same_path=_sweep_paths([(spec, samples) for _, spec, samples in configured], top))
-    runs: List[Any] = []
+    top = os.path.abspath(args.output_dir)
+    with locked_sweep(parser, argv, args, functools.partial(refuse_if_jobs_alive, top, "--ignore_recorded_slurm_jobs",
+                                                            args.ignore_recorded_slurm_jobs), gpu_ids) as configured:
+        checks = [functools.partial(refuse_if_jobs_alive, spec.output_dir, "--ignore_recorded_slurm_jobs",
+                                    args.ignore_recorded_slurm_jobs) for _, spec, _ in configured]
+        for check in checks:
+            check()
+        container = container_for(args, configured[0][1],
+                                  same_path=_sweep_paths([(spec, samples) for _, spec, samples in configured], top))
+        runs: List[Any] = []
+        try:
+            for (_, spec, samples), check in zip(configured, checks):
+                # A sweep's configuration under way is not joined: the whole sweep waits for that run.
+                lock = prepare_output_dir(spec, samples, args.allow_settings_change, check=check,
+                                          adopt_existing=args.adopt_existing)
+                runs.append(LocalRun(spec, samples, lock))
+            record_sweep(top, [config for config, _, _ in configured])
+            os.makedirs(os.path.join(top, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
+            return run_local(runs, gpu_ids, command, container, log_dir=top)
+        finally:
+            for run in runs:
+                run.lock.release()
+
+
+@contextlib.contextmanager
+def locked_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace,
+                 check: Callable[[], object], gpu_ids: Sequence[str] = ()) -> Iterator[List[Configured]]:
+    """build_sweep, its top folder held by this submitter (as a plain run's folder is) until the block ends:
+    a second sweep into it (other configurations, the same logs/) is refused while the first runs. `check`
+    refuses the SLURM tasks of an earlier sweep recorded there, which outlive their submitter; it runs under
+    the lock, as two submitters may race. Taken before the configurations are checked where the folder
+    exists, so that a refused sweep makes no configuration folder; else once they made it."""
+    top = os.path.abspath(args.output_dir)
+    lock: Optional[RunLock] = None
+
+    def hold() -> RunLock:
+        held = RunLock(top)
+        held.acquire_exclusive()
+        try:
+            check()
+        except BaseException:
+            held.release()
+            raise
+        return held
+
     try:
-        for (_, spec, samples), check in zip(configured, checks):
-            # A sweep's configuration under way is not joined: the whole sweep waits for that run.
-            lock = prepare_output_dir(spec, samples, args.allow_settings_change, check=check,
-                                      adopt_existing=args.adopt_existing)
-            runs.append(LocalRun(spec, samples, lock))
-        record_sweep(top, [config for config, _, _ in configured])
-        os.makedirs(os.path.join(top, layout.LOGS_DIR), exist_ok=True)  # the workers' logs
-        return run_local(runs, gpu_ids, command, container, log_dir=top)
+        lock = hold() if os.path.isdir(top) else None
+        configured = build_sweep(parser, argv, args, gpu_ids)
+        lock = lock or hold()
+        yield configured
     finally:
-        for run in runs:
-            run.lock.release()
+        if lock:
+            lock.release()
 
 
 def join_local_run(spec: JobSpec, busy: OutputDirBusy) -> RunLock:

@@ -77,9 +77,21 @@ def check(cls: type, values: Dict[str, Any]) -> None:
         value = values.get(f.name)
         if value is None:
             continue
+        refuse_unless_utf8(f"--{f.name}", value)
         for problem in (c(value) for c in f.metadata["checks"]):
             if problem:
                 raise UsageError(f"--{f.name} {problem} (got {value})")
+
+
+def refuse_unless_utf8(flag: str, value: Any) -> None:
+    """A byte of argv that is not UTF-8 reaches Python as a lone surrogate (surrogateescape): no record,
+    log or PNG chunk could hold it, so it is refused here, before anything is written."""
+    try:
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{flag} is not valid UTF-8 text (got {ascii(value)}): give it in UTF-8") from None
 
 
 def recorded_names(cls: type) -> tuple:

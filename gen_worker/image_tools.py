@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from gen_worker.errors import EXIT_USAGE, T2IError
 from gen_worker.model_check import identify
+from gen_worker.model_source import ModelPathError, check_model_path
 from gen_worker.naming import GENEVAL_SAMPLES
 from gen_worker.output import layout, provenance
 from gen_worker.output.png_file import DamagedPng
@@ -64,13 +65,23 @@ def reproduce(image: str, output_dir: str, model_path: Optional[str], device: st
     found = read_image(image)
     block_samples = _block_samples(image, found)
     settings = {**recorded_defaults(), **found["settings"]}
-    model = model_path or settings.pop("model_path")
-    settings.pop("model_path", None)
+    recorded = settings.pop("model_path")
+    try:
+        model = check_model_path(model_path or recorded)
+    except ModelPathError as err:
+        if model_path:
+            raise ImageToolError(f"--model_path {model_path}: {err}") from None
+        raise ImageToolError(f"{image} was made with the model at {recorded}, which is not there now ({err}); "
+                             "if it moved, give its folder with --model_path") from None
     identity = identify(model)
-    if found["model"].get("fingerprint") and identity.get("fingerprint") != found["model"]["fingerprint"]:
-        raise ImageToolError(f"the model at {model} is not the one {image} was made with (fingerprint "
-                             f"{identity.get('fingerprint')}, the image says {found['model']['fingerprint']}); "
-                             "give that model with --model_path")
+    expected = found["model"].get("fingerprint")
+    if expected and not identity:
+        raise ImageToolError(f"{model} is not downloaded here, so it cannot be checked to be the model {image} "
+                             "was made with: download it first, or give its folder with --model_path")
+    if expected and identity["fingerprint"] != expected:
+        raise ImageToolError(f"the model at {model} is not the one {image} was made with (its content changed: "
+                             f"fingerprint {identity['fingerprint']}, the image says {expected}); give that model "
+                             "with --model_path")
     os.makedirs(output_dir, exist_ok=True)
     csv_path = os.path.join(output_dir, "reproduce_prompts.csv")
     with open(csv_path, "w", encoding="utf-8", newline="") as f:

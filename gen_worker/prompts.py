@@ -11,6 +11,7 @@ id and the prompt go to the manifest as extra columns (text as is, anything else
 import csv
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
@@ -90,6 +91,19 @@ def _read_delimited(path: str, delimiter: str) -> Records:
     return [name for name in header if name], records
 
 
+class _RepeatedKey(Exception):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json.loads would keep the last one silently)."""
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        keys = [k for k, _ in pairs]
+        raise _RepeatedKey(next(k for i, k in enumerate(keys) if k in keys[:i]))
+    return value
+
+
 def _read_jsonl(path: str) -> Records:
     columns: dict[str, None] = {}  # in order of first appearance
     records = []
@@ -98,14 +112,39 @@ def _read_jsonl(path: str) -> Records:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                # NaN and Infinity are no JSON (Python's reader takes them): null, as JSON writers have it
+                value = json.loads(line, object_pairs_hook=_object, parse_constant=lambda _: None)
+            except _RepeatedKey as key:
+                raise PromptsError(f"{path}: line {number} gives the key {key.args[0]!r} twice") from None
             except ValueError as err:
                 raise PromptsError(f"{path}: line {number} is not valid JSON ({err})") from None
             if not isinstance(value, dict):
                 raise PromptsError(f"{path}: line {number} is not a JSON object")
+            if "\\u" in line:  # only a JSON escape can make half a surrogate pair
+                _check_unicode(value, path, f"line {number}")
             columns.update(dict.fromkeys(value))
             records.append((f"line {number}", value))
     return list(columns), records
+
+
+def _check_unicode(value: Any, path: str, where: str) -> None:
+    """Half a surrogate pair ("\\ud800") is no character: no file, manifest or PNG chunk can hold it."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise PromptsError(f"{path}: {where} holds a lone surrogate ({err.object[err.start:err.end]!r}), which is "
+                           "not text: write the whole pair (e.g. \\ud83d\\ude00) or the character itself") from None
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a Parquet float column's missing values) as None: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 def _read_parquet(path: str) -> Records:
@@ -115,14 +154,14 @@ def _read_parquet(path: str) -> Records:
         table = pyarrow.parquet.read_table(path)
     except (pyarrow.ArrowException, OSError) as err:
         raise PromptsError(f"{path}: not a readable Parquet file ({one_line(err)[:200]})") from None
-    return list(table.column_names), [(f"row {i}", r) for i, r in enumerate(table.to_pylist())]
+    return list(table.column_names), [(f"row {i}", _finite(r)) for i, r in enumerate(table.to_pylist())]
 
 
 def _as_text(value: Any) -> str:
     """A cell as manifest text: text as is, nothing as empty, anything else JSON (nested values too)."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
 
 
 def _id_text(value: Any, path: str, where: str, column: str) -> str:
@@ -213,7 +252,7 @@ def load_samples(path: str, seed_start: int, num_samples: int | None = None, id_
             raise PromptsError(
                 f"{path}: image ids {other!r} and {image_id!r} map to the same file name stem {stem!r}")
         extra = tuple(_extra_columns(fields, (id_col, prompt_col)))
-        metadata = json.dumps(fields, ensure_ascii=False, default=str)
+        metadata = json.dumps(fields, ensure_ascii=False, default=str, allow_nan=False)
         for k in range(per_row):
             index = row * per_row + k
             if index < num_samples:

@@ -1,4 +1,4 @@
-"""--sweep NAME=V1,V2,...: one submission runs every combination of the values given.
+"""--sweep NAME=V1,V2,... or NAME=["V1", "V2"]: one submission runs every combination of the values given.
 
 Each configuration is an ordinary run in its own subfolder of --output_dir, named by its values
 (output/sweep_record.py), with the same prompts and seeds as every other one: a configuration's
@@ -9,11 +9,12 @@ command line with `--NAME V` appended), so a swept value gets the type, choices 
 import argparse
 import dataclasses
 import itertools
-from typing import Any, Dict, List, Sequence
+import json
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from gen_worker import flags
 from gen_worker.errors import UsageError
-from gen_worker.output.sweep_record import configuration_name, read_sweep_record, write_sweep_record
+from gen_worker.output.sweep_record import SweepRecord, configuration_name, read_sweep_record, write_sweep_record
 from gen_worker.spec import JobSpec
 
 # Settings that decide what the images look like (recorded with each folder) may be swept.
@@ -27,7 +28,7 @@ class Configuration:
 
 
 def parse_axes(texts: Sequence[str]) -> Dict[str, List[str]]:
-    """["guidance_scale=1.5,3", "num_inference_steps=20,50"] -> {setting: [values]}, in the order given."""
+    """["guidance_scale=1.5,3", 'negative_prompt=["a, b", "c"]'] -> {setting: [values]}, in the order given."""
     axes: Dict[str, List[str]] = {}
     for text in texts:
         name, sep, values_text = text.partition("=")
@@ -39,14 +40,37 @@ def parse_axes(texts: Sequence[str]) -> Dict[str, List[str]]:
                              f"(those recorded with the folder: {', '.join(SWEEPABLE)})")
         if name in axes:
             raise UsageError(f"--sweep names {name} twice: give all its values once, e.g. --sweep {name}=A,B")
-        values = [v.strip() for v in values_text.split(",")]
+        values = _json_values(text, values_text) if values_text.lstrip().startswith("[") else \
+            _comma_values(text, name, values_text)
         if not values or any(not v for v in values):
             raise UsageError(f"--sweep {text}: an empty value (values are separated by commas)")
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
-            raise UsageError(f"--sweep {text}: {', '.join(repeated)} given twice")
+            raise UsageError(f"--sweep {text}: {', '.join(map(repr, repeated))} given twice")
         axes[name] = values
     return axes
+
+
+def _json_values(text: str, values_text: str) -> List[str]:
+    """A JSON list, each item as is; a number keeps the text it is written with (its flag reads it, as in
+    the comma form)."""
+    try:
+        values = json.loads(values_text, parse_int=str, parse_float=str, parse_constant=str)
+    except ValueError as err:
+        raise UsageError(f"--sweep {text}: not a JSON list ({err})") from None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise UsageError(f"--sweep {text}: a JSON list holds strings and numbers only, e.g. [\"a, b\", \"c\"]")
+    return values
+
+
+def _comma_values(text: str, name: str, values_text: str) -> List[str]:
+    """V1,V2,...: values taken exactly as written, so spaces around one are refused rather than guessed at."""
+    values = values_text.split(",")
+    padded = [v for v in values if v != v.strip()]
+    if padded:
+        raise UsageError(f"--sweep {text}: {padded[0]!r} has spaces around it; write {name}=A,B without spaces, "
+                         f"or give values with commas or spaces as a JSON list: --sweep '{name}=[\"a, b\", \"c\"]'")
+    return values
 
 
 def configurations(axes: Dict[str, List[str]]) -> List[Configuration]:
@@ -61,6 +85,45 @@ def configurations(axes: Dict[str, List[str]]) -> List[Configuration]:
                              f"{c.name}; give values that differ in more than punctuation or a path's folder")
         seen[c.name] = c
     return configs
+
+
+FlagReader = Callable[[str, str], Any]  # (setting, value as given) -> the value its flag reads
+
+
+def flag_reader(parser: argparse.ArgumentParser, argv: Sequence[str]) -> FlagReader:
+    """What `--NAME=VALUE` gives on this command line: the value after its flag's own type and choices."""
+    return lambda name, text: getattr(parser.parse_args([*argv, f"--{name}={text}"]), name)
+
+
+def check_distinct(axes: Dict[str, List[str]], read: FlagReader) -> None:
+    """Values that their flag reads as one (7.5, 7.50, 7.5e0) would be identical configurations."""
+    for name, values in axes.items():
+        same: Dict[Any, List[str]] = {}
+        for text in values:
+            same.setdefault(read(name, text), []).append(text)
+        for value, texts in same.items():
+            if len(texts) > 1:
+                listed = f"{', '.join(texts[:-1])} and {texts[-1]}"
+                raise UsageError(f"--sweep {name}: {listed} are one value to --{name} ({value}): give it once")
+
+
+def keep_recorded(configs: Sequence[Configuration], record: Optional[SweepRecord],
+                  read: FlagReader) -> List[Configuration]:
+    """A rerun's configuration that its flags read as a recorded one (1.50 for the recorded 1.5, either
+    form) is that one: its name (folder) and values as first given."""
+    if record is None:
+        return list(configs)
+
+    def key(overrides: Dict[str, str]) -> FrozenSet[Tuple[str, Any]]:
+        return frozenset((name, read(name, text)) for name, text in overrides.items())
+
+    settings = set(configs[0].overrides) if configs else set()
+    recorded = {key(c.overrides): c for c in record.configurations if set(c.overrides) == settings}
+    kept = []
+    for config in configs:
+        old = recorded.get(key(config.overrides))
+        kept.append(Configuration(old.name, dict(old.overrides)) if old else config)
+    return kept
 
 
 def check_not_given(args: argparse.Namespace, axes: Dict[str, List[str]]) -> None:

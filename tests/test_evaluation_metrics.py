@@ -383,3 +383,34 @@ def test_several_images_per_prompt_each_scored_against_its_prompt(assets, tmp_pa
     expected = _direct_clip_score(assets["clip"], paths, [prompts[row] for _, row, _ in samples])
     assert result["clip_score"] == pytest.approx(expected, abs=1e-3)
     assert result["protocol"]["clip"]["prompts"] == 3  # distinct prompts
+
+
+def _folder_with_manifest(assets, folder, present):
+    """A folder whose manifest lists 8 samples, of which only the first `present` images are there."""
+    ids, seeds = assets["ids"][:8], assets["seeds"][:8]
+    write_generated(str(folder), assets["base"][:present], ids[:present], seeds[:present])
+    with open(folder / "manifest.csv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "image_id", "seed", "file_name", "prompt"])
+        writer.writerows([(i, ids[i], seeds[i], f"{ids[i]}_seed{seeds[i]}.png", assets["prompts"][i]) for i in range(8)])
+    return str(folder)
+
+
+def test_a_folder_with_missing_images_is_refused_unless_allowed(assets, tmp_path):
+    gen = _folder_with_manifest(assets, tmp_path / "gen", 6)
+    out = tmp_path / "m.json"
+    args = ["--generated", gen, "--reference_dir", assets["ref"], "--inception_weights", assets["inception"],
+            "--no_clip", "--out", str(out), "--device", "cpu", "--num_workers", "0"]
+    with pytest.raises(EvaluationError, match=r"gen: 2 of the 8 images its manifest lists are missing .*"
+                                              r"1006_seed48.png.*--allow_incomplete") as err:
+        metrics.main(args)
+    assert "\n" not in str(err.value) and not out.exists()
+    assert metrics.main([*args, "--allow_incomplete"]) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["allow_incomplete"] is True
+    assert result["counts"]["generated_images"] == 6 and result["counts"]["missing_images"] == 2
+    assert any("2 of the 8 images" in w for w in result["warnings"])
+    complete = _folder_with_manifest(assets, tmp_path / "complete", 8)
+    assert metrics.main([*args[:1], complete, *args[2:]]) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["allow_incomplete"] is False and result["counts"]["missing_images"] == 0

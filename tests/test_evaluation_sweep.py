@@ -139,3 +139,20 @@ def test_a_configuration_that_cannot_be_scored_stops_before_any_work(sweep, tmp_
     with pytest.raises(EvaluationError, match=f"generated image folder not found: .*{NAMES[1]}"):
         metrics.main(["--generated", str(top), "--reference_dir", sweep["ref"], "--clip_model", sweep["clip"],
                       "--inception_weights", str(tmp_path / "not_there.pt"), "--out", str(tmp_path / "m.json")])
+
+
+def test_a_configuration_with_missing_images_is_refused_unless_allowed(sweep, tmp_path):
+    import shutil
+
+    from evaluation.errors import EvaluationError
+
+    top = tmp_path / "incomplete"
+    shutil.copytree(sweep["top"], top)
+    gone = sorted(n for n in os.listdir(top / NAMES[1]) if n.endswith(".png"))[0]
+    os.remove(top / NAMES[1] / gone)
+    with pytest.raises(EvaluationError, match=f"{NAMES[1]}: 1 of the {len(ROWS)} images its manifest lists are "
+                                              f"missing \\(first {gone}\\)"):
+        _metrics(sweep, str(top), tmp_path / "m.json")
+    result = _metrics(sweep, str(top), tmp_path / "m.json", "--allow_incomplete")
+    counts = {c["name"]: c["counts"]["missing_images"] for c in result["configurations"]}
+    assert counts == {name: int(name == NAMES[1]) for name in NAMES}

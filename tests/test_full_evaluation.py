@@ -97,19 +97,27 @@ def test_full_evaluation_on_slurm(tmp_path, tiny_sd, slurm_cluster):
     assert (out / "report" / "report.html").exists()
 
 
-def _submit_args(tmp_path, **extra):
-    """submit.py's command line as the script builds it, caught by a stand-in Python that records it and stops."""
-    log = tmp_path / "argv.txt"
+def _stand_in_calls(tmp_path, exit_code, **extra):
+    """Run the script with a stand-in Python that records each command line it gets and exits with exit_code;
+    returns (the script's result, [each call's arguments])."""
+    log = tmp_path / "calls.txt"
+    log.unlink(missing_ok=True)
     fake = tmp_path / "python"
-    fake.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > {log}\nexit 2\n')
+    fake.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" "" >> {log}\nexit {exit_code}\n')
     fake.chmod(0o755)
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("image_id,prompt\n1,a cat\n")
     env = dict(os.environ, PYTHON=str(fake), MODEL_PATH="m", OUTPUT_DIR=str(tmp_path / "eval"), SKIP_FID="true",
                SKIP_CLIP="true", PROMPTS_CSV=str(prompts), **extra)
     result = _run(env)
+    return result, [call.splitlines() for call in log.read_text().split("\n\n") if call.strip()]
+
+
+def _submit_args(tmp_path, **extra):
+    """submit.py's command line as the script builds it (the stand-in stops the script there)."""
+    result, calls = _stand_in_calls(tmp_path, 2, **extra)
     assert result.returncode == 2 and "generation did not finish" in result.stderr
-    return log.read_text().splitlines()
+    return calls[0]
 
 
 def test_sweep_and_images_per_prompt_reach_submit_py_only_when_set(tmp_path):
@@ -121,6 +129,14 @@ def test_sweep_and_images_per_prompt_reach_submit_py_only_when_set(tmp_path):
     assert ("--images_per_prompt", "4") in pairs
     plain = _submit_args(tmp_path)
     assert "--sweep" not in plain and "--images_per_prompt" not in plain and "--model_path" in plain
+
+
+@pytest.mark.parametrize("allow", ["true", "false"])
+def test_allow_incomplete_reaches_the_metrics_too(tmp_path, allow):
+    result, calls = _stand_in_calls(tmp_path, 0, ALLOW_INCOMPLETE=allow)
+    assert result.returncode == 0, result.stderr
+    metrics_args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
+    assert ("--allow_incomplete" in metrics_args) == (allow == "true")
 
 
 def test_missing_settings_are_refused_before_any_work(tmp_path):

@@ -118,6 +118,32 @@ def test_every_image_says_what_made_it(tmp_path, sd_pipe, tiny_sd):
     assert set(found["versions"]) == {"torch", "diffusers", "transformers", "t2i-batch spec"}
 
 
+def test_reproduce_says_when_the_model_folder_is_gone_or_another(tmp_path, tiny_sd, sd_pipe, capsys):
+    from conftest import run_worker_in_process
+    from gen_worker.image_tools import main
+    model = str(tmp_path / "model")
+    shutil.copytree(tiny_sd, model)
+    out, _ = run_worker_in_process(tmp_path, "out", sd_pipe, model, rows=PROMPTS[:1])
+    image = os.path.join(out, "000001_seed42.png")
+    again = ["reproduce", image, "--output_dir", str(tmp_path / "again"), "--device", "cpu"]
+    shutil.rmtree(model)
+    assert main(again) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{image} was made with the model at {model}, which is not there" in err[0], err
+    assert "--model_path" in err[0] and "None" not in err[0]
+    assert main([*again, "--model_path", str(tmp_path / "elsewhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --model_path {tmp_path / 'elsewhere'}: model folder not found: {tmp_path / 'elsewhere'}"]
+    other = str(tmp_path / "other")
+    shutil.copytree(tiny_sd, other)
+    with open(os.path.join(other, "model_index.json"), "a") as f:
+        f.write(" ")  # other content: another model
+    assert main([*again, "--model_path", other]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the model at {other} is not the one {image} was made with" in err[0], err
+    assert not os.path.exists(tmp_path / "again")  # nothing made or written
+
+
 @pytest.mark.e2e
 def test_show_and_reproduce_an_image(tmp_path, tiny_sd):
     csv = write_prompts(tmp_path / "p.csv", PROMPTS[:5])

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import write_prompts
 from gen_worker.output import layout
-from gen_worker.output.atomic_files import create_once
+from gen_worker.output.atomic_files import create_once, replace_json
 from gen_worker.worker.png import save_png_once
 from gen_worker.prompts import load_samples
 from gen_worker.output.lock import OutputDirBusy, RunLock
@@ -44,6 +44,16 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         create_once(str(tmp_path / "a.png"), broken)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")])
+def test_a_record_is_never_written_with_a_number_json_has_not(tmp_path, number):
+    # NaN/Infinity are no JSON (jq, JavaScript and GenEval's reader refuse the file): a bug to see, not a record
+    path = str(tmp_path / "r.json")
+    replace_json(path, {"ok": 1})
+    with pytest.raises(ValueError):
+        replace_json(path, {"scores": [1.0, number]})
+    assert json.load(open(path)) == {"ok": 1} and os.listdir(tmp_path) == ["r.json"]
 
 
 def test_settings_change_is_refused_unless_allowed(tmp_path):

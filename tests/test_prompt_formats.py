@@ -95,6 +95,13 @@ def test_the_format_comes_from_the_extension_or_the_flag(tmp_path):
     ("p.tsv", "id\tprompt\n1\n", r"line 2 has no 'prompt' value"),
     ("p.csv", "prompt,id,prompt\na,1,b\n", r"column 'prompt' appears more than once"),
     ("p.parquet", "not parquet at all", r"not a readable Parquet file"),
+    # a JSON escape of half a surrogate pair is no character: no text file or PNG chunk can hold it
+    ("p.jsonl", '{"prompt": "a"}\n{"prompt": "caf\\ud800"}\n', r"line 2 holds a lone surrogate \('\\ud800'\)"),
+    ("p.jsonl", '{"id": "\\udfff", "prompt": "a"}\n', r"line 1 holds a lone surrogate"),
+    ("p.jsonl", '{"prompt": "a", "tag": ["x", "\\ud83d"]}\n', r"line 1 holds a lone surrogate"),
+    ("p.jsonl", '{"prompt": "a", "\\ud800": 1}\n', r"line 1 holds a lone surrogate"),
+    ("p.jsonl", '{"prompt": "a"}\n{"prompt": "b", "tag": 1, "prompt": "c"}\n', r"line 2 gives the key 'prompt' twice"),
+    ("p.jsonl", '{"prompt": "a", "include": [{"count": 1, "count": 2}]}\n', r"line 1 gives the key 'count' twice"),
 ])
 def test_bad_prompt_files_are_refused_in_one_line(tmp_path, name, content, message):
     path = tmp_path / name
@@ -117,6 +124,51 @@ def test_bad_parquet_cells_and_missing_files(tmp_path):
     (tmp_path / "latin1.jsonl").write_bytes('{"prompt": "caf\xe9"}\n'.encode("latin-1"))
     with pytest.raises(PromptsError, match="not valid UTF-8"):
         load_samples(str(tmp_path / "latin1.jsonl"), 0)
+
+
+def test_a_surrogate_pair_is_one_character(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a \\ud83d\\ude00"}\n', encoding="utf-8")
+    assert load_samples(str(path), 0)[0].prompt == "a \U0001F600"
+
+
+def _invalid_utf8_parquet(path):
+    # pyarrow refuses to make such a column from Python; its buffers can hold any bytes
+    offsets = pyarrow.py_buffer(b"\0\0\0\0\4\0\0\0")
+    column = pyarrow.Array.from_buffers(pyarrow.string(), 1, [None, offsets, pyarrow.py_buffer(b"caf\xe9")])
+    pyarrow.parquet.write_table(pyarrow.table({"prompt": column}), str(path))
+
+
+@pytest.mark.parametrize("name", ["p.csv", "p.tsv", "p.jsonl", "p.parquet"])
+def test_invalid_utf8_is_refused_in_every_format(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        _invalid_utf8_parquet(path)
+    else:
+        path.write_bytes({"p.csv": b"prompt\ncaf\xe9\n", "p.tsv": b"id\tprompt\n1\tcaf\xe9\n",
+                          "p.jsonl": b'{"prompt": "caf\xe9"}\n'}[name])
+    with pytest.raises(PromptsError, match="not valid UTF-8") as err:
+        load_samples(str(path), 0)
+    assert "\n" not in str(err.value)
+
+
+def _strict_json(text):
+    return json.loads(text, parse_constant=lambda constant: pytest.fail(f"{constant} is not JSON: {text}"))
+
+
+def test_nan_and_infinity_in_other_columns_are_written_as_json_null(tmp_path):
+    parquet = _parquet(tmp_path / "p.parquet", {"prompt": ["a", "b"], "score": [float("nan"), 1.5],
+                                                "scores": [[float("inf"), 1.0], [2.0]]})
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "a", "score": NaN, "scores": [Infinity, 1.0]}\n{"prompt": "b", "score": 1.5, '
+                     '"scores": [2.0]}\n', encoding="utf-8")
+    for path in (parquet, str(jsonl)):
+        samples = load_samples(path, 0)
+        # GenEval's metadata.jsonl is each sample's metadata line: JSON, as its reader expects
+        assert [_strict_json(s.metadata) for s in samples] == [
+            {"prompt": "a", "score": None, "scores": [None, 1.0]}, {"prompt": "b", "score": 1.5, "scores": [2.0]}]
+        assert [dict(s.extra) for s in samples] == [{"score": "", "scores": "[null, 1.0]"},
+                                                    {"score": "1.5", "scores": "[2.0]"}]
 
 
 def test_the_fingerprint_covers_the_fields_kept_in_the_manifest(tmp_path):

@@ -67,3 +67,45 @@ def test_a_pickled_spec_from_before_versions_is_refused(tmp_path):
     del spec.__dict__["spec_version"]
     with pytest.raises(SpecVersionError, match="spec version none"):
         run_worker(spec, 0, 1)
+
+
+def _text_flags():
+    """Every flag whose value is text, free (no choices): each must refuse what cannot be written as UTF-8."""
+    import typing
+    from gen_worker.container.runtime import ContainerOptions
+    from gen_worker.slurm.options import SlurmOptions
+    for cls in (JobSpec, SlurmOptions, ContainerOptions):
+        hints = typing.get_type_hints(cls)
+        for f in flag_fields(cls):
+            if str in (hints[f.name], *typing.get_args(hints[f.name])) and not f.metadata["choices"]:
+                yield cls.__name__, f.name
+
+
+@pytest.mark.parametrize("options, name", list(_text_flags()))
+def test_text_that_is_not_utf8_is_refused_in_one_line_before_anything_is_written(tmp_path, tiny_sd, capfd, monkeypatch,
+                                                                                 options, name):
+    import signal
+    from gen_worker.cli import main
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # main's SIGTERM handler: not for pytest
+    csv = write_prompts(tmp_path / "p.csv", [("1", "a cat")])
+    before = sorted(os.listdir(tmp_path))
+    # a byte that is not UTF-8 in argv reaches Python as a lone surrogate (surrogateescape); a path in
+    # tmp_path, so that a flag taking a path that accepted it would write nothing outside
+    bad = os.fsdecode(os.fsencode(str(tmp_path)) + b"/low quality \xff")
+    mode = ["--cluster", "slurm"] if options == "SlurmOptions" else ["--gpu_ids", "0"]
+    container = ["--container", "image.sif"] if options == "ContainerOptions" and name != "container" else []
+    argv = [*mode, "--prompts_csv", csv, "--output_dir", str(tmp_path / "out"), "--model_path", tiny_sd,
+            "--device", "cpu", *container, f"--{name}", bad]
+    assert main(argv) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --{name} is not valid UTF-8 text"), err
+    if options != "ContainerOptions":  # checked before the output folder is made
+        assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_gpu_id_that_is_not_utf8_is_refused(capfd):
+    from gen_worker.cli import build_parser, local_gpu_ids
+    args = build_parser().parse_args(["--prompts_csv", "p", "--output_dir", "o", "--model_path", "m",
+                                      "--device", "cpu", "--gpu_ids", "0", os.fsdecode(b"1\xff")])
+    with pytest.raises(UsageError, match="--gpu_ids is not valid UTF-8 text"):
+        local_gpu_ids(args)

@@ -9,7 +9,7 @@ from gen_worker.sweep import Configuration, check_not_given, configurations, par
 
 
 def test_axes_keep_the_order_given_and_the_values_as_written():
-    axes = parse_axes(["guidance_scale=1.5, 3,5", "--num_inference_steps=2,4"])
+    axes = parse_axes(["guidance_scale=1.5,3,5", "--num_inference_steps=2,4"])
     assert axes == {"guidance_scale": ["1.5", "3", "5"], "num_inference_steps": ["2", "4"]}
 
 
@@ -21,12 +21,30 @@ def test_axes_keep_the_order_given_and_the_values_as_written():
     ("no_such=1", "not a setting that can be swept"),
     ("guidance_scale=1,,2", "empty value"),
     ("guidance_scale=", "empty value"),
-    ("guidance_scale=1,2,1", "1 given twice"),
+    ("guidance_scale=1,2,1", "'1' given twice"),
+    ("negative_prompt=blurry, low quality", "' low quality' has spaces around it.*JSON list"),
+    ("guidance_scale=1.5, 3", "' 3' has spaces around it"),
+    ("negative_prompt=ugly ", "'ugly ' has spaces around it"),
+    ('negative_prompt=["a", ', "not a JSON list"),
+    ("guidance_scale=[1.5, 3] x", "not a JSON list"),
+    ("guidance_scale=[]", "empty value"),
+    ('negative_prompt=["a", ""]', "empty value"),
+    ("guidance_scale=[true]", "strings and numbers"),
+    ('negative_prompt=[["a"]]', "strings and numbers"),
+    ('negative_prompt=["a, b", "a, b"]', "'a, b' given twice"),
 ])
 def test_bad_axes_are_refused_in_one_line(text, words):
     with pytest.raises(UsageError, match=words) as err:
         parse_axes([text])
     assert "\n" not in str(err.value)
+
+
+def test_a_json_list_gives_its_values_verbatim():
+    # commas and spaces inside a value are kept; numbers keep the text they were written with
+    assert parse_axes(['negative_prompt=["blurry, low quality", "ugly"]']) == {
+        "negative_prompt": ["blurry, low quality", "ugly"]}
+    assert parse_axes(["guidance_scale=[1.5, 3]"]) == {"guidance_scale": ["1.5", "3"]}
+    assert parse_axes(['model_path=["/models/a,b", " spaced "]']) == {"model_path": ["/models/a,b", " spaced "]}
 
 
 def test_a_setting_swept_twice_is_refused():
@@ -95,6 +113,75 @@ def test_a_value_that_fails_its_flag_check_names_the_configuration(tmp_path, tin
         build_sweep(parser, argv, args)
 
 
+def _sweep_argv(tmp_path, tiny_sd, prompts_csv, *sweep):
+    return ["--prompts_csv", prompts_csv, "--output_dir", str(tmp_path / "sweep"), "--model_path", tiny_sd,
+            "--device", "cpu", "--dtype", "fp32", *[a for axis in sweep for a in ("--sweep", axis)]]
+
+
+def test_json_values_reach_each_configuration_verbatim(tmp_path, tiny_sd, prompts_csv):
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, 'negative_prompt=["blurry, low quality", "ugly"]',
+                       "guidance_scale=[1.5, 3]")
+    parser, args = _args(argv)
+    runs = build_sweep(parser, argv, args)
+    assert [(s.negative_prompt, s.guidance_scale) for _, s, _ in runs] == [
+        ("blurry, low quality", 1.5), ("blurry, low quality", 3.0), ("ugly", 1.5), ("ugly", 3.0)]
+    assert len({c.name for c, _, _ in runs}) == 4
+
+
+@pytest.mark.parametrize("axis, words", [
+    ("guidance_scale=7.5,7.50,7.5e0", "7.5, 7.50 and 7.5e0 are one value to --guidance_scale"),
+    ("guidance_scale=[7.5, 7.50]", "7.5 and 7.50 are one value"),
+    ("num_inference_steps=4,04", "4 and 04 are one value"),
+])
+def test_values_equal_once_read_by_their_flag_are_refused(tmp_path, tiny_sd, prompts_csv, axis, words):
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, axis)
+    parser, args = _args(argv)
+    with pytest.raises(UsageError, match=words) as err:
+        build_sweep(parser, argv, args)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "sweep").exists()  # refused before any folder is made
+
+
+@pytest.mark.parametrize("axis, words", [
+    ('layout=["flat", "grid"]', "invalid choice: 'grid'"),
+    ('guidance_scale=["1.5", "much"]', "invalid float value: 'much'"),
+])
+def test_json_values_go_through_their_flags_type_and_choices(tmp_path, tiny_sd, prompts_csv, capsys, axis, words):
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, axis)
+    parser, args = _args(argv)
+    with pytest.raises(SystemExit):
+        build_sweep(parser, argv, args)
+    assert words in capsys.readouterr().err
+
+
+def test_json_values_go_through_their_flags_checks(tmp_path, tiny_sd, prompts_csv):
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, "num_inference_steps=[2, 0]")
+    parser, args = _args(argv)
+    with pytest.raises(UsageError, match="configuration num_inference_steps-0: --num_inference_steps must be at"):
+        build_sweep(parser, argv, args)
+
+
+@pytest.mark.parametrize("first, again", [
+    ("guidance_scale=1.5,3", "guidance_scale=[1.50, 3.0, 5]"),
+    ("guidance_scale=[1.5, 3]", "guidance_scale=1.5,3e0,5"),
+])
+def test_a_rerun_in_either_form_finds_the_recorded_configurations(tmp_path, tiny_sd, prompts_csv, first, again):
+    from gen_worker.output.sweep_record import read_sweep_record
+    from gen_worker.sweep import record_sweep
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, first)
+    parser, args = _args(argv)
+    record_sweep(str(tmp_path / "sweep"), [c for c, _, _ in build_sweep(parser, argv, args)])
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, again)
+    parser, args = _args(argv)
+    runs = build_sweep(parser, argv, args)
+    # the values already recorded keep their folders (and their text), the new one gets its own
+    assert [c.name for c, _, _ in runs] == ["guidance_scale-1.5", "guidance_scale-3", "guidance_scale-5"]
+    assert [s.output_dir for _, s, _ in runs] == [str(tmp_path / "sweep" / c.name) for c, _, _ in runs]
+    record_sweep(str(tmp_path / "sweep"), [c for c, _, _ in runs])
+    record = read_sweep_record(str(tmp_path / "sweep"))
+    assert record.axes == {"guidance_scale": ["1.5", "3", "5"]}
+
+
 def test_a_sweep_and_a_plain_run_never_share_a_folder(tmp_path, tiny_sd, prompts_csv):
     top = tmp_path / "top"
     top.mkdir()
@@ -109,6 +196,70 @@ def test_a_sweep_and_a_plain_run_never_share_a_folder(tmp_path, tiny_sd, prompts
     (other / "sweep.json").write_text("{}")
     with pytest.raises(UsageError, match="holds a sweep"):
         build_spec(build_parser().parse_args(argv[:6] + ["--output_dir", str(other), "--device", "cpu"]))
+
+
+def _main(monkeypatch, argv):
+    import signal
+    from gen_worker.cli import main
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # main's SIGTERM handler: not for pytest
+    return main(argv)
+
+
+def test_a_local_sweep_holds_its_top_folder_and_a_second_one_is_refused(tmp_path, tiny_sd, prompts_csv, capfd,
+                                                                        monkeypatch):
+    import gen_worker.local
+    from gen_worker.output.lock import OutputDirBusy, RunLock
+    top = str(tmp_path / "sweep")
+    argv = [*_sweep_argv(tmp_path, tiny_sd, prompts_csv, "guidance_scale=1.5,3"), "--gpu_ids", "0"]
+    held = []
+
+    def first_sweep_running(runs, *args, **kwargs):
+        # while its workers run, a second sweep into the same top folder (other values: other configuration
+        # folders, the same logs/) is refused in one line, writing nothing
+        second = [*argv[:-4], "--sweep", "guidance_scale=5", "--gpu_ids", "0"]
+        held.append(_main(monkeypatch, second))
+        with pytest.raises(OutputDirBusy):
+            RunLock(top).acquire_exclusive()
+        return 0
+
+    monkeypatch.setattr(gen_worker.local, "run_local", first_sweep_running)
+    assert _main(monkeypatch, argv) == 0
+    err = capfd.readouterr().err.strip().splitlines()
+    assert held == [2] and len(err) == 1 and err[0].startswith(f"error: {top} is in use by another run"), err
+    assert not os.path.exists(os.path.join(top, "guidance_scale-5"))
+    RunLock(top).acquire_exclusive()  # released once the sweep ends
+
+
+def test_a_slurm_sweep_is_refused_while_an_earlier_sweeps_tasks_run_there(tmp_path, tiny_sd, prompts_csv, capfd,
+                                                                          monkeypatch):
+    import gen_worker.slurm.record
+    import gen_worker.slurm.submit
+    from gen_worker.output.lock import OutputDirBusy, RunLock
+    from gen_worker.slurm.record import add_submission
+    top = str(tmp_path / "sweep")
+    argv = ["--cluster", "slurm", "--gpus", "1", *_sweep_argv(tmp_path, tiny_sd, prompts_csv, "guidance_scale=1.5")]
+    submitted = []
+
+    def submit(*args, **kwargs):  # the submitter holds the top folder until its tasks are recorded
+        with pytest.raises(OutputDirBusy):
+            RunLock(top).acquire_exclusive()
+        submitted.append(args)
+        return 0
+
+    monkeypatch.setattr(gen_worker.slurm.submit, "submit_to_slurm", submit)
+    assert _main(monkeypatch, argv) == 0 and len(submitted) == 1
+    # what the submission records in the top folder: its tasks outlive the submitter
+    add_submission(top, {"tasks": [{"worker": 0, "slurm_id": "12_0", "job_id": "12"}], "job_ids": ["12"]})
+    monkeypatch.setattr(gen_worker.slurm.record, "queue_states", lambda ids: {i: "RUNNING" for i in ids})
+    other_values = [*argv[:-1], "guidance_scale=5"]
+    assert _main(monkeypatch, other_values) == 2 and len(submitted) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{top} has SLURM jobs still queued or running (job 12)" in err[0], err
+    local = [*other_values[4:], "--gpu_ids", "0"]  # a local sweep into it too
+    assert _main(monkeypatch, local) == 2
+    assert "has SLURM jobs still queued or running" in capfd.readouterr().err
+    monkeypatch.setattr(gen_worker.slurm.record, "queue_states", lambda ids: {})
+    assert _main(monkeypatch, other_values) == 0 and len(submitted) == 2  # once they have ended
 
 
 def _spec(tmp_path, name, model, rows, **changes):

@@ -2,6 +2,8 @@
 import json
 import os
 
+import re
+
 import pytest
 
 from gen_worker.output.sweep_record import (SWEEP_FILE, DamagedSweepRecord, SweepConfiguration, configuration_name,
@@ -16,12 +18,27 @@ def test_configuration_names_are_readable_stable_and_safe():
     assert configuration_name({"num_inference_steps": "20", "guidance_scale": "1.5"}).startswith("num_inference")
     assert configuration_name({"model_path": "/models/sd-1.5/"}) == "model_path-sd-1.5"
     assert configuration_name({"model_path": "stabilityai/sdxl-turbo"}) == "model_path-sdxl-turbo"
-    assert configuration_name({"scheduler": "DPM++ 2M"}) == "scheduler-DPM___2M"
-    assert configuration_name({"prompt_suffix": "../../etc"}) == "prompt_suffix-etc"
+    assert re.fullmatch(r"scheduler-DPM___2M-[0-9a-f]{8}", configuration_name({"scheduler": "DPM++ 2M"}))
+    # only a *_path setting is a path: a negative prompt with a slash keeps all of it, in one folder name
+    assert re.fullmatch(r"negative_prompt-.._.._etc-[0-9a-f]{8}", configuration_name({"negative_prompt": "../../etc"}))
     long = configuration_name({"x": "v" * 400})
     assert len(long) == 200 and long != configuration_name({"x": "v" * 401})
     with pytest.raises(ValueError):
         configuration_name({})
+
+
+def test_values_that_differ_only_in_characters_a_folder_name_cannot_hold_get_distinct_names(tmp_path):
+    values = ["blurry, low quality", "blurry; low quality", "blurry low quality", "模糊", "丑陋", "a\"b\nc"]
+    names = [configuration_name({"negative_prompt": v}) for v in values]
+    assert len(set(names)) == len(values)
+    assert names[0].startswith("negative_prompt-blurry__low_quality-")
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in names)
+    # sweep.json keeps each value exactly as given
+    write_sweep_record(str(tmp_path), {"negative_prompt": values},
+                       [{"overrides": {"negative_prompt": v}} for v in values])
+    record = read_sweep_record(str(tmp_path))
+    assert [c.overrides["negative_prompt"] for c in record.configurations] == values
+    assert [c.folder for c in record.configurations] == names
 
 
 def test_write_then_read(tmp_path):

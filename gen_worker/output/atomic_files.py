@@ -43,7 +43,8 @@ def replace_file(path: str, data: bytes) -> None:
 
 
 def replace_json(path: str, obj: Any) -> None:
-    replace_file(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    # allow_nan=False: NaN or Infinity would make the file no JSON; a value that has one is a bug to see
+    replace_file(path, (json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"))
 
 
 def read_json_if_any(path: str) -> Any:

@@ -6,7 +6,15 @@ from typing import Any, Sequence
 
 from gen_worker.output import layout
 from gen_worker.output.atomic_files import read_json_if_any, replace_json
-from gen_worker.output.record import existing_images
+from gen_worker.output.record import existing_images, read_manifest
+
+
+def missing_images(output_dir: str) -> tuple[list[str], int]:
+    """The images the folder's manifest.csv lists that are not on disk (in manifest order), and how many it
+    lists (none without a manifest)."""
+    on_disk = existing_images(output_dir)
+    listed = [row["file_name"] for row in read_manifest(output_dir).values()]
+    return [name for name in listed if name not in on_disk], len(listed)
 
 
 def read_worker_summary(output_dir: str, worker_index: int) -> dict[str, Any] | None:

@@ -59,23 +59,31 @@ def configuration_name(overrides: Mapping[str, str]) -> str:
     """A stable, readable folder name for one configuration: ``setting-value`` parts joined by ``__``,
     in the order given (``guidance_scale-1.5__num_inference_steps-20``).
 
-    A value that is a path (a setting named ``*_path`` or a value with a ``/``, e.g. model_path) gives its
-    last component; every character outside ``[A-Za-z0-9._-]`` becomes ``_``. A name longer than 200
-    characters is cut and gets a short hash of the full one, so it stays unique.
+    A path (a setting named ``*_path``, e.g. model_path) gives its last component; every character outside
+    ``[A-Za-z0-9._-]`` becomes ``_``, and then a short hash of the value follows, so that values that differ
+    only there ("blurry, ugly" and "blurry; ugly", or two non-Latin prompts) keep distinct names. A name
+    longer than 200 characters is cut and gets a short hash of the full one, so it stays unique.
     """
     if not overrides:
         raise ValueError("a configuration needs at least one setting")
     parts = []
     for setting, value in overrides.items():
         value = str(value)
-        if setting.endswith("_path") or "/" in value:
+        if setting.endswith("_path"):
             value = os.path.basename(value.rstrip("/")) or value
-        parts.append(f"{setting}-{value}")
-    name = _UNSAFE.sub("_", "__".join(parts))
+        readable = _UNSAFE.sub("_", value)
+        if readable != value:
+            readable += "-" + _digest(value, 8)
+        parts.append(f"{setting}-{readable}")
+    name = "__".join(parts)
     if len(name) > _MAX_NAME:
-        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
-        name = f"{name[:_MAX_NAME - 11]}-{digest}"
+        name = f"{name[:_MAX_NAME - 11]}-{_digest(name, 10)}"
     return name
+
+
+def _digest(text: str, length: int) -> str:
+    # surrogatepass: a value is named before its flag's checks refuse text that is not valid UTF-8
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
 
 
 def _check_folder(folder: str) -> None:

@@ -40,6 +40,8 @@ def latest_submission(output_dir: str) -> dict[str, Any] | None:
     for joined in submissions[start + 1:]:
         run["tasks"] = run["tasks"] + joined["tasks"]
         run["job_ids"] = run["job_ids"] + [j for j in joined["job_ids"] if j not in run["job_ids"]]
+        # the run's tasks are those it asked for and those that joined it (else status says "2 of 1 tasks")
+        run["num_workers"] = run.get("num_workers", 0) + joined.get("num_workers", 0)
     return run
 
 

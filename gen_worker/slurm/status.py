@@ -24,7 +24,8 @@ from gen_worker.output.progress import read_progress
 from gen_worker.output.progress_bars import ProgressBars
 from gen_worker.output.record import existing_images, read_manifest
 from gen_worker.output.sweep_record import read_sweep_record
-from gen_worker.output.summary import exit_status, final_lines, read_worker_summary, write_run_summary
+from gen_worker.output.summary import exit_status, final_lines, missing_images, read_worker_summary, \
+    write_run_summary
 from gen_worker.sharding import worker_indices
 from gen_worker.slurm.commands import SlurmError, cancel, kill_wait_seconds, queue_states
 from gen_worker.slurm.record import latest_submission
@@ -344,8 +345,10 @@ def cancel_run(output_dir: str, workers: Sequence[int] | None = None) -> int:
         return 0
     if workers and _dynamic(submission):
         print("The run's other tasks take over the cancelled tasks' blocks once their leases expire.")
-    else:
-        print("Rerun the submit command to make what is missing.")
+        return 0
+    missing = sum(len(missing_images(folder)[0]) for folder in sweep_folders(output_dir) or [output_dir])
+    print(f"Rerun the submit command to make the {missing} image{'s' * (missing != 1)} still missing." if missing
+          else "Every image is there: nothing to rerun.")
     return 0
 
 
