@@ -5,7 +5,7 @@ the full content of each .safetensors file: a fine-tuned checkpoint copied over 
 the same names, shapes and header, so nothing less tells them apart. A weight file's hash is
 computed once and kept by (path, size, mtime, inode) in the user's cache
 (~/.cache/t2i-batch/weight_hashes.json), so reruns and workers take milliseconds; the first look
-at SD 1.5's 4 GB takes seconds (README, "Model identity"). No torch import. It also refuses what
+at SD 1.5's 4 GB takes seconds (docs/integrity.md, "Model identity"). No torch import. It also refuses what
 cannot load: an unknown pipeline or component class, a missing or truncated weight file, a
 sharded component missing a shard. The fingerprint goes into the folder's settings record and
 into every image: a rerun whose model content differs is refused, naming the component.

@@ -5,7 +5,7 @@ recorded with the output folder (it decides what the images look like: a rerun w
 value is refused) and its checks. submit.py's flags are made from these fields (flags.py).
 The submitter builds the spec once; local workers read it from a JSON file, SLURM tasks get it
 pickled by submitit. The speed options are not recorded: like the device or the GPU model, they
-may change the last bits of a pixel, not what the image shows (README, "Speed").
+may change the last bits of a pixel, not what the image shows (docs/speed.md).
 """
 import ast
 import dataclasses
