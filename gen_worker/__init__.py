@@ -37,7 +37,9 @@ The map, grouped by where the code runs:
   In the output folder (used by the submitter, the workers and evaluation/ alike)
     output/           layout.py (every file name), atomic_files.py (write-then-link),
                       lock.py (one run per folder), record.py (settings + manifest, resume
-                      check, quarantine), provenance.py (what each PNG says it is),
+                      check, quarantine), verification_cache.py (which images were found right,
+                      against which manifest row and settings), provenance.py (what each PNG says
+                      it is, its pixels' hash),
                       png_file.py (PNG chunks; is a file whole), summary.py, progress.py,
                       progress_bars.py, sweep_record.py (sweep.json: a sweep's configurations),
                       claims.py (--schedule dynamic: the block queue, leases)
