@@ -8,7 +8,7 @@ For each tiny random-weight family (gen_worker.tiny_model) and dtype, on the dev
 - images: finite, not constant;
 - workers: the toolkit's worker loop (run_worker, in this process, on the same pipeline) as 1 worker and as
   2 workers one after the other: the PNG files byte-identical;
-- CFG truncation: the denoiser rows and images equal the plain references of tests/test_cfg_truncation.py.
+- CFG truncation: the denoiser rows and images equal the plain references of reference/cfg_truncation.py.
 Then --compile on the tiny SD model (--no_compile: not): no recompile with a partial last block and the
 truncation step, the images beside the eager ones (the "rows" column).
 With --sd15: the toolkit's worker loop against a plain diffusers loop at the same batch size (bench/common.py).
@@ -23,7 +23,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 try:
     import numpy as np
@@ -36,7 +35,7 @@ try:
     from gen_worker.worker.loop import run_worker
     from gen_worker.output import layout
     from gen_worker.worker.pipeline import apply_speed_options, load_pipeline
-    import test_cfg_truncation as cfg
+    from reference import cfg_truncation as cfg
 except ImportError as err:
     sys.exit(f"gpu_check: cannot import {err.name} ({err}): install the toolkit's dependencies "
              "(torch with CUDA, diffusers 0.42, transformers 5) and run from the repository")
@@ -75,18 +74,18 @@ def check_family(arch, dtype, device, size, steps, work):
         row["cfg truncation"] = "n/a (no CFG)"
         return row
     samples = cfg.SAMPLES
-    cut_maker = cfg._maker(pipe, arch, cfg_truncation_step=cfg.K)
-    rows, restore = cfg._rows_seen(pipe)
+    cut_maker = cfg.maker(pipe, arch, cfg_truncation_step=cfg.K)
+    rows, restore = cfg.rows_seen(pipe)
     try:
         cut = [np.asarray(i) for i in cut_maker.make(samples)]
     finally:
         restore()
-    reference_maker = cfg._maker(pipe, arch)
+    reference_maker = cfg.maker(pipe, arch)
     if arch in cfg.CALLBACK_REFERENCES:
         reference_maker.call_kwargs.update(cfg.CALLBACK_REFERENCES[arch])
         reference = [np.asarray(i) for i in reference_maker.make(samples)]
     else:
-        restore = cfg._forward_reference(pipe)
+        restore = cfg.forward_reference(pipe)
         try:
             reference = [np.asarray(i) for i in reference_maker.make(samples)]
         finally:

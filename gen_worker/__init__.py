@@ -18,6 +18,7 @@ The map, grouped by where the code runs:
     model_check.py    the model's identity (content fingerprint) and completeness, from its
                       files: configs and safetensors headers, no torch
     gpus.py           the visible GPUs
+    library_logs.py   library log lines a user cannot act on, filtered (transformers' torchvision notice)
     image_tools.py    submit.py show / reproduce: an image's provenance, the image made again
     tiny_model.py     tiny random-weight pipelines, offline (demo, tests): --arch sd, sdxl, sd3,
                       flux, pixart, sana, wan, wan22

@@ -38,9 +38,11 @@ def start_worker(spec_paths: str | Sequence[str], log_dir: str, worker_index: in
     log_dir/logs/; with a container, `name` is the container's (so that it can be removed)."""
     spec_paths = [spec_paths] if isinstance(spec_paths, str) else list(spec_paths)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=cuda_visible_devices, PYTHONUNBUFFERED="1")
-    where = ""
+    where, cwd = "", None
     if container is None:
-        python = [sys.executable]
+        # python -m puts the working folder first on sys.path: started elsewhere, a worker would import any
+        # other gen_worker found there (the submit folder of another checkout).
+        python, cwd = [sys.executable], PACKAGE_PARENT
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     else:  # the image's own Python environment: apptainer would pass these through
         python = container.prefix(cuda_visible_devices, name, label=log_dir)
@@ -60,7 +62,7 @@ def start_worker(spec_paths: str | Sequence[str], log_dir: str, worker_index: in
         return subprocess.Popen(
             [*python, "-m", "gen_worker.worker", *(arg for p in spec_paths for arg in ("--spec", p)),
              "--worker_index", str(worker_index), "--num_workers", str(num_workers)],
-            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent)
 
 

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Callable, Dict, Sequence
 
+from gen_worker.library_logs import quiet_library_noise
 from gen_worker.tiny_models.text import clip_tokenizer  # noqa: F401  (bench/gpu_sd15.py imports it here)
 
 FAMILIES = {
@@ -35,6 +36,9 @@ def _builders() -> Dict[str, Callable[[str], None]]:
 def build(folder: str, arch: str) -> None:
     if arch not in ARCHES:
         raise ValueError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHES)}")
+    quiet_library_noise()
+    from transformers.utils import logging as transformers_logging
+    transformers_logging.disable_progress_bar()  # "Writing model shards" per component: the line below says it
     _builders()[arch](folder)
 
 

@@ -3,7 +3,9 @@
 Resume checks content (whole PNG + provenance), not names; the model is known by its content;
 a model that cannot load completely is refused before any worker starts.
 """
+import glob
 import json
+import logging
 import os
 import shutil
 
@@ -241,6 +243,46 @@ def test_a_partial_checkpoint_is_refused_at_load_not_run_with_random_weights(mod
         load_pipeline(model_copy, "fp32", "cpu")
 
 
-def test_a_complete_model_loads_without_complaint(tiny_sd, tiny_wan):
-    for model in (tiny_sd, tiny_wan):
-        assert load_pipeline(model, "fp32", "cpu") is not None
+def _weights_not_from_files(pipe, folder):
+    """{component: [parameter or buffer names]} whose loaded tensor is not the one in the component's
+    .safetensors files (a tied weight, stored once under another name, counts as from the files)."""
+    import torch
+    found = {}
+    for name, module in pipe.components.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        saved = {}
+        for path in glob.glob(os.path.join(folder, name, "*.safetensors")):
+            saved.update(load_file(path))
+        state = module.state_dict(keep_vars=True)
+        from_files = {state[k].data_ptr() for k in saved if k in state}
+        wrong = [k for k, v in state.items()
+                 if (k in saved and not torch.equal(v.detach(), saved[k])) or (k not in saved and v.data_ptr() not in from_files)]
+        if wrong or not state:
+            found[name] = wrong or ["(no weights at all)"]
+    return found
+
+
+def test_a_complete_model_loads_without_complaint(tiny_sd, tiny_wan, caplog):
+    # diffusers and transformers log through their own handlers (no propagation): listen there too.
+    libraries = [logging.getLogger(name) for name in ("diffusers", "transformers")]
+    for logger in libraries:
+        logger.addHandler(caplog.handler)
+    try:
+        for model in (tiny_sd, tiny_wan):
+            caplog.clear()
+            pipe = load_pipeline(model, "fp32", "cpu")
+            assert _weights_not_from_files(pipe, model) == {}
+            complaints = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert complaints == [], complaints
+    finally:
+        for logger in libraries:
+            logger.removeHandler(caplog.handler)
+
+
+def test_the_completeness_check_of_the_test_sees_a_weight_not_from_the_files(tiny_sd):
+    import torch
+    pipe = load_pipeline(tiny_sd, "fp32", "cpu")
+    with torch.no_grad():
+        pipe.unet.conv_out.bias.add_(1)
+    assert _weights_not_from_files(pipe, tiny_sd) == {"unet": ["conv_out.bias"]}

@@ -160,11 +160,3 @@ def test_no_copy_of_the_map_in_the_documentation(path):
     named = [m for m in modules
              if re.search(r"(?<![\w.])" + re.escape(os.path.basename(m)) + r"(?!\w)", text)]
     assert len(named) < len(modules) / 4, f"{os.path.relpath(path, REPO)} names {len(named)} modules: {named}"
-
-
-def test_the_launchers_put_the_checkout_on_the_workers_path():
-    """Local workers and SLURM tasks import this checkout's gen_worker, not another one installed."""
-    from gen_worker import local
-    from gen_worker.slurm import submit
-    for module in (local, submit):
-        assert os.path.isfile(os.path.join(module.PACKAGE_PARENT, "gen_worker", "__init__.py")), module.__name__

@@ -2,6 +2,7 @@
 unanswerable squeue. Each ends with one line (and the right exit status). Ids 1 and 1.0: test_prompts.py."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -181,6 +182,22 @@ def test_cancel_says_when_the_tasks_will_have_stopped(tmp_path, monkeypatch, cap
 
 @pytest.mark.slurm
 def test_kill_wait_is_read_from_the_cluster(slurm_cluster):
+    """The value the running cluster's slurm.conf sets (slurm/start_cluster.sh writes KillWait=5)."""
     from gen_worker.slurm.commands import kill_wait_seconds
-    wait = kill_wait_seconds()
-    assert isinstance(wait, int) and wait >= 0
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    conf_file = re.search(r"^SLURM_CONF\s*=\s*(\S+)", config, re.M).group(1)
+    with open(conf_file, encoding="utf-8") as f:
+        configured = int(re.search(r"^KillWait=(\d+)", f.read(), re.M).group(1))
+    assert kill_wait_seconds() == configured
+
+
+@pytest.mark.parametrize("stdout, returncode, expected", [
+    ("JobAcctGatherType       = (null)\nKillWait                = 45 sec\nKillOnBadExit = 0\n", 0, 45),
+    ("JobAcctGatherType       = (null)\n", 0, None),  # not said: unknown, not 0
+    ("", 1, None),  # scontrol failed
+])
+def test_kill_wait_parsing(monkeypatch, stdout, returncode, expected):
+    from gen_worker.slurm import commands
+    monkeypatch.setattr(commands, "run_slurm",
+                        lambda command, **kw: subprocess.CompletedProcess(command, returncode, stdout, ""))
+    assert commands.kill_wait_seconds() == expected

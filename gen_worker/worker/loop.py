@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from gen_worker.library_logs import quiet_library_noise
 from gen_worker.model_check import changed_components, identify
 from gen_worker.output import layout, provenance
 from gen_worker.output.atomic_files import replace_json
@@ -269,6 +270,7 @@ class _PendingBlocks:
 
 def _import_diffusers() -> None:
     """Import diffusers' pipelines up front, so that their cost is reported apart from loading."""
+    quiet_library_noise()
     import diffusers
     diffusers.DiffusionPipeline  # noqa: B018 (diffusers imports lazily: this is the slow part)
 
