@@ -19,7 +19,7 @@ import torch
 from gen_worker.model_check import CFG_TRUNCATION
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec
-from gen_worker.worker.pipeline import ImageMaker, PipelineSetupError, denoisers, load_pipeline
+from gen_worker.worker.pipeline import ImageMaker, PipelineSetupError, denoisers
 
 SAMPLES = [Sample(0, "1", "a red bus", 42, "a.png"), Sample(1, "2", "two cats on a sofa", 43, "b.png")]
 STEPS, K = 3, 2
@@ -28,21 +28,6 @@ EXTRA = {"sd3": {"max_sequence_length": 16}, "pixart": {"max_sequence_length": 1
 # SDXL: negative micro-conditions unlike the positive ones, so that taking the wrong rows of add_time_ids shows.
 CALL_EXTRA: Dict[str, Dict[str, Any]] = {"sdxl": {"negative_original_size": (16, 16),
                                                   "negative_target_size": (16, 16)}}
-
-
-@pytest.fixture(scope="module")
-def pipes(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
-    from gen_worker.tiny_model import build
-    torch.set_num_threads(1)
-    loaded: Dict[str, Any] = {}
-
-    def get(arch: str) -> Any:
-        if arch not in loaded:
-            folder = str(tmp_path_factory.mktemp("models") / arch)
-            build(folder, arch)
-            loaded[arch] = load_pipeline(folder, "fp32", "cpu")
-        return loaded[arch]
-    return get
 
 
 def _maker(pipe: Any, arch: str, **changes: Any) -> ImageMaker:

@@ -304,7 +304,8 @@ def lease_lines(output_dir: str, labels: dict[Any, str]) -> list[str]:
         beat = lease["heartbeat_age"]
         seen = "no heartbeat file" if beat is None else f"heartbeat seen {beat:.0f} s ago"
         since = "" if lease["claimed_ago"] is None else f", claimed {lease['claimed_ago']:.0f} s ago"
-        lines.append(f"  block {lease['block']:<6} {labels.get(holder, holder)}: {seen}{since}")
+        who = labels.get(holder, holder) or "a claim naming no worker (expired)"
+        lines.append(f"  block {lease['block']:<6} {who}: {seen}{since}")
     return lines
 
 
