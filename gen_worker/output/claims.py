@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Collection, Iterator
+from typing import Collection, Iterator, Mapping, Sequence
 
 from gen_worker.output import layout
 from gen_worker.errors import T2IError
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # how often a worker with nothing to claim looks at the others' blocks
 RUN_FILE = "run.json"  # what the run's workers make: a joining submitter must make the same
+# Once every block is done, the workers still running get this long to end on their own before the
+# submitter stops them (a worker with nothing left ends within a second; one stuck in a GPU call never does).
+FINISH_GRACE_SECONDS = 5.0
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # what worker_id() makes; "." and ".." excepted
 
 
@@ -138,6 +141,28 @@ def done_blocks(output_dir: str) -> set[int]:
     except FileNotFoundError:
         return set()
     return {int(n[5:-5]) for n in names if n.startswith("block") and n.endswith(".done") and n[5:-5].isdigit()}
+
+
+def blocks_left(output_dir: str, file_names: Sequence[str], batch_size: int, on_disk: Collection[str]) -> set[int]:
+    """The blocks of a dynamic run not finished: neither marked done nor with every image in `on_disk`
+    (a block complete when the run started is skipped, never marked). Once a block is finished it stays so:
+    a caller that polls keeps the set and takes done_blocks() away from it."""
+    starts = range(0, len(file_names), batch_size)
+    left = {b for b, i in enumerate(starts) if not all(name in on_disk for name in file_names[i:i + batch_size])}
+    return left - done_blocks(output_dir)
+
+
+def every_block_done(left: Mapping[str, set[int]]) -> bool:
+    """left: {folder: its blocks_left()}; each set loses the blocks marked done since the last look."""
+    for folder, blocks in left.items():
+        if blocks:
+            blocks -= done_blocks(folder)
+    return not any(left.values())
+
+
+def stopped_late(how: str) -> str:
+    """What the submitter says of a worker it stopped once every block was done (stuck: its blocks were taken over)."""
+    return f"was still running {FINISH_GRACE_SECONDS:.0f} s after every block was done: {how}"
 
 
 def reserve_worker_indices(output_dir: str, count: int) -> list[int]:
