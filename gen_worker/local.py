@@ -88,7 +88,8 @@ def _signal_group(p: subprocess.Popen[bytes], signum: int) -> None:
 
 def stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
     """Ask every worker to stop (they delete their half-written file), then kill the process groups of
-    those still there after STOP_GRACE_SECONDS (a worker stuck in a GPU call never runs its SIGTERM handler)."""
+    those still there after STOP_GRACE_SECONDS (a worker stuck in a GPU call never runs its SIGTERM handler).
+    One that does not die either (stuck inside the kernel: a driver call) is left; its returncode stays None."""
     for p in procs:
         _signal_group(p, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
@@ -97,7 +98,10 @@ def stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             _signal_group(p, signal.SIGKILL)
-            p.wait()
+            try:
+                p.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def _kill_on_next_signal(procs: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -228,8 +232,15 @@ def _stop_stragglers(procs: Sequence[subprocess.Popen[bytes]]) -> dict[int, str]
     stop them, so that the run ends. Returns {position: what happened}, for the last lines."""
     running = [i for i, p in enumerate(procs) if p.poll() is None]
     stop_workers(procs)
-    return {i: claims.stopped_late(f"killed (SIGTERM did not end it within {STOP_GRACE_SECONDS} s)"
-                                   if procs[i].returncode == -signal.SIGKILL else "stopped") for i in running}
+    return {i: claims.stopped_late(_how_it_ended(procs[i])) for i in running}
+
+
+def _how_it_ended(p: subprocess.Popen[bytes]) -> str:
+    if p.returncode is None:
+        return f"SIGKILL did not end it either (pid {p.pid}: stuck in the kernel?)"
+    if p.returncode == -signal.SIGKILL:
+        return f"killed (SIGTERM did not end it within {STOP_GRACE_SECONDS} s)"
+    return "stopped"
 
 
 def _final_lines(summaries: Sequence[dict[str, Any]], sweep: bool) -> list[str]:
