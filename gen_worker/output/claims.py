@@ -38,7 +38,7 @@ from gen_worker.output import layout
 from gen_worker.errors import T2IError
 from gen_worker.output.atomic_files import read_json_if_any, replace_file, replace_json
 from gen_worker.output.record import read_settings_record
-from gen_worker.spec import JobSpec, recorded_defaults
+from gen_worker.spec import MAX_LEASE_SECONDS, JobSpec, recorded_defaults
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,9 @@ def _run_record(spec: JobSpec) -> dict[str, object]:
 def run_lease(output_dir: str, default: float) -> float:
     """The lease of the dynamic run in output_dir (its first submitter's --lease_seconds), else `default`."""
     lease = (read_json_if_any(os.path.join(claims_dir(output_dir), RUN_FILE)) or {}).get("lease_seconds")
-    return float(lease) if isinstance(lease, (int, float)) and not isinstance(lease, bool) and lease > 0 else default
+    if isinstance(lease, (int, float)) and not isinstance(lease, bool) and 0 < lease <= MAX_LEASE_SECONDS:
+        return float(lease)
+    return default
 
 
 def start_run(spec: JobSpec, num_workers: int) -> list[int]:

@@ -71,12 +71,11 @@ class ProgressWatch:
             else:
                 before, self.stalled_seconds = self.stalled_seconds, self.stalled_seconds + self.interval
                 if before < self.lease <= self.stalled_seconds:
-                    log.warning("no progress in this pipeline call for %.0f s (a lease): its heartbeat is held back, "
-                                "so another worker may take over its block", self.stalled_seconds)
+                    log.warning("no progress in this pipeline call for %.0f s (--lease_seconds): the heartbeat is held "
+                                "back, so another worker may take over its block", self.stalled_seconds)
                 if before < self.stall_limit <= self.stalled_seconds:
                     self.on_stall(self.stalled_seconds)
 
     def stop(self) -> None:
         self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        self._thread.join()
