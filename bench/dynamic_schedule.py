@@ -1,9 +1,11 @@
-"""--schedule dynamic against static: makespans on the SLURM test cluster, a cancelled task, the cost of a claim.
+"""--schedule dynamic against static: makespans on the SLURM test cluster, a cancelled task, a hung worker,
+the cost of a claim.
 
     .venv/bin/python bench/dynamic_schedule.py --part claim            # seconds, no cluster
     .venv/bin/python bench/dynamic_schedule.py --part makespan         # ~4 minutes on the test cluster
     .venv/bin/python bench/dynamic_schedule.py --part cancel           # ~2 minutes on the test cluster
-    .venv/bin/python bench/dynamic_schedule.py                          # all three
+    .venv/bin/python bench/dynamic_schedule.py --part hang             # ~1 minute, local mode
+    .venv/bin/python bench/dynamic_schedule.py                          # all four
 
 makespan: 48 prompts, tiny SD model, 64x64, 8 steps, CPU: 4 array tasks with --array_parallelism 3
 (the 4th starts when one of the first 3 ends), dynamic vs static, against 3 tasks from the start.
@@ -11,6 +13,10 @@ Goal: dynamic at most 1.15x the 3-task run.
 cancel: 4 tasks (dynamic, --lease_seconds 10); one array task is cancelled once the run has made
 some images. Goal: exit 0 with every image, without resubmission, within the lease (plus SLURM's
 KillWait, during which the cancelled task still runs) plus the remaining work.
+hang: local mode, 2 workers, --lease_seconds 10; the worker that makes the last sample stops in a denoising
+step for good, its other threads running on (tests/fault_injection, as a hung CUDA call). Goal: its block taken
+over within the lease plus a quarter (the heartbeat's period) plus the taker's poll, and the run ended, exit 0,
+within the block's own time, 5 s (FINISH_GRACE_SECONDS) and 10 s (SIGTERM, then SIGKILL) after that.
 claim: ms per claim (link + done marker) on local disk. Goal: under 5 ms.
 """
 import argparse
@@ -111,9 +117,35 @@ def cancelled_task(model, csv, root, lease=10):
             "end_after_cancel_s": round(ended - cancelled_at, 1), "blocks_taken_over": taken, "lease_s": lease}
 
 
+def hung_worker(model, root, lease=10):
+    out, marker = os.path.join(root, "hang"), os.path.join(root, "hang-marker")
+    csv_path = os.path.join(root, "hang-prompts.csv")
+    with open(csv_path, "w", encoding="utf-8") as f:  # the last sample hangs its worker
+        f.write("image_id,prompt\n" + "".join(f"{i},a photo of object number {i}{' HANG_HERE' * (i == 15)}\n"
+                                              for i in range(16)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests", "fault_injection")]),
+               T2I_TEST_HANG_ONCE=marker)
+    result = subprocess.run([sys.executable, os.path.join(REPO, "submit.py"), "--cluster", "local", "--gpu_ids", "0",
+                             "1", "--prompts_csv", csv_path, "--output_dir", out, "--model_path", model,
+                             *SETTINGS[:-2], "--lease_seconds", str(lease)], capture_output=True, text=True,
+                            timeout=600, cwd=REPO, env=env)
+    ended = time.time()
+    hung_at = os.stat(marker).st_mtime
+    took = [line for k in (0, 1) for line in open(os.path.join(out, "logs", f"worker_gpu{k}.log"))
+            if "took over from" in line]
+    taken_at = time.mktime(time.strptime(took[0][:19], "%Y-%m-%d %H:%M:%S")) + int(took[0][20:23]) / 1000
+    images = len(existing_images(out))
+    print(f"hung worker (lease {lease} s): block taken over {taken_at - hung_at:.1f} s after the hang, run ended "
+          f"{ended - taken_at:.1f} s after that ({ended - hung_at:.1f} s after the hang), exit {result.returncode}, "
+          f"{images}/16 images")
+    print("\n".join(line for line in result.stderr.splitlines() if line.startswith("warning")))
+    return {"exit": result.returncode, "images": images, "lease_s": lease,
+            "take_over_after_hang_s": round(taken_at - hung_at, 1), "end_after_take_over_s": round(ended - taken_at, 1)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("all", "claim", "makespan", "cancel"), default="all")
+    parser.add_argument("--part", choices=("all", "claim", "makespan", "cancel", "hang"), default="all")
     parser.add_argument("--model", help="tiny model folder (default: built in a temporary folder)")
     parser.add_argument("--root", help="folder for the runs; must be visible to the SLURM nodes (default: a temp dir)")
     parser.add_argument("--out", help="write the results as JSON here")
@@ -134,6 +166,8 @@ def main():
             results["makespan_s"] = makespans(model, csv, root, args.repeat)
         if args.part in ("all", "cancel"):
             results["cancelled_task"] = cancelled_task(model, csv, root)
+        if args.part in ("all", "hang"):
+            results["hung_worker"] = hung_worker(model, root)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

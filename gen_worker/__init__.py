@@ -43,13 +43,15 @@ The map, grouped by where the code runs:
                       it is, its pixels' hash),
                       png_file.py (PNG chunks; is a file whole), summary.py, progress.py,
                       progress_bars.py, sweep_record.py (sweep.json: a sweep's configurations),
-                      claims.py (--schedule dynamic: the block queue, leases)
+                      claims.py (--schedule dynamic: the block queue, leases, run.json)
 
   In each worker process, on its GPU (python -m gen_worker.worker, or a SLURM task)
     worker/           loop.py (the generation loop), pipeline.py (load diffusers, call it),
                       pipeline_cache.py (a sweep's worker loads each model once),
                       oom.py (split a block that runs out of memory), image_writer.py
-                      (background writer threads), png.py (PNG encoding off the GIL)
+                      (background writer threads), png.py (PNG encoding off the GIL),
+                      watch.py (is its generation making progress: the lease's heartbeat, the
+                      watchdog)
 
 The path of one sample: submit.py -> cli.main -> build_spec (spec.JobSpec, prompts.load_samples)
 -> output.record.prepare_output_dir (lock, settings, manifest) -> local.run_local or

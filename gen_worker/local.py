@@ -23,8 +23,10 @@ STOP_GRACE_SECONDS = 10
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: if the submitter dies (even kill -9), the worker gets SIGTERM."""
+def _in_own_group_dying_with_parent() -> None:
+    """Runs in the child before exec. Its own process group: stopping the worker stops what it started too
+    (torch.compile's workers, a container client). If the submitter dies (even kill -9), it gets SIGTERM."""
+    os.setpgid(0, 0)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
@@ -63,7 +65,7 @@ def start_worker(spec_paths: str | Sequence[str], log_dir: str, worker_index: in
             [*python, "-m", "gen_worker.worker", *(arg for p in spec_paths for arg in ("--spec", p)),
              "--worker_index", str(worker_index), "--num_workers", str(num_workers)],
             env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent)
+            preexec_fn=_in_own_group_dying_with_parent)
 
 
 def remove_containers(container: Container | None, names: Sequence[str]) -> None:
@@ -77,18 +79,31 @@ def remove_containers(container: Container | None, names: Sequence[str]) -> None
             pass
 
 
+def _signal_group(p: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal a worker's process group; only while the worker is not reaped (its id cannot be reused)."""
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
-    """Ask every worker to stop (they delete their half-written file), then kill stragglers."""
+    """Ask every worker to stop (they delete their half-written file), then kill the process groups of
+    those still there after STOP_GRACE_SECONDS (a worker stuck in a GPU call never runs its SIGTERM handler).
+    One that does not die either (stuck inside the kernel: a driver call) is left; its returncode stays None."""
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
+        _signal_group(p, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     for p in procs:
         try:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+            _signal_group(p, signal.SIGKILL)
+            try:
+                p.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def _kill_on_next_signal(procs: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -96,8 +111,7 @@ def _kill_on_next_signal(procs: Sequence[subprocess.Popen[bytes]]) -> None:
     which still writes the summary and prints what to rerun."""
     def kill(signum: int, frame: object) -> None:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
+            _signal_group(p, signal.SIGKILL)
     signal.signal(signal.SIGINT, kill)
     signal.signal(signal.SIGTERM, kill)
 
@@ -163,10 +177,22 @@ def run_local(runs: Sequence[LocalRun], gpu_ids: Sequence[str], command: str, co
     procs = [start_worker(spec_paths, log_dir, k, num_workers, g, container, names[i] if names else None)
              for i, (k, g) in enumerate(zip(indices, gpu_ids))]
     bars = ProgressBars([run.spec.output_dir for run in runs], labels, totals, done, worker_indices=indices)
+    # Dynamic runs: each folder's blocks not done yet (a static run has no queue to tell: its workers end
+    # when their shares are made).
+    left = {run.spec.output_dir: claims.blocks_left(run.spec.output_dir, [s.file_name for s in run.samples],
+                                                    run.spec.batch_size, there)
+            for run, there in zip(runs, on_disk)} if all(run.spec.schedule == "dynamic" for run in runs) else None
     interrupted = False
+    finished_at = None
+    stragglers: dict[int, str] = {}  # position: how it was stopped
     try:
         while any(p.poll() is None for p in procs):
             bars.refresh()
+            if left is not None and claims.every_block_done(left):
+                finished_at = finished_at or time.monotonic()
+                if time.monotonic() - finished_at > claims.FINISH_GRACE_SECONDS:
+                    stragglers = _stop_stragglers(procs)
+                    break
             time.sleep(0.5)
     except KeyboardInterrupt:
         interrupted = True
@@ -181,6 +207,8 @@ def run_local(runs: Sequence[LocalRun], gpu_ids: Sequence[str], command: str, co
 
     workers: list[dict[str, Any]] = [{"label": label, "gpu_id": g, "exit_code": p.returncode, "worker_index": k}
                                      for label, g, p, k in zip(labels, gpu_ids, procs, indices)]
+    for position, how in stragglers.items():
+        workers[position]["stopped"] = how
     summaries = [write_run_summary(run.spec.output_dir, [s.file_name for s in run.samples], workers, started, command,
                                    interrupted, schedule=run.spec.schedule,
                                    already_there=sum(s.file_name in there for s in run.samples), logs_in=log_dir)
@@ -199,6 +227,22 @@ def run_local(runs: Sequence[LocalRun], gpu_ids: Sequence[str], command: str, co
         return 130
     workers_ok = all(w["exit_code"] == 0 for w in workers)
     return max(exit_status(summary, workers_ok) for summary in summaries)
+
+
+def _stop_stragglers(procs: Sequence[subprocess.Popen[bytes]]) -> dict[int, str]:
+    """Every block is done, yet these workers still run (stuck in a GPU call; their blocks were taken over):
+    stop them, so that the run ends. Returns {position: what happened}, for the last lines."""
+    running = [i for i, p in enumerate(procs) if p.poll() is None]
+    stop_workers(procs)
+    return {i: claims.stopped_late(_how_it_ended(procs[i])) for i in running}
+
+
+def _how_it_ended(p: subprocess.Popen[bytes]) -> str:
+    if p.returncode is None:
+        return f"SIGKILL did not end it either (pid {p.pid}: stuck in the kernel?)"
+    if p.returncode == -signal.SIGKILL:
+        return f"killed (SIGTERM did not end it within {STOP_GRACE_SECONDS} s)"
+    return "stopped"
 
 
 def _final_lines(summaries: Sequence[dict[str, Any]], sweep: bool) -> list[str]:

@@ -26,6 +26,7 @@ DTYPES = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 DEVICES = ("auto", "cuda", "cpu")
 SCHEDULES = ("dynamic", "static")
+MAX_LEASE_SECONDS = 24 * 3600  # a day: a longer lease would hold a dead worker's block for the rest of the run
 
 
 def diffusers_scheduler(name: str) -> Optional[str]:
@@ -146,9 +147,11 @@ class JobSpec:
                          help="dynamic: workers claim blocks (of batch_size samples) from a queue in the output folder, "
                               "taking over those of a dead worker, and a run may be joined; static: worker k of N "
                               "makes blocks k, k+N, ... (same images either way)")
-    lease_seconds: float = flag(120.0, group="run", checks=[finite, at_least(1)],
-                                help="--schedule dynamic: a worker whose heartbeat (every lease/4 s) has not moved "
-                                     "for this long is dead and its blocks are taken over")
+    lease_seconds: float = flag(120.0, group="run", checks=[finite, at_least(1), at_most(MAX_LEASE_SECONDS)],
+                                help="--schedule dynamic: a worker whose generation has made no progress (no "
+                                     "denoising step, no heartbeat) for this long loses its block to the others; "
+                                     "a joined run keeps its own. A worker stuck in a pipeline call for "
+                                     "max(3 leases, 5 min) exits (either schedule). At most a day")
     # generation settings: recorded
     seed_start: int = flag(42, group="generation", recorded=True, checks=[at_least(0), at_most(MAX_SEED)],
                            help="seed of sample 0; sample i uses seed_start+i")

@@ -53,6 +53,24 @@ def tiny_wan(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def pipes(tmp_path_factory):
+    """arch -> its tiny pipeline (tiny_model.build), loaded on the CPU once per session."""
+    import torch
+    from gen_worker.tiny_model import build
+    from gen_worker.worker.pipeline import load_pipeline
+    torch.set_num_threads(1)
+    loaded = {}
+
+    def get(arch):
+        if arch not in loaded:
+            folder = str(tmp_path_factory.mktemp("models") / arch)
+            build(folder, arch)
+            loaded[arch] = load_pipeline(folder, "fp32", "cpu")
+        return loaded[arch]
+    return get
+
+
 @pytest.fixture()
 def prompts_csv(tmp_path):
     return write_prompts(tmp_path / "prompts.csv", PROMPTS)

@@ -18,19 +18,6 @@ from gen_worker.worker.pipeline import PipelineSetupError, load_pipeline
 from reference import cfg_truncation as ref
 
 
-@pytest.fixture(scope="module")
-def pipes(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
-    from gen_worker.tiny_model import build
-    torch.set_num_threads(1)
-    loaded: Dict[str, Any] = {}
-
-    def get(arch: str) -> Any:
-        if arch not in loaded:
-            folder = str(tmp_path_factory.mktemp("models") / arch)
-            build(folder, arch)
-            loaded[arch] = load_pipeline(folder, "fp32", "cpu")
-        return loaded[arch]
-    return get
 
 
 def _pixels(images: List[Any]) -> List[np.ndarray]:

@@ -1,4 +1,8 @@
-"""The block queue of --schedule dynamic (output/claims.py): claims, leases, take-over, done markers."""
+"""The block queue of --schedule dynamic (output/claims.py): claims, leases, take-over, done markers; and the
+progress watch (worker/watch.py) that renews a worker's lease only while its generation makes progress."""
+import dataclasses
+import json
+import logging
 import multiprocessing
 import os
 import threading
@@ -6,8 +10,12 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from gen_worker.output import claims
 from gen_worker.output.claims import BlockQueue, Observer, create_name, done_blocks, leases, reserve_worker_indices
+from gen_worker.output.layout import SETTINGS_FILE
+from gen_worker.spec import JobSpec
+from gen_worker.worker.watch import ProgressWatch
 
 
 @pytest.fixture
@@ -16,11 +24,12 @@ def queues(tmp_path):
 
     def make(num_blocks, lease=60.0, worker=None):
         q = BlockQueue(str(tmp_path), num_blocks, lease, worker=worker, poll_seconds=0.05)
+        q.watch = ProgressWatch(lease, on_progress=q.beat)  # as in a worker: it beats while the worker progresses
         made.append(q)
         return q
     yield make
     for q in made:
-        q._heartbeat._stop.set()
+        q.watch.stop()
 
 
 def test_a_block_is_claimed_once(queues):
@@ -65,7 +74,7 @@ def test_a_live_holder_is_waited_for_and_its_done_block_is_not_made_again(queues
 def test_a_frozen_heartbeat_expires_and_its_block_is_taken_over(queues):
     dead = queues(2, lease=0.4, worker="dead")
     assert dead.claim(0)
-    dead._heartbeat._stop.set()  # killed: the counter stops moving
+    dead.watch.stop()  # killed: the counter stops moving
     live = queues(2, lease=0.4, worker="live")
     started = time.monotonic()
     assert list(live.blocks()) == [1, 0]
@@ -145,9 +154,82 @@ def test_joiners_get_new_worker_indices(tmp_path):
     assert reserve_worker_indices(str(tmp_path), 1) == [0]
 
 
+def test_the_lease_is_the_runs_and_a_joiner_with_another_lease_uses_it(tmp_path):
+    first = JobSpec(prompts_csv="p.csv", output_dir=str(tmp_path), model_path="m", lease_seconds=30)
+    assert claims.start_run(first, 2) == [0, 1]
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({"settings": first.recorded_settings()}))
+    joiner = dataclasses.replace(first, lease_seconds=500)
+    assert claims.join_run(joiner, 1) == [2]  # the lease is not one of the things a joiner must match
+    assert claims.run_lease(str(tmp_path), joiner.lease_seconds) == 30  # what the joiner's workers use
+    assert claims.run_lease(str(tmp_path / "static"), 500) == 500  # no dynamic run there: the worker's own
+
+
 def test_leases_show_holders_and_their_heartbeat(queues, tmp_path):
     a = queues(3, worker="a")
     a.claim(0), a.claim(1)
     a.done(1)
     [lease] = leases(str(tmp_path))
     assert lease["block"] == 0 and lease["holder"] == "a" and 0 <= lease["heartbeat_age"] < 5
+
+
+def test_a_pipeline_call_without_progress_loses_its_block_and_one_with_progress_keeps_it(queues):
+    stuck, live = queues(2, lease=1.0, worker="stuck"), queues(2, lease=1.0, worker="live")
+    assert stuck.claim(0) and live.claim(1)
+    pulsing = threading.Event()
+
+    def steps():
+        while not pulsing.is_set():
+            live.watch.pulse()
+            time.sleep(0.02)
+    pulser = threading.Thread(target=steps)
+    with stuck.watch.calling(), live.watch.calling():  # stuck: a hung GPU call; its process and threads run on
+        pulser.start()
+        try:
+            other = queues(2, lease=1.0, worker="other")
+            taken = other.blocks()
+            assert next(taken) == 0 and other.taken_over == 1  # a lease after stuck's last step
+            assert open(other.claim_path(0)).read().strip() == "other"
+            threading.Timer(2.5, live.done, args=(1,)).start()  # live's block is waited for, never taken
+            assert list(taken) == [] and other.taken_over == 1
+        finally:
+            pulsing.set()
+            pulser.join()
+
+
+def test_a_warm_up_calls_grace_keeps_the_lease_without_progress(queues):
+    warming = queues(1, lease=1.0, worker="warming")
+    assert warming.claim(0)
+    observer = Observer(os.path.dirname(warming.folder), 1.0)
+    with warming.watch.calling(grace=3.0):  # torch.compile's first call: no step for minutes
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            assert not observer.dead("warming")
+            time.sleep(0.05)
+        wait_for(lambda: observer.dead("warming"), 10, what="the lease to run out after the grace")
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe garbage\n", b"../../logs\n", b"..\n", "folder"])
+def test_an_empty_or_garbage_claim_counts_as_expired(queues, content):
+    q = queues(2, lease=60, worker="a")  # a long lease: taken over at once, not after it
+    path = q.claim_path(0)
+    if content == "folder":
+        os.mkdir(path)
+    else:
+        open(path, "wb").write(content)
+    [lease] = leases(os.path.dirname(q.folder))  # what status shows
+    assert lease["holder"] == "" and lease["heartbeat_age"] is None
+    assert list(q.blocks()) == [1, 0] and q.taken_over == 1
+    assert open(path).read().strip() == "a"
+
+
+def test_a_failed_heartbeat_write_is_a_warning_and_the_worker_finishes(queues, caplog):
+    q = queues(1, lease=0.4, worker="a")
+    os.remove(q._heartbeat.path)
+    os.mkdir(q._heartbeat.path)  # the heartbeat file can be neither written nor removed
+    with caplog.at_level(logging.WARNING):
+        for block in q.blocks():
+            time.sleep(0.3)  # beats fail meanwhile
+            q.done(block)
+        q.close()
+    assert "heartbeat" in caplog.text and "not written" in caplog.text and "not removed" in caplog.text
+    assert done_blocks(os.path.dirname(q.folder)) == {0}

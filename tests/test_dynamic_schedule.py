@@ -1,4 +1,4 @@
-"""--schedule dynamic end to end, local mode: same bytes as static, a killed worker's blocks taken
+"""--schedule dynamic end to end, local mode: same bytes as static, a killed or hung worker's blocks taken
 over, a run joined by a second submitter."""
 import json
 import os
@@ -10,13 +10,14 @@ import sys
 import pytest
 from PIL import Image
 
-from conftest import FAST, SUBMIT, images_in, run_submit, wait_for, write_prompts
+from conftest import FAST, REPO, SUBMIT, images_in, run_submit, wait_for, write_prompts
 from gen_worker.output import layout
 
 pytestmark = pytest.mark.e2e
 
 SLOW = ["--device", "cpu", "--num_inference_steps", "12", "--height", "64", "--width", "64", "--dtype", "fp32"]
 PROMPTS = [(str(i), f"prompt number {i}, a photo") for i in range(7)]
+FAULTS = os.path.join(REPO, "tests", "fault_injection")  # its sitecustomize hangs a HANG_HERE block's call
 
 
 def _args(model, csv, out, gpu_ids, settings, *extra):
@@ -100,3 +101,60 @@ def test_a_second_submitter_joins_a_dynamic_run_and_other_settings_are_refused(t
     assert len(images_in(out)) == 24
     made = [_summary(out, k)["generated"] for k in (0, 1)]  # the joiner got the next free index, 1
     assert made[1] > 0 and sum(made) == 24
+
+
+def _hang_run(tmp_path, tiny_sd, gpu_ids=("0", "1"), **env_changes):
+    """8 samples, lease 2 s; the worker that makes sample 7 hangs in its second denoising step (its other threads
+    run on) while the other, done with the rest, waits for that block. Returns (result, output folder, the hung
+    worker's index). env_changes: more of tests/fault_injection's variables."""
+    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt number {i}, a photo" + " HANG_HERE" * (i == 7))
+                                             for i in range(8)])
+    out, hung = str(tmp_path / "out"), tmp_path / "hung"
+    # This checkout first: the sitecustomize imports gen_worker before the script's folder is on sys.path.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, FAULTS]), T2I_TEST_HANG_ONCE=str(hung), **env_changes)
+    result = run_submit(*_args(tiny_sd, csv, out, list(gpu_ids), FAST, "--lease_seconds", "2"), env=env, timeout=240)
+    pid = int(hung.read_text())
+    [k] = [k for k in range(len(gpu_ids)) if json.load(open(layout.progress_file(out, k)))["pid"] == pid]
+    return result, out, k
+
+
+def _made_once_each(out, count):
+    """Every image is there, whole, and was created once: a second copy is counted as skipped, never written."""
+    assert len(images_in(out)) == count
+    for name in images_in(out):
+        with Image.open(os.path.join(out, name)) as im:
+            im.verify()
+    progress = [json.load(open(layout.progress_file(out, k))) for k in (0, 1)]
+    assert sum(p["generated"] for p in progress) == count
+
+
+def test_a_hung_worker_loses_its_block_and_is_stopped_once_every_block_is_done(tiny_sd, tmp_path):
+    result, out, k = _hang_run(tmp_path, tiny_sd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(rf"warning: GPU {k} \(worker {k}\) was still running \d+ s after every block was done: killed "
+                     r"\(SIGTERM did not end it within \d+ s\); log:", result.stderr), result.stderr[-3000:]
+    _made_once_each(out, 8)
+    assert _summary(out, 1 - k)["blocks_taken_over"] >= 1
+    log = open(layout.worker_log(out, k)).read()
+    assert "no progress in this pipeline call for 2 s" in log  # why it lost its block
+
+
+def test_a_worker_stuck_for_a_while_loses_its_block_and_its_late_images_are_not_written_again(tiny_sd, tmp_path):
+    # 5 s: past the lease, and before the submitter would stop it (5 s after every block is done)
+    result, out, k = _hang_run(tmp_path, tiny_sd, T2I_TEST_HANG_SECONDS="5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _made_once_each(out, 8)
+    assert _summary(out, 1 - k)["blocks_taken_over"] >= 1
+    assert sum(json.load(open(layout.progress_file(out, w)))["skipped"] for w in (0, 1)) == 1  # the second copy
+
+
+def test_a_worker_stuck_past_its_watchdog_says_where_and_exits(tiny_sd, tmp_path):
+    """Alone, no one takes its block over: its own watchdog (3 leases here; at least 5 minutes unless a test
+    lowers it) ends it, so that its GPU is freed, and the run says what is missing."""
+    result, out, _ = _hang_run(tmp_path, tiny_sd, ["0"], T2I_TEST_WATCHDOG_SECONDS="0")
+    assert result.returncode == 1 and "1 images missing" in result.stderr, result.stderr[-3000:]
+    log = open(layout.worker_log(out, 0)).read()
+    assert re.search(r"ERROR no progress for 6 s in a pipeline call \(a hung GPU call\?\): the worker exits so that "
+                     r"its GPU is freed; .*The main thread is at:\n.*sitecustomize.py", log, re.S), log[-3000:]
+    assert json.load(open(layout.progress_file(out, 0)))["state"] == "error"
+    assert not os.path.exists(os.path.join(out, "claims", "block000007"))  # released: another worker need not wait

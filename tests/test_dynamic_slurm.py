@@ -1,12 +1,14 @@
 """--schedule dynamic on the real test cluster: a cancelled task's blocks are taken over (exit 0,
-no resubmission), a second submission joins the run under way, status shows the leases."""
+no resubmission), a second submission joins the run under way, status shows the leases; a hung task loses
+its block and is cancelled once every block is done."""
 import json
 import os
 import re
+import subprocess
 
 import pytest
 
-from conftest import images_in, run_submit, wait_for, write_prompts
+from conftest import FAST, REPO, images_in, run_submit, wait_for, write_prompts
 from gen_worker.output import layout
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.usefixtures("slurm_cluster")]
@@ -40,3 +42,30 @@ def test_a_cancelled_task_is_taken_over_and_a_joining_submission_adds_a_task(tin
     summaries = {k: json.load(open(layout.summary_file(out, k))) for k in (0, 2, 3)}
     assert summaries[3]["generated"] > 0  # the joined task
     assert len(json.load(open(os.path.join(out, layout.SLURM_JOBS_FILE)))["submissions"]) == 2  # no resubmission
+
+
+def test_status_wait_cancels_a_hung_task_once_every_block_of_the_sweep_is_done(tiny_sd, tmp_path):
+    """A sweep of two configurations; the first task to make sample 1 of the first hangs in a denoising step
+    (tests/fault_injection): its lease runs out, the other task makes its block and the second configuration,
+    and `status --wait` cancels the hung task once both are done, instead of waiting for the time limit."""
+    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt number {i}, a photo" + " HANG_HERE" * (i == 1))
+                                             for i in range(6)])
+    top, hung = tmp_path / "sweep", tmp_path / "hung"
+    faults = os.path.join(REPO, "tests", "fault_injection")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, faults]), T2I_TEST_HANG_ONCE=str(hung))
+    submitted = run_submit(*SLURM, "--prompts_csv", csv, "--output_dir", top, "--model_path", tiny_sd, *FAST,
+                           "--sweep", "guidance_scale=1.5,4", "--lease_seconds", "3", "--gpus", "2", env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    done = run_submit("status", "--output_dir", top, "--wait", timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    first, second = top / "guidance_scale-1.5", top / "guidance_scale-4"
+    pid = int(hung.read_text())
+    [k] = [k for k in (0, 1) if json.load(open(layout.progress_file(first, k)))["pid"] == pid]
+    last_lines = done.stderr.split("== configuration guidance_scale-4")[-1]  # cancelled once both were done
+    assert re.search(rf"warning: task {k} .*\(worker {k}\) was still running \d+ s after every block was done: "
+                     "cancelled; log:", last_lines), done.stderr
+    assert len(images_in(first)) == 6 and len(images_in(second)) == 6
+    assert json.load(open(layout.summary_file(first, 1 - k)))["blocks_taken_over"] >= 1
+    job = json.load(open(layout.slurm_task_file(first, k)))["slurm_job_id"]
+    wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip() == "",
+             timeout=120, what="the hung task to leave the queue")

@@ -5,9 +5,11 @@ sample's image is the same whichever worker makes it.
 
     claims/block{b:06d}           the claim: holds the claiming worker's id
     claims/block{b:06d}.done      every image of the block is written or recorded as failed
-    claims/workers/<worker id>    the worker's heartbeat: a counter it rewrites every lease/4 s
+    claims/workers/<worker id>    the worker's heartbeat: a counter it rewrites every lease/4 s while
+                                  its generation makes progress (worker/watch.py)
     claims/index{k}               worker index k is taken (it names summary_gpu{k}, progress_gpu{k}, ...)
     claims/run.json               the run's samples and batch size (a joining submitter must match them)
+                                  and its lease, which every worker of the run uses, joiners' included
 
 Claiming creates a name only if it does not exist, with os.link() of a private temporary file:
 link is atomic on the server on NFS v2/v3/v4, Lustre and GPFS (the classic NFS-safe lock; O_EXCL
@@ -16,30 +18,36 @@ EEXIST or another error), the temporary file's link count of 2 says it did succe
 
 A lease never compares clocks of different hosts: an observer notes a holder's heartbeat counter
 and its OWN time.monotonic(); when the counter has not moved for lease_seconds of the observer's
-clock, the holder is dead and its unfinished claims are taken over: os.rename() of the claim to a
+clock, the holder is dead or stuck and its unfinished claims are taken over: os.rename() of the claim to a
 name of the taker's own (rename is atomic: one renamer wins), then a new claim. The worst outcome
 of a lost race is two workers making the same block: images are created with a hard link that
-never replaces a file (atomic_files.create_once), so the second copy is skipped.
+never replaces a file (atomic_files.create_once), so the second copy is skipped. A claim file that
+names no worker (empty, garbage, a folder) is expired: it is taken over at once.
 """
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
 import time
 import uuid
-from typing import Collection, Iterator
+from typing import Collection, Iterator, Mapping, Sequence
 
 from gen_worker.output import layout
 from gen_worker.errors import T2IError
 from gen_worker.output.atomic_files import read_json_if_any, replace_file, replace_json
 from gen_worker.output.record import read_settings_record
-from gen_worker.spec import JobSpec, recorded_defaults
+from gen_worker.spec import MAX_LEASE_SECONDS, JobSpec, recorded_defaults
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # how often a worker with nothing to claim looks at the others' blocks
 RUN_FILE = "run.json"  # what the run's workers make: a joining submitter must make the same
+# Once every block is done, the workers still running get this long to end on their own before the
+# submitter stops them (a worker with nothing left ends within a second; one stuck in a GPU call never does).
+FINISH_GRACE_SECONDS = 5.0
+_WORKER_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # what worker_id() makes; "." and ".." excepted
 
 
 class CannotJoin(T2IError):
@@ -50,7 +58,7 @@ def worker_id() -> str:
     """Unique across hosts, restarts and joins; safe as a file name."""
     slurm = "-".join(os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_PROCID") if k in os.environ)
     parts = [socket.gethostname().split(".")[0], str(os.getpid()), slurm, uuid.uuid4().hex[:6]]
-    return "-".join(p for p in parts if p).replace("/", "_")
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(p for p in parts if p))
 
 
 def claims_dir(output_dir: str) -> str:
@@ -64,8 +72,17 @@ def reset(output_dir: str) -> None:
 
 
 def _run_record(spec: JobSpec) -> dict[str, object]:
+    """What a joining submitter's run must share with the run under way."""
     return {"samples_fingerprint": spec.samples_fingerprint, "num_samples": spec.num_samples,
             "batch_size": spec.batch_size}
+
+
+def run_lease(output_dir: str, default: float) -> float:
+    """The lease of the dynamic run in output_dir (its first submitter's --lease_seconds), else `default`."""
+    lease = (read_json_if_any(os.path.join(claims_dir(output_dir), RUN_FILE)) or {}).get("lease_seconds")
+    if isinstance(lease, (int, float)) and not isinstance(lease, bool) and 0 < lease <= MAX_LEASE_SECONDS:
+        return float(lease)
+    return default
 
 
 def start_run(spec: JobSpec, num_workers: int) -> list[int]:
@@ -75,7 +92,8 @@ def start_run(spec: JobSpec, num_workers: int) -> list[int]:
     if spec.schedule == "static":
         return list(range(num_workers))
     os.makedirs(claims_dir(spec.output_dir))
-    replace_json(os.path.join(claims_dir(spec.output_dir), RUN_FILE), _run_record(spec))
+    replace_json(os.path.join(claims_dir(spec.output_dir), RUN_FILE),
+                 {**_run_record(spec), "lease_seconds": spec.lease_seconds})
     return reserve_worker_indices(spec.output_dir, num_workers)
 
 
@@ -87,7 +105,7 @@ def join_run(spec: JobSpec, num_workers: int) -> list[int]:
     found = read_json_if_any(os.path.join(claims_dir(spec.output_dir), RUN_FILE))
     if found is None:
         raise CannotJoin("it is under way with --schedule static, which cannot be joined")
-    if found != _run_record(spec):
+    if {k: found.get(k) for k in _run_record(spec)} != _run_record(spec):
         raise CannotJoin("it is under way with other prompts or another batch size; wait for it to finish")
     record = read_settings_record(spec.output_dir)
     recorded = {**recorded_defaults(), **record.get("settings", {})}
@@ -127,6 +145,28 @@ def done_blocks(output_dir: str) -> set[int]:
     return {int(n[5:-5]) for n in names if n.startswith("block") and n.endswith(".done") and n[5:-5].isdigit()}
 
 
+def blocks_left(output_dir: str, file_names: Sequence[str], batch_size: int, on_disk: Collection[str]) -> set[int]:
+    """The blocks of a dynamic run not finished: neither marked done nor with every image in `on_disk`
+    (a block complete when the run started is skipped, never marked). Once a block is finished it stays so:
+    a caller that polls keeps the set and takes done_blocks() away from it."""
+    starts = range(0, len(file_names), batch_size)
+    left = {b for b, i in enumerate(starts) if not all(name in on_disk for name in file_names[i:i + batch_size])}
+    return left - done_blocks(output_dir)
+
+
+def every_block_done(left: Mapping[str, set[int]]) -> bool:
+    """left: {folder: its blocks_left()}; each set loses the blocks marked done since the last look."""
+    for folder, blocks in left.items():
+        if blocks:
+            blocks -= done_blocks(folder)
+    return not any(left.values())
+
+
+def stopped_late(how: str) -> str:
+    """What the submitter says of a worker it stopped once every block was done (stuck: its blocks were taken over)."""
+    return f"was still running {FINISH_GRACE_SECONDS:.0f} s after every block was done: {how}"
+
+
 def reserve_worker_indices(output_dir: str, count: int) -> list[int]:
     """The `count` lowest worker indices no one has taken in this run (a joining submitter gets new ones)."""
     folder = claims_dir(output_dir)
@@ -141,45 +181,56 @@ def reserve_worker_indices(output_dir: str, count: int) -> list[int]:
 
 
 def _read(path: str) -> str | None:
+    """A small file's text (undecodable bytes replaced: only compared), None if there is none; "" for a folder."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
+        with open(path, "rb") as f:
+            return f.read(256).decode("utf-8", "replace").strip()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        return ""
+
+
+def _holder(claim: str) -> str | None:
+    """The worker a claim names; None when there is no claim (released); "" when the file names no worker
+    (empty, garbage, a folder): an expired claim."""
+    text = _read(claim)
+    return text if text is None or _WORKER_ID.fullmatch(text) and text not in (".", "..") else ""
 
 
 class Heartbeat:
-    """A background thread rewriting claims/workers/<id> with a growing counter every lease/4 s."""
+    """claims/workers/<id>: a counter that beat() rewrites with the next number. The worker's progress watch
+    (worker/watch.py) beats every lease/4 s while the worker makes progress. A failed write is a warning:
+    the next beat may work (a long failure loses the lease; the worker goes on)."""
 
-    def __init__(self, output_dir: str, worker: str, lease_seconds: float) -> None:
+    def __init__(self, output_dir: str, worker: str) -> None:
         self.path = os.path.join(claims_dir(output_dir), "workers", worker)
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self.interval = lease_seconds / 4
         self.count = 0
-        self._stop = threading.Event()
+        self._lock = threading.Lock()  # beat() from the watch's thread, stop() from the worker's
+        self._stopped = False
         self.beat()
-        self._thread = threading.Thread(target=self._run, name="claims-heartbeat", daemon=True)
-        self._thread.start()
 
     def beat(self) -> None:
-        self.count += 1
-        replace_file(self.path, f"{self.count}\n".encode())
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        with self._lock:
+            if self._stopped:
+                return
+            self.count += 1
             try:
-                self.beat()
-            except OSError as err:  # a file system hiccup: the next beat may work; a long one loses the lease
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                replace_file(self.path, f"{self.count}\n".encode())
+            except OSError as err:
                 log.warning("heartbeat %s not written: %s", self.path, err)
 
     def stop(self) -> None:
-        """The worker ends: stop beating and remove the file (its claims are done or released)."""
-        self._stop.set()
-        self._thread.join()
-        try:
-            os.remove(self.path)
-        except FileNotFoundError:
-            pass
+        """The worker ends: no more beats, and the file goes (its claims are done or released)."""
+        with self._lock:
+            self._stopped = True
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                log.warning("heartbeat %s not removed: %s", self.path, err)
 
 
 class Observer:
@@ -204,7 +255,8 @@ class Observer:
 
 
 class BlockQueue:
-    """One worker's view of the queue: claim blocks in index order, take over expired ones, mark done."""
+    """One worker's view of the queue: claim blocks in index order, take over expired ones, mark done.
+    Its lease lives while beat() is called (every lease/4 s: the worker's progress watch does it)."""
 
     def __init__(self, output_dir: str, num_blocks: int, lease_seconds: float, worker: str | None = None,
                  poll_seconds: float = POLL_SECONDS) -> None:
@@ -218,7 +270,10 @@ class BlockQueue:
         self._mine: set[int] = set()  # claimed by this worker
         self._marked: set[int] = set()  # ... and marked done
         self._finished: set[int] = set()  # done, or claimed by this worker
-        self._heartbeat = Heartbeat(output_dir, self.worker, lease_seconds)
+        self._heartbeat = Heartbeat(output_dir, self.worker)
+
+    def beat(self) -> None:
+        self._heartbeat.beat()
 
     def claim_path(self, block: int) -> str:
         return os.path.join(self.folder, f"block{block:06d}")
@@ -242,7 +297,7 @@ class BlockQueue:
             os.rename(path, aside)
         except FileNotFoundError:
             return False  # another taker was first
-        if _read(aside) != holder:  # renamed the claim a faster taker had just made: give it back
+        if _holder(aside) != holder:  # renamed the claim a faster taker had just made: give it back
             try:
                 os.link(aside, path)
             except FileExistsError:
@@ -252,7 +307,8 @@ class BlockQueue:
         if self.is_done(block) or not self.claim(block):
             return False
         self.taken_over += 1
-        log.info("block %d: took over from %s (no heartbeat for %.0f s)", block, holder, self.observer.lease)
+        log.info("block %d: took over from %s (%s)", block, holder or "a claim naming no worker",
+                 f"no heartbeat for {self.observer.lease:.0f} s" if holder else "expired")
         return True
 
     def done(self, block: int) -> None:
@@ -282,14 +338,15 @@ class BlockQueue:
                 if self.is_done(block):
                     self._finished.add(block)
                     continue
-                holder = _read(self.claim_path(block))
+                holder = _holder(self.claim_path(block))
                 if holder is None:  # released, or between a take-over's rename and link
                     if self.claim(block):
                         self._finished.add(block)
                         yield block
                     else:
                         waiting = True
-                elif holder != self.worker and self.observer.dead(holder) and self.take_over(block, holder):
+                elif holder != self.worker and (not holder or self.observer.dead(holder)) \
+                        and self.take_over(block, holder):
                     self._finished.add(block)
                     yield block
                 else:
@@ -301,7 +358,7 @@ class BlockQueue:
     def close(self) -> None:
         """Stop: release this worker's claims of blocks not done (others take them at once), stop beating."""
         for block in self._mine - self._marked:
-            if _read(self.claim_path(block)) == self.worker:
+            if _holder(self.claim_path(block)) == self.worker:
                 try:
                     os.remove(self.claim_path(block))
                 except FileNotFoundError:
@@ -322,11 +379,12 @@ def leases(output_dir: str, observer: Observer | None = None) -> list[dict[str, 
     for name in names:
         if not (name.startswith("block") and name[5:].isdigit()) or name + ".done" in names:
             continue
-        holder = _read(os.path.join(folder, name))
+        holder = _holder(os.path.join(folder, name))
         if holder is None:
             continue
         try:
-            beat_age: float | None = max(0.0, now - os.stat(os.path.join(folder, "workers", holder)).st_mtime)
+            beat_age: float | None = max(0.0, now - os.stat(os.path.join(folder, "workers", holder)).st_mtime) \
+                if holder else None
         except FileNotFoundError:
             beat_age = None
         try:

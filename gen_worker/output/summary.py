@@ -83,9 +83,11 @@ def final_lines(summary: dict[str, Any], rerun_hint: bool = True) -> list[str]:
     taken_over = summary.get("blocks_taken_over") or 0
     for w in summary["workers"]:
         code = w.get("exit_code")
-        if code not in (0, None) and not summary["interrupted"]:
+        log_path = layout.worker_log(summary.get("logs_in", out), w["worker_index"])
+        if w.get("stopped"):  # the submitter stopped it once every block was done (stuck in a GPU call?)
+            lines.append(f"warning: {w['label']} (worker {w['worker_index']}) {w['stopped']}; log: {log_path}")
+        elif code not in (0, None) and not summary["interrupted"]:
             reason = w.get("message") or f"exit code {code}"
-            log_path = layout.worker_log(summary.get("logs_in", out), w["worker_index"])
             if _by_folder(summary) and not summary["missing"]:
                 lines.append(f"warning: {w['label']} (worker {w['worker_index']}) stopped: {reason}; the other "
                              f"workers made its blocks ({taken_over} taken over); log: {log_path}")

@@ -8,17 +8,17 @@ A task is finished once it has left squeue, or once it reports done with its sum
     python submit.py cancel --output_dir D [--task K ...]
 """
 import argparse
-import math
 import os
 import re
 import shlex
 import sys
 import time
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from gen_worker.errors import EXIT_USAGE, T2IError
 from gen_worker.output import layout
-from gen_worker.output.claims import RUN_FILE, done_blocks, leases
+from gen_worker.output.claims import (FINISH_GRACE_SECONDS, RUN_FILE, blocks_left, done_blocks, every_block_done,
+                                      leases, stopped_late)
 from gen_worker.output.atomic_files import read_json_if_any
 from gen_worker.output.progress import read_progress
 from gen_worker.output.progress_bars import ProgressBars
@@ -76,9 +76,10 @@ def _ended_reason(task: dict[str, Any], progress: dict[str, Any]) -> str:
 
 
 def task_views(output_dir: str, submission: dict[str, Any], states: dict[str, str] | None,
-               not_needed: Collection[int] = ()) -> list[dict[str, Any]]:
+               not_needed: Collection[int] = (), stopped: Mapping[int, str] = {}) -> list[dict[str, Any]]:
     """One dict per queued task. states: squeue's answer, or None when squeue could not be asked.
-    not_needed: tasks cancelled before they started because every block was done (dynamic schedule)."""
+    not_needed: tasks cancelled before they started because every block was done (dynamic schedule).
+    stopped: tasks cancelled while still running once every block was done, and how (stuck ones)."""
     files = worker_files(output_dir, submission)
     on_disk = existing_images(output_dir)
     views = []
@@ -89,14 +90,15 @@ def task_views(output_dir: str, submission: dict[str, Any], states: dict[str, st
         gpu = started.get("host_gpu", started.get("cuda_visible_devices"))
         queued = None if states is None else states.get(task["slurm_id"])
         reported_done = progress.get("state") == "done" and read_worker_summary(output_dir, k) is not None
-        finished = reported_done or (states is not None and queued is None) or k in not_needed
+        finished = reported_done or (states is not None and queued is None) or k in not_needed or k in stopped
         view = {"worker": k, "slurm_id": task["slurm_id"], "task": task, "progress": progress, "queue": queued,
                 "label": f"task {k}" + (f" (GPU {gpu})" if gpu else ""), "gpu": gpu,
                 "done": (sum(name in on_disk for name in files[k]) if k in files
                          else (progress.get("generated") or 0) + (progress.get("skipped") or 0)),
                 "total": len(files[k]) if k in files else progress.get("total") or submission["num_samples"],
                 "finished": finished, "ok": finished and (progress.get("state") == "done" or k in not_needed),
-                "message": "not started: every block was done" if k in not_needed else ""}
+                "message": "not started: every block was done" if k in not_needed else "",
+                "stopped": stopped.get(k)}
         if finished and not view["ok"]:
             view["message"] = (progress.get("message") if progress.get("state") in ("error", "interrupted")
                                else None) or _ended_reason(task, progress)
@@ -126,8 +128,10 @@ def summarize_run(output_dir: str, submission: dict[str, Any], views: Sequence[d
             workers.append({"label": f"task {k}", "slurm_id": None, "exit_code": None, "state": "nothing left",
                             "skipped": len(files[k])})
         else:
-            workers.append({"label": v["label"], "slurm_id": v["slurm_id"], "exit_code": 0 if v["ok"] else 1,
-                            "message": v["message"], "worker_index": k})
+            # A task left running (a sweep's configuration it has not finished): no outcome yet.
+            code = None if not v["finished"] else 0 if v["ok"] else 1
+            workers.append({"label": v["label"], "slurm_id": v["slurm_id"], "exit_code": code,
+                            "message": v["message"], "stopped": v["stopped"], "worker_index": k})
     summary = write_run_summary(output_dir, file_names, workers, submission["submitted_unix"], submission["command"],
                                 finished=finished_at, schedule=submission.get("schedule", "static"),
                                 already_there=submission.get("already_there"), logs_in=submission.get("logs_in"))
@@ -147,33 +151,49 @@ def _last_submission(output_dir: str) -> dict[str, Any]:
     return submission
 
 
-def follow_run(output_dir: str, last: bool = True) -> int:
+def follow_run(output_dir: str, last: bool = True, folders: Sequence[str] = ()) -> int:
     """One bar per task until every task is finished; then summary.json and the final lines.
     Ctrl+C detaches: the jobs keep running. Returns the exit status.
-    last: False for a sweep's configuration that its tasks leave for the next one: they stay queued."""
+    last: False for a sweep's configuration that its tasks leave for the next one: they stay queued.
+    folders: the run's other folders (a sweep's configurations), whose blocks must be done too before a
+    task still running is cancelled.
+
+    Dynamic schedule, every block done: tasks still pending are cancelled at once (they would find nothing
+    to make); tasks still running FINISH_GRACE_SECONDS later are stuck (their blocks were taken over) and
+    are cancelled too, or, for a sweep's configuration that is not the last, left to the next one."""
     submission = _last_submission(output_dir)
     views = task_views(output_dir, submission, {})
     bars = ProgressBars(output_dir, [v["label"] for v in views], [v["total"] for v in views],
                         [v["done"] for v in views], worker_indices=[v["worker"] for v in views])
+    left = {f: _unfinished_blocks(f) for f in (output_dir, *folders)} if _dynamic(submission) else None
     states: dict[str, str] | None = None
-    next_poll, all_done_at = 0.0, None
+    next_poll, all_done_at, blocks_done_at = 0.0, None, None
     not_needed: set[int] = set()
+    stopped: dict[int, str] = {}
     try:
         while True:
+            if left is not None and not blocks_done_at and every_block_done(left):
+                blocks_done_at = time.monotonic()
             if time.monotonic() >= next_poll:
                 states = _queue_or_none(submission)
                 next_poll = time.monotonic() + (1.0 if all_done_at else SQUEUE_EVERY_SECONDS)
-                if last:
-                    not_needed |= _cancel_unneeded(output_dir, submission, states)
-            views = task_views(output_dir, submission, states, not_needed)
+                if last and blocks_done_at:
+                    not_needed |= _cancel_pending(submission, states)
+            views = task_views(output_dir, submission, states, not_needed, stopped)
             notes: dict[int, str] = {}
             for position, v in enumerate(views):
                 bars.set_label(position, v["label"])
                 if v["finished"] and not v["ok"]:
-                    notes[position] = f"stopped: {v['message']}"
+                    notes[position] = v["stopped"] or f"stopped: {v['message']}"
                 elif v["queue"] and not v["queue"].startswith("RUNNING"):
                     notes[position] = v["queue"].lower()
             bars.refresh(notes)
+            stuck = [v for v in views if not v["finished"]]
+            if stuck and states is not None and blocks_done_at \
+                    and time.monotonic() - blocks_done_at > FINISH_GRACE_SECONDS:
+                if not last:
+                    break  # the sweep's next configuration: its tasks are cancelled, if need be, at the end
+                stopped.update(_cancel_stuck(stuck))  # finished from the next look on
             if all(v["finished"] for v in views):
                 all_done_at = all_done_at or time.monotonic()
                 if not last or states is not None and not states \
@@ -190,6 +210,25 @@ def follow_run(output_dir: str, last: bool = True) -> int:
     for line in lines:
         print(line, file=sys.stderr)
     return exit_status(summary, all(v["ok"] for v in views))
+
+
+def _unfinished_blocks(folder: str) -> set[int]:
+    """The blocks of the dynamic run in `folder` (its last submission's samples) neither done nor on disk."""
+    submission = _last_submission(folder)
+    manifest = read_manifest(folder)
+    names = [manifest[i]["file_name"] for i in range(submission["num_samples"])]
+    return blocks_left(folder, names, submission["batch_size"], existing_images(folder))
+
+
+def _cancel_stuck(views: Sequence[dict[str, Any]]) -> dict[int, str]:
+    """Every block is done, yet these tasks still run (stuck in a GPU call, or slow to end): cancel them so that
+    their GPUs are freed; returns {worker: what happened}, for the last lines."""
+    try:
+        cancel([v["slurm_id"] for v in views])
+    except SlurmError as err:
+        print(f"warning: {err}", file=sys.stderr)
+        return {}
+    return {v["worker"]: stopped_late("cancelled") for v in views}
 
 
 def sweep_folders(top: str) -> list[str] | None:
@@ -210,20 +249,18 @@ def follow_sweep(top: str) -> int:
     worst = 0
     for i, folder in enumerate(folders):
         print(f"== configuration {os.path.basename(folder)} ({i + 1} of {len(folders)})", file=sys.stderr)
-        status = follow_run(folder, last=i == len(folders) - 1)
+        last = i == len(folders) - 1
+        status = follow_run(folder, last, folders=folders[:i] if last else ())
         if status == 130:
             return status
         worst = max(worst, status)
     return worst
 
 
-def _cancel_unneeded(output_dir: str, submission: dict[str, Any], states: dict[str, str] | None) -> set[int]:
-    """Dynamic schedule, every block done: cancel the tasks still pending (they would find nothing to
-    make, but the run would wait for a GPU to start them); returns their workers."""
-    blocks = math.ceil(submission["num_samples"] / submission["batch_size"])
-    if not (_dynamic(submission) and states and len(done_blocks(output_dir)) >= blocks):
-        return set()
-    pending = [t for t in submission["tasks"] if states.get(t["slurm_id"], "").startswith("PENDING")]
+def _cancel_pending(submission: dict[str, Any], states: dict[str, str] | None) -> set[int]:
+    """Every block is done: cancel the tasks still pending (they would find nothing to make, but the run
+    would wait for a GPU to start them); returns their workers."""
+    pending = [t for t in submission["tasks"] if (states or {}).get(t["slurm_id"], "").startswith("PENDING")]
     if not pending:
         return set()
     try:
@@ -304,7 +341,8 @@ def lease_lines(output_dir: str, labels: dict[Any, str]) -> list[str]:
         beat = lease["heartbeat_age"]
         seen = "no heartbeat file" if beat is None else f"heartbeat seen {beat:.0f} s ago"
         since = "" if lease["claimed_ago"] is None else f", claimed {lease['claimed_ago']:.0f} s ago"
-        lines.append(f"  block {lease['block']:<6} {labels.get(holder, holder)}: {seen}{since}")
+        who = labels.get(holder, holder) or "a claim naming no worker (expired)"
+        lines.append(f"  block {lease['block']:<6} {who}: {seen}{since}")
     return lines
 
 

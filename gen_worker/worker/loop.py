@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 import threading
@@ -33,7 +34,8 @@ from gen_worker.prompts import Sample, fingerprint, spec_samples
 from gen_worker.output.lock import RunLock
 from gen_worker.output import verification_cache
 from gen_worker.output.record import existing_images, manifest_row
-from gen_worker.output.claims import BlockQueue, done_blocks
+from gen_worker.output.claims import BlockQueue, done_blocks, run_lease
+from gen_worker.worker.watch import ProgressWatch
 from gen_worker.sharding import worker_blocks
 from gen_worker.errors import T2IError, one_line
 from gen_worker.spec import SPEC_VERSION, JobSpec, check_version
@@ -49,6 +51,11 @@ log = logging.getLogger(__name__)
 ABORT_AFTER_FAILURES_WITHOUT_SUCCESS = 5
 # After Ctrl+C or an error, images still queued for writing get this long (the submitter waits 10 s).
 STOP_WRITING_SECONDS = 5
+# The watchdog: a pipeline call without progress for this many leases, and at least this long, is stuck
+# (a hung CUDA call): the worker exits, freeing its GPU. Well past the lease, after which its block was taken
+# over: a slow step is not mistaken for a hung one.
+WATCHDOG_LEASES = 3
+WATCHDOG_MIN_SECONDS = 300
 
 
 class WorkerError(T2IError):
@@ -320,21 +327,54 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
              progress["total"] - on_disk, on_disk)
     progress.update(state="generating")
     outcomes = _Outcomes(spec, worker_index, progress, summary, started)
-    if spec.schedule == "static":
-        _generate(spec, maker, [(b, block) for b, block in blocks.items() if b not in complete], done, outcomes,
-                  summary)
-        return
-    queue = BlockQueue(spec.output_dir, len(blocks), spec.lease_seconds)
-    outcomes.blocks.on_done = queue.done
-    summary["worker_id"] = queue.worker
-    progress.update(worker_id=queue.worker)
+    queue = None
+    todo: Iterable[tuple[int, list[Sample]]] = [(b, block) for b, block in blocks.items() if b not in complete]
+    lease = spec.lease_seconds
+    if spec.schedule == "dynamic":
+        lease = run_lease(spec.output_dir, spec.lease_seconds)  # a joiner's own --lease_seconds does not count
+        queue = BlockQueue(spec.output_dir, len(blocks), lease)
+        outcomes.blocks.on_done = queue.done
+        summary["worker_id"] = queue.worker
+        progress.update(worker_id=queue.worker)
+        todo = ((b, blocks[b]) for b in queue.blocks(complete))
+    summary["lease_seconds"] = lease
+    maker.watch = ProgressWatch(lease, max(WATCHDOG_LEASES * lease, WATCHDOG_MIN_SECONDS),
+                                on_progress=queue.beat if queue else lambda: None,
+                                on_stall=lambda seconds: _stuck(progress, queue, seconds))
     try:
-        _generate(spec, maker, ((b, blocks[b]) for b in queue.blocks(complete)), done, outcomes, summary)
+        _generate(spec, maker, todo, done, outcomes, summary)
     finally:
-        queue.close()
-        summary.update(blocks_claimed=queue.claimed, blocks_taken_over=queue.taken_over)
-        # Its share is known now: what it made (the bar ends at 100%).
-        progress.update(total=sum(progress[k] for k in ("generated", "skipped", "failed")))
+        maker.watch.stop()
+        maker.watch = None
+        if queue is not None:
+            queue.close()
+            summary.update(blocks_claimed=queue.claimed, blocks_taken_over=queue.taken_over)
+            # Its share is known now: what it made (the bar ends at 100%).
+            progress.update(total=sum(progress[k] for k in ("generated", "skipped", "failed")))
+
+
+def _stuck(progress: WorkerProgress, queue: BlockQueue | None, seconds: float) -> None:
+    """The watchdog, on the progress watch's thread: the main thread has been stuck in a pipeline call for
+    `seconds` (a hung CUDA call, a GPU fault). Say where, release the block, and end the process, so that
+    its GPU is freed even when no one waits for the run (a SLURM task). The main thread cannot be unwound."""
+    try:
+        frame = sys._current_frames().get(threading.main_thread().ident or 0)
+        where = "".join(traceback.format_stack(frame)[-8:]).rstrip() if frame else "(unknown)"
+        message = (f"no progress for {seconds:.0f} s in a pipeline call (a hung GPU call?): the worker exits so that "
+                   "its GPU is freed; if a denoising step can take this long, raise --lease_seconds")
+        log.error("%s. The main thread is at:\n%s", message, where)
+        if progress.lock.acquire(timeout=10):  # a writer thread stuck on the disk would hold it
+            try:
+                progress.update(state="error", message=message)
+            finally:
+                progress.lock.release()
+        if queue is not None:
+            queue.close()  # others may take its block at once
+    except Exception:  # best effort: nothing may keep the process from ending
+        log.exception("while stopping after no progress")
+    finally:
+        logging.shutdown()
+        os._exit(1)
 
 
 def _check_model_unchanged(spec: JobSpec) -> None:

@@ -9,7 +9,7 @@ import contextlib
 import inspect
 import logging
 import re
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -19,7 +19,14 @@ from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec
 from gen_worker.worker.oom import is_out_of_memory
 
+if TYPE_CHECKING:
+    from gen_worker.worker.watch import ProgressWatch
+
 log = logging.getLogger(__name__)
+
+# --compile: a call with a batch shape not compiled yet may spend this long compiling inside one denoiser
+# call before its steps show progress (torch.compile of a large denoiser takes minutes; README, "Scheduling").
+COMPILE_GRACE_SECONDS = 15 * 60
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -140,6 +147,28 @@ def denoisers(pipe: Any) -> List[torch.nn.Module]:
     """The models the denoising loop calls at every step: the ones worth compiling (Wan 2.2 has two)."""
     return [m for m in (getattr(pipe, n, None) for n in ("unet", "transformer", "transformer_2"))
             if isinstance(m, torch.nn.Module)]
+
+
+def progress_modules(pipe: Any) -> List[torch.nn.Module]:
+    """The models whose calls show that a pipeline call goes on: every component (a denoiser once per step,
+    the text encoders, a safety checker) and the VAE's parts (pipelines call vae.decode, not its forward;
+    a video VAE's decoder runs once per latent frame, a tiled decode once per tile)."""
+    components = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    vae = getattr(pipe, "vae", None)
+    return components + (list(vae.children()) if isinstance(vae, torch.nn.Module) else [])
+
+
+@contextlib.contextmanager
+def on_every_call(modules: Sequence[torch.nn.Module], callback: Callable[[], None]) -> Iterator[None]:
+    """callback() before and after each call of each module, for the duration of the block."""
+    def hook(*args: Any) -> None:
+        callback()  # and None: the call's inputs and output stay as they are
+    handles = [h for m in modules for h in (m.register_forward_pre_hook(hook), m.register_forward_hook(hook))]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _is_2d_convolutional(model: torch.nn.Module) -> bool:
@@ -287,6 +316,7 @@ class ImageMaker:
     The images are HxWxC float arrays in [0, 1] (output_type "np"): the worker turns them into
     8-bit pixels and PNG files in its writer threads (png.py), off the GPU's critical path.
     `nsfw_flagged`: the indices of the samples a safety checker flagged (the worker takes them out).
+    `watch`: the worker's progress watch (watch.py), told of each call and of its models' calls.
     """
 
     def __init__(self, pipe: Any, spec: JobSpec) -> None:
@@ -328,6 +358,8 @@ class ImageMaker:
         self.pad_to = spec.batch_size if spec.compile else 0
         self.compile = spec.compile
         self.warmup_graphs: Optional[int] = None  # graphs compiled by the end of the first successful call
+        self.watch: Optional["ProgressWatch"] = None
+        self._compiled_rows: set[int] = set()  # --compile: the row counts of the calls that went through
 
     def _cfg_truncation_kwargs(self, step: Optional[int], num_steps: int) -> Dict[str, Any]:
         if step is None:
@@ -344,6 +376,16 @@ class ImageMaker:
             return {"callback_on_step_end": guidance_off_callback(step)}
         self.truncation = CondHalfOnly(denoisers(self.pipe), step)
         return {}
+
+    @contextlib.contextmanager
+    def _watched(self, rows: int) -> Iterator[None]:
+        """One call, as the worker's progress watch sees it; a shape --compile has not compiled yet gets a grace."""
+        if self.watch is None:
+            yield
+            return
+        grace = COMPILE_GRACE_SECONDS if self.compile and rows not in self._compiled_rows else 0.0
+        with self.watch.calling(grace), on_every_call(progress_modules(self.pipe), self.watch.pulse):
+            yield
 
     def compile_stats(self) -> Dict[str, int]:
         """--compile, for the summary: graphs compiled, and those compiled after the first call (recompiles:
@@ -370,7 +412,7 @@ class ImageMaker:
             kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(rows)
         cutting = self.truncation.hooked(len(rows)) if self.truncation else contextlib.nullcontext()
         try:
-            with torch.inference_mode(), cutting:
+            with torch.inference_mode(), cutting, self._watched(len(rows)):
                 out = self.pipe(prompt=[s.prompt for s in rows], generator=generators, **kwargs)
         except Exception as err:
             if self.pad_to and is_out_of_memory(err):
@@ -381,6 +423,7 @@ class ImageMaker:
             raise
         if self.compile and self.warmup_graphs is None:
             self.warmup_graphs = compiled_graphs()
+        self._compiled_rows.add(len(rows))
         flags = getattr(out, "nsfw_content_detected", None) or []
         self.nsfw_flagged.update(s.index for s, flagged in zip(samples, flags) if flagged)
         images = [frames[0] for frames in out.frames] if self.is_video else list(out.images)
