@@ -14,7 +14,7 @@ import time
 
 from gen_worker.worker.pipeline import ImageMaker
 from gen_worker.prompts import load_samples
-from gen_worker.output.record import prepare_output_dir
+from gen_worker.output.prepare import prepare_output_dir
 from gen_worker.spec import JobSpec
 from gen_worker.worker.loop import run_worker
 

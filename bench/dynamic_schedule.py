@@ -33,7 +33,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
 from common import write_prompts  # noqa: E402
-from gen_worker.output.claims import BlockQueue  # noqa: E402
+from gen_worker.schedule.claims import BlockQueue  # noqa: E402
 from gen_worker.output.record import existing_images  # noqa: E402
 
 SETTINGS = ["--device", "cpu", "--num_inference_steps", "8", "--height", "64", "--width", "64", "--dtype", "fp32",

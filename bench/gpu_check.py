@@ -29,7 +29,7 @@ try:
     import torch
     import diffusers  # noqa: F401
     from common import fresh_dir, job_spec, plain_loop, print_table, rate, toolkit_run, write_prompts
-    from gen_worker.output.record import prepare_output_dir
+    from gen_worker.output.prepare import prepare_output_dir
     from gen_worker.prompts import load_samples
     from gen_worker.tiny_model import ARCHES, build
     from gen_worker.worker.loop import run_worker

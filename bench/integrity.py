@@ -5,7 +5,7 @@
 
 1. resume check: a folder of N finished images, each a whole PNG with its provenance (written
    with the worker's own encoder and provenance, noise pixels), then the timed call a rerun makes
-   (output.record.prepare_output_dir: settings, manifest, every image checked): once with no
+   (output.prepare.prepare_output_dir: settings, manifest, every image checked): once with no
    record of them (every file read), once as after a run (the check's own record: none read).
    Two sizes: 30,000 of 64x64 noise (12 KB files) and 5,000 of 512x512 noise (768 KB: larger than a
    real SD image's PNG; 5,000 to keep the scratch disk at 4 GB: the check is linear in bytes).
@@ -30,7 +30,7 @@ sys.path.insert(0, REPO)
 from gen_worker.model_check import identify  # noqa: E402
 from gen_worker.output import provenance  # noqa: E402
 from gen_worker.output.png_file import chunks, image_record_of, text_chunk  # noqa: E402
-from gen_worker.output.record import prepare_output_dir  # noqa: E402
+from gen_worker.output.prepare import prepare_output_dir  # noqa: E402
 from gen_worker.prompts import load_samples  # noqa: E402
 from gen_worker.spec import JobSpec  # noqa: E402
 from gen_worker.worker.png import encode_png  # noqa: E402

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from evaluation.errors import EvaluationError, run_cli
 from evaluation.generated import has_manifest
-from gen_worker.output.atomic_files import replace_json
+from gen_worker.atomic_files import replace_json
 from gen_worker.output.summary import missing_images
 from gen_worker.output.sweep_record import SweepRecord, read_sweep_record
 

@@ -35,7 +35,7 @@ from evaluation import generated as gen
 from evaluation.errors import EvaluationError, read_json_file, run_cli
 from evaluation.metrics import find_targets
 from gen_worker.output import layout
-from gen_worker.output.atomic_files import read_json_if_any, replace_file, replace_json
+from gen_worker.atomic_files import read_json_if_any, replace_file, replace_json
 
 
 def check_out_dir(out_dir: str, generated_dir: str) -> None:

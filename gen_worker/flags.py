@@ -22,7 +22,7 @@ def flag(default: Any = dataclasses.MISSING, help: str = "", *, group: str, chec
     """A dataclass field that is also a command-line flag `--<field name>`.
 
     recorded: the setting decides what the images look like, so it is recorded with the output
-    folder and a rerun with another value is refused (output/record.py).
+    folder and a rerun with another value is refused (output/prepare.py).
     repeatable: the flag may be given several times (default: an empty list).
     """
     metadata = {"help": help, "group": group, "checks": tuple(checks), "choices": choices, "metavar": metavar,

@@ -19,9 +19,10 @@ from gen_worker.model_source import ModelPathError, check_model_path
 from gen_worker.naming import GENEVAL_SAMPLES
 from gen_worker.output import layout, provenance
 from gen_worker.output.png_file import DamagedPng
-from gen_worker.output.record import manifest_sample, prepare_output_dir, read_manifest
-from gen_worker.prompts import Sample, spec_samples
-from gen_worker.spec import JobSpec, recorded_defaults
+from gen_worker.output.record import manifest_sample, read_manifest
+from gen_worker.output.prepare import prepare_output_dir
+from gen_worker.prompts import Sample
+from gen_worker.spec import JobSpec, recorded_defaults, spec_samples
 
 
 class ImageToolError(T2IError):

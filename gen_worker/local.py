@@ -1,22 +1,26 @@
-"""Local mode: one worker subprocess per GPU on this machine, each seeing only its own GPU."""
+"""Local mode: one worker subprocess per GPU on this machine, each seeing only its own GPU; launched from a
+plan (plan.py) and followed with one progress bar per worker until the run ends."""
+import argparse
 import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
+from gen_worker import flags
+from gen_worker.atomic_files import replace_file
 from gen_worker.container.runtime import Container
-from gen_worker.output import claims, layout
-from gen_worker.output.atomic_files import replace_file
-from gen_worker.output.lock import RunLock
+from gen_worker.errors import UsageError
+from gen_worker.gpus import select_gpus, visible_gpus
+from gen_worker.output import layout
+from gen_worker.output.prepare import PreparedRun
 from gen_worker.output.progress_bars import ProgressBars
 from gen_worker.output.record import existing_images
 from gen_worker.output.summary import exit_status, final_lines, write_run_summary
-from gen_worker.prompts import Sample
-from gen_worker.sharding import worker_indices
-from gen_worker.spec import JobSpec
+from gen_worker.schedule import schedule_of
+from gen_worker.schedule.dynamic import FINISH_GRACE_SECONDS, every_block_done, stopped_late
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP_GRACE_SECONDS = 10
@@ -124,24 +128,44 @@ def _tail(path: str, lines: int = 15) -> list[str]:
         return []
 
 
-class LocalRun(NamedTuple):
-    """One output folder to fill: a plain run, or one configuration of a sweep."""
-    spec: JobSpec
-    samples: Sequence[Sample]
-    lock: RunLock  # held exclusively (a new run), or shared when joining a dynamic run under way
+def check_gpu_ids(args: argparse.Namespace) -> list[str]:
+    """One CUDA_VISIBLE_DEVICES value per local worker ("" hides every GPU from a CPU worker)."""
+    if args.gpu_ids:
+        flags.refuse_unless_utf8("--gpu_ids", args.gpu_ids)
+        ids = [g.strip() for g in args.gpu_ids]
+        if any(not g or "," in g for g in ids):
+            raise UsageError("--gpu_ids takes GPU ids separated by spaces, e.g. --gpu_ids 0 1")
+        if len(set(ids)) != len(ids):
+            raise UsageError(f"--gpu_ids lists a GPU twice: {' '.join(ids)}")
+        negative = [g for g in ids if g.startswith("-")]
+        if negative:
+            raise UsageError(f"--gpu_ids {negative[0]}: GPU ids are 0 or more (see nvidia-smi)")
+        visible = visible_gpus()
+        if visible:  # indices into the visible GPUs, as torch counts them
+            return select_gpus(ids, visible)
+        if args.device != "cpu":
+            raise UsageError(f"--gpu_ids {' '.join(ids)}, but no GPU is visible (nvidia-smi finds none, or "
+                             "CUDA_VISIBLE_DEVICES hides them); with --device cpu they set the number of CPU workers")
+        return ids
+    found = visible_gpus()
+    if args.device == "cpu" or (args.device == "auto" and not found):
+        return [""]
+    if not found:
+        raise UsageError("--device cuda, but no GPU is visible (nvidia-smi finds none, or CUDA_VISIBLE_DEVICES hides them)")
+    return found
 
 
-def _bar_counts(run: LocalRun, num_workers: int, on_disk: set[str]) -> tuple[list[int], list[int]]:
+def _bar_counts(run: PreparedRun, num_workers: int, on_disk: set[str]) -> tuple[list[int], list[int]]:
     """Each worker's bar for one folder: (totals, images already there)."""
     spec, samples = run.spec, run.samples
-    if spec.schedule == "static":
-        shares = [worker_indices(len(samples), k, num_workers, spec.batch_size) for k in range(num_workers)]
+    shares = schedule_of(spec).shares(len(samples), spec.batch_size, num_workers)
+    if shares is not None:
         return [len(share) for share in shares], [sum(samples[i].file_name in on_disk for i in share) for share in shares]
-    # dynamic: each bar is what its worker made of what was missing
+    # claimed as they go: each bar is what its worker made of what was missing
     return [sum(s.file_name not in on_disk for s in samples)] * num_workers, [0] * num_workers
 
 
-def run_local(runs: Sequence[LocalRun], gpu_ids: Sequence[str], command: str, container: Container | None = None,
+def run_local(runs: Sequence[PreparedRun], gpu_ids: Sequence[str], command: str, container: Container | None = None,
               join: bool = False, log_dir: str | None = None) -> int:
     """Run one worker per entry of gpu_ids (a CUDA_VISIBLE_DEVICES value each), each inside
     `container` if given (a container.Container); returns the exit status. Every worker goes through
@@ -156,7 +180,8 @@ def run_local(runs: Sequence[LocalRun], gpu_ids: Sequence[str], command: str, co
     spec_paths = []
     for run in runs:
         spec = run.spec
-        these = claims.join_run(spec, num_workers) if join else claims.start_run(spec, num_workers)
+        schedule = schedule_of(spec)
+        these = schedule.join(spec, num_workers) if join else schedule.start(spec, num_workers)
         if indices and these != indices:  # fresh folders all give 0..N-1
             raise RuntimeError(f"worker indices {these} in {spec.output_dir}, {indices} elsewhere")
         indices = these
@@ -179,18 +204,24 @@ def run_local(runs: Sequence[LocalRun], gpu_ids: Sequence[str], command: str, co
     bars = ProgressBars([run.spec.output_dir for run in runs], labels, totals, done, worker_indices=indices)
     # Dynamic runs: each folder's blocks not done yet (a static run has no queue to tell: its workers end
     # when their shares are made).
-    left = {run.spec.output_dir: claims.blocks_left(run.spec.output_dir, [s.file_name for s in run.samples],
-                                                    run.spec.batch_size, there)
-            for run, there in zip(runs, on_disk)} if all(run.spec.schedule == "dynamic" for run in runs) else None
+    # Each folder's blocks not done yet, where the schedule can tell (else the workers end when their shares are made).
+    left: dict[str, set[int]] | None = {}
+    for run, there in zip(runs, on_disk):
+        blocks = schedule_of(run.spec).blocks_left(run.spec.output_dir, [s.file_name for s in run.samples],
+                                                   run.spec.batch_size, there)
+        if blocks is None or left is None:
+            left = None
+        else:
+            left[run.spec.output_dir] = blocks
     interrupted = False
     finished_at = None
     stragglers: dict[int, str] = {}  # position: how it was stopped
     try:
         while any(p.poll() is None for p in procs):
             bars.refresh()
-            if left is not None and claims.every_block_done(left):
+            if left is not None and every_block_done(left):
                 finished_at = finished_at or time.monotonic()
-                if time.monotonic() - finished_at > claims.FINISH_GRACE_SECONDS:
+                if time.monotonic() - finished_at > FINISH_GRACE_SECONDS:
                     stragglers = _stop_stragglers(procs)
                     break
             time.sleep(0.5)
@@ -211,6 +242,7 @@ def run_local(runs: Sequence[LocalRun], gpu_ids: Sequence[str], command: str, co
         workers[position]["stopped"] = how
     summaries = [write_run_summary(run.spec.output_dir, [s.file_name for s in run.samples], workers, started, command,
                                    interrupted, schedule=run.spec.schedule,
+                                   judged_by_folder=schedule_of(run.spec).judged_by_folder,
                                    already_there=sum(s.file_name in there for s in run.samples), logs_in=log_dir)
                  for run, there in zip(runs, on_disk)]
     for w in workers:
@@ -234,7 +266,7 @@ def _stop_stragglers(procs: Sequence[subprocess.Popen[bytes]]) -> dict[int, str]
     stop them, so that the run ends. Returns {position: what happened}, for the last lines."""
     running = [i for i, p in enumerate(procs) if p.poll() is None]
     stop_workers(procs)
-    return {i: claims.stopped_late(_how_it_ended(procs[i])) for i in running}
+    return {i: stopped_late(_how_it_ended(procs[i])) for i in running}
 
 
 def _how_it_ended(p: subprocess.Popen[bytes]) -> str:

@@ -119,7 +119,7 @@ class _WeightHashes:
         if not self.changed:
             return
         try:  # a cache: a read-only home only makes the next look slower
-            from gen_worker.output.atomic_files import replace_json
+            from gen_worker.atomic_files import replace_json
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             replace_json(self.path, self.known)
         except OSError:

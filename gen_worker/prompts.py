@@ -14,13 +14,10 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from gen_worker.naming import file_stem, sample_path
 from gen_worker.errors import T2IError, one_line
-
-if TYPE_CHECKING:
-    from gen_worker.spec import JobSpec
 
 ID_COLUMNS = ("image_id", "id")
 PROMPT_COLUMNS = ("prompt", "caption", "text")
@@ -260,13 +257,6 @@ def load_samples(path: str, seed_start: int, num_samples: int | None = None, id_
                 name = sample_path(layout, stem, seed, row, k)
                 samples.append(Sample(index, image_id, prompt, seed, name, row, k, extra, metadata))
     return samples
-
-
-def spec_samples(spec: "JobSpec") -> list[Sample]:
-    """The samples of a run, as its spec asks for them."""
-    return load_samples(spec.prompts_csv, spec.seed_start, spec.num_samples, spec.id_column, spec.prompt_column,
-                        images_per_prompt=spec.images_per_prompt, layout=spec.layout,
-                        prompts_format=spec.prompts_format)
 
 
 def _extra_columns(fields: dict[str, Any], used: Iterable[str | None]) -> Iterable[tuple[str, str]]:

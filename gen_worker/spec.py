@@ -20,7 +20,7 @@ from gen_worker.errors import T2IError, UsageError
 from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, multiple_of, recorded_names
 from gen_worker.model_check import cfg_truncation_refusal, diffusers_folder, local_folder, source_strings
 from gen_worker.naming import LAYOUTS
-from gen_worker.prompts import FORMATS as PROMPTS_FORMATS
+from gen_worker.prompts import FORMATS as PROMPTS_FORMATS, Sample, load_samples
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
@@ -267,3 +267,10 @@ def recorded_defaults() -> Mapping[str, Any]:
 
 _RECORDED_DEFAULTS = types.MappingProxyType({f.name: f.default for f in flag_fields(JobSpec)
                                              if f.name in RECORDED_SETTINGS and f.default is not dataclasses.MISSING})
+
+
+def spec_samples(spec: JobSpec) -> list[Sample]:
+    """The samples of a run, as its spec asks for them."""
+    return load_samples(spec.prompts_csv, spec.seed_start, spec.num_samples, spec.id_column, spec.prompt_column,
+                        images_per_prompt=spec.images_per_prompt, layout=spec.layout,
+                        prompts_format=spec.prompts_format)

@@ -80,7 +80,7 @@ def run_worker_in_process(tmp_path, name, pipe, model, rows=PROMPTS, **changes):
     """Prepare tmp_path/name and run worker 0 of 1 there in this process (pipe: loaded, or None to load
     the model); returns (output folder, worker summary)."""
     from gen_worker.model_check import identify
-    from gen_worker.output.record import prepare_output_dir
+    from gen_worker.output.prepare import prepare_output_dir
     from gen_worker.prompts import load_samples
     from gen_worker.spec import JobSpec
     from gen_worker.worker.loop import run_worker

@@ -7,14 +7,13 @@ set by hand, or for PixArt-Sigma and Sana a plain wrapper of the transformer's f
 Byte-identical: the guided steps are the same calls, and after the cut both sides run the denoiser on the
 same batch rows (u + g * (c - u) is exactly c when u == c).
 """
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, List
 
 import numpy as np
 import pytest
-import torch
 
 from gen_worker.model_check import CFG_TRUNCATION
-from gen_worker.worker.pipeline import PipelineSetupError, load_pipeline
+from gen_worker.worker.pipeline import PipelineSetupError
 from reference import cfg_truncation as ref
 
 

@@ -1,4 +1,4 @@
-"""The block queue of --schedule dynamic (output/claims.py): claims, leases, take-over, done markers; and the
+"""The block queue of --schedule dynamic (schedule/claims.py, schedule/dynamic.py): claims, leases, take-over, done markers; and the
 progress watch (worker/watch.py) that renews a worker's lease only while its generation makes progress."""
 import dataclasses
 import json
@@ -11,8 +11,9 @@ import time
 import pytest
 
 from conftest import wait_for
-from gen_worker.output import claims
-from gen_worker.output.claims import BlockQueue, Observer, create_name, done_blocks, leases, reserve_worker_indices
+from gen_worker.output.prepare import forget_block_queue
+from gen_worker.schedule import dynamic
+from gen_worker.schedule.claims import BlockQueue, Observer, create_name, done_blocks, leases, reserve_worker_indices
 from gen_worker.output.layout import SETTINGS_FILE
 from gen_worker.spec import JobSpec
 from gen_worker.worker.watch import ProgressWatch
@@ -150,18 +151,18 @@ def test_create_name_never_replaces(tmp_path):
 def test_joiners_get_new_worker_indices(tmp_path):
     assert reserve_worker_indices(str(tmp_path), 2) == [0, 1]
     assert reserve_worker_indices(str(tmp_path), 2) == [2, 3]
-    claims.reset(str(tmp_path))
+    forget_block_queue(str(tmp_path))  # a new run
     assert reserve_worker_indices(str(tmp_path), 1) == [0]
 
 
 def test_the_lease_is_the_runs_and_a_joiner_with_another_lease_uses_it(tmp_path):
     first = JobSpec(prompts_csv="p.csv", output_dir=str(tmp_path), model_path="m", lease_seconds=30)
-    assert claims.start_run(first, 2) == [0, 1]
+    assert dynamic.DYNAMIC.start(first, 2) == [0, 1]
     (tmp_path / SETTINGS_FILE).write_text(json.dumps({"settings": first.recorded_settings()}))
     joiner = dataclasses.replace(first, lease_seconds=500)
-    assert claims.join_run(joiner, 1) == [2]  # the lease is not one of the things a joiner must match
-    assert claims.run_lease(str(tmp_path), joiner.lease_seconds) == 30  # what the joiner's workers use
-    assert claims.run_lease(str(tmp_path / "static"), 500) == 500  # no dynamic run there: the worker's own
+    assert dynamic.DYNAMIC.join(joiner, 1) == [2]  # the lease is not one of the things a joiner must match
+    assert dynamic.run_lease(str(tmp_path), joiner.lease_seconds) == 30  # what the joiner's workers use
+    assert dynamic.run_lease(str(tmp_path / "static"), 500) == 500  # no dynamic run there: the worker's own
 
 
 def test_leases_show_holders_and_their_heartbeat(queues, tmp_path):

@@ -2,6 +2,7 @@
 import pytest
 
 from gen_worker.output.summary import exit_status, final_lines
+from gen_worker.schedule import schedule_named
 from gen_worker.slurm.record import add_submission, latest_submission
 
 
@@ -63,7 +64,8 @@ def test_cancel_says_to_rerun_only_when_an_image_is_missing(tmp_path, monkeypatc
 def _summary(schedule, missing, failed=0, interrupted=False):
     return {"output_dir": "/o", "num_samples": 4, "missing": missing, "generated": 4 - missing, "skipped": 0,
             "wall_seconds": 1.0, "images_per_second": 4.0, "failed": failed, "interrupted": interrupted,
-            "schedule": schedule, "blocks_taken_over": 1, "command": "c",
+            "schedule": schedule, "judged_by_folder": schedule_named(schedule).judged_by_folder,
+            "blocks_taken_over": 1, "command": "c",
             "workers": [{"label": "task 1", "worker_index": 1, "exit_code": 1, "message": "SLURM: CANCELLED"}]}
 
 

@@ -8,7 +8,8 @@ from conftest import FAST, run_submit
 from evaluation import generated as gen
 from gen_worker.model_check import identify
 from gen_worker.output import layout, provenance
-from gen_worker.output.record import DamagedOutputDir, existing_images, prepare_output_dir
+from gen_worker.output.record import DamagedOutputDir, existing_images
+from gen_worker.output.prepare import prepare_output_dir
 from gen_worker.prompts import load_samples
 from gen_worker.spec import JobSpec
 from gen_worker.worker.loop import run_worker

@@ -3,13 +3,13 @@ import argparse
 
 import pytest
 
-import gen_worker.cli as cli
+import gen_worker.local as local
 from gen_worker.errors import UsageError
 from gen_worker.gpus import select_gpus
 
 
 def _ids(gpu_ids: list[str] | None, device: str = "cuda") -> list[str]:
-    return cli.local_gpu_ids(argparse.Namespace(gpu_ids=gpu_ids, device=device))
+    return local.check_gpu_ids(argparse.Namespace(gpu_ids=gpu_ids, device=device))
 
 
 def test_indices_pick_the_visible_entries_kept_as_strings() -> None:
@@ -43,7 +43,7 @@ def test_under_cuda_visible_devices_each_worker_gets_the_entry_at_its_index(monk
 
 def test_without_cuda_visible_devices_indices_are_nvidia_smis(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(cli, "visible_gpus", lambda: ["0", "1", "2", "3"])
+    monkeypatch.setattr(local, "visible_gpus", lambda: ["0", "1", "2", "3"])
     assert _ids(["2", "3"]) == ["2", "3"]
     with pytest.raises(UsageError, match="--gpu_ids 4: there are 4 visible GPUs"):
         _ids(["4"])

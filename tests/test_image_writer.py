@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen_worker.output.atomic_files import create_once
+from gen_worker.atomic_files import create_once
 from gen_worker.worker.png import save_png_once
 from gen_worker.worker.image_writer import ImageWriter, WriterError
 from gen_worker.worker.png import to_uint8

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import write_prompts
 from gen_worker.output import layout, provenance
-from gen_worker.output.record import manifest_sample, prepare_output_dir, read_manifest
+from gen_worker.output.record import manifest_sample, read_manifest
+from gen_worker.output.prepare import prepare_output_dir
 from gen_worker.prompts import PromptsError, load_samples
 from gen_worker.errors import UsageError
 from gen_worker.spec import JobSpec

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from conftest import FAST, PROMPTS, images_in, run_submit, write_prompts
 from gen_worker.model_check import ModelCheckError, identify
 from gen_worker.output import layout, provenance
-from gen_worker.output.record import SettingsMismatch, prepare_output_dir
+from gen_worker.output.prepare import SettingsMismatch, prepare_output_dir
 from gen_worker.prompts import load_samples
 from gen_worker.spec import JobSpec
 from gen_worker.worker.loop import WorkerError, run_worker

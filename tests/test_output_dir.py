@@ -10,11 +10,12 @@ from PIL import Image
 
 from conftest import write_prompts
 from gen_worker.output import layout
-from gen_worker.output.atomic_files import create_once, replace_json
+from gen_worker.atomic_files import create_once, replace_json
 from gen_worker.worker.png import save_png_once
 from gen_worker.prompts import load_samples
 from gen_worker.output.lock import OutputDirBusy, RunLock
-from gen_worker.output.record import SettingsMismatch, prepare_output_dir, read_manifest
+from gen_worker.output.record import read_manifest
+from gen_worker.output.prepare import SettingsMismatch, prepare_output_dir
 from gen_worker.spec import JobSpec
 
 

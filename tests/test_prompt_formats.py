@@ -6,7 +6,8 @@ import pyarrow
 import pyarrow.parquet
 import pytest
 
-from gen_worker.output.record import check_and_write_manifest, read_manifest
+from gen_worker.output.record import read_manifest
+from gen_worker.output.prepare import check_and_write_manifest
 from gen_worker.prompts import PromptsError, fingerprint, load_samples, prompts_format, read_rows
 
 GENEVAL = [
@@ -181,8 +182,9 @@ def test_the_fingerprint_covers_the_fields_kept_in_the_manifest(tmp_path):
 
 
 def test_submit_flags_reach_the_samples_and_the_spec(tmp_path, tiny_sd):
-    from gen_worker.cli import build_parser, build_spec
-    from gen_worker.prompts import spec_samples
+    from gen_worker.cli import build_parser
+    from gen_worker.plan import build_spec
+    from gen_worker.spec import spec_samples
     path = _jsonl(tmp_path / "prompts.txt", GENEVAL)
     args = build_parser().parse_args(["--prompts_csv", path, "--prompts_format", "jsonl", "--images_per_prompt", "3",
                                       "--layout", "geneval", "--output_dir", str(tmp_path / "out"),

@@ -106,8 +106,9 @@ def test_text_that_is_not_utf8_is_refused_in_one_line_before_anything_is_written
 
 
 def test_a_gpu_id_that_is_not_utf8_is_refused(capfd):
-    from gen_worker.cli import build_parser, local_gpu_ids
+    from gen_worker.cli import build_parser
+    from gen_worker.local import check_gpu_ids
     args = build_parser().parse_args(["--prompts_csv", "p", "--output_dir", "o", "--model_path", "m",
                                       "--device", "cpu", "--gpu_ids", "0", os.fsdecode(b"1\xff")])
     with pytest.raises(UsageError, match="--gpu_ids is not valid UTF-8 text"):
-        local_gpu_ids(args)
+        check_gpu_ids(args)

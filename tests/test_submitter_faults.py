@@ -75,7 +75,7 @@ def test_disk_full_while_recording_is_one_line_exit_1(tmp_path, tiny_sd, small_t
 
 
 def test_a_failed_record_write_names_its_file(small_tmpfs):
-    from gen_worker.output.atomic_files import replace_json
+    from gen_worker.atomic_files import replace_json
     _fill(small_tmpfs)
     path = str(small_tmpfs / "summary.json")
     with pytest.raises(OSError) as raised:

@@ -3,9 +3,10 @@ import os
 
 import pytest
 
-from gen_worker.cli import build_parser, build_spec, build_sweep
+from gen_worker.cli import build_parser
+from gen_worker.plan import build_spec, build_sweep
 from gen_worker.errors import UsageError
-from gen_worker.sweep import Configuration, check_not_given, configurations, parse_axes, swept_required_flags
+from gen_worker.sweep import check_not_given, configurations, parse_axes, swept_required_flags
 
 
 def test_axes_keep_the_order_given_and_the_values_as_written():
@@ -264,7 +265,7 @@ def test_a_slurm_sweep_is_refused_while_an_earlier_sweeps_tasks_run_there(tmp_pa
 
 def _spec(tmp_path, name, model, rows, **changes):
     from gen_worker.model_check import identify
-    from gen_worker.output.record import prepare_output_dir
+    from gen_worker.output.prepare import prepare_output_dir
     from gen_worker.prompts import load_samples
     from gen_worker.spec import JobSpec
     from conftest import write_prompts

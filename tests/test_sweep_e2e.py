@@ -1,7 +1,6 @@
 """--sweep end to end, as a user runs it: one submission, one folder per configuration, each the same
 as a plain run with those settings; a rerun makes nothing; the folders guard themselves."""
 import json
-import os
 
 import pytest
 

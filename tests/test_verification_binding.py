@@ -16,7 +16,8 @@ from gen_worker import image_tools
 from gen_worker.model_check import identify
 from gen_worker.output import layout, provenance, verification_cache
 from gen_worker.output.summary import final_lines, write_run_summary
-from gen_worker.output.record import SettingsMismatch, prepare_output_dir, read_manifest
+from gen_worker.output.record import read_manifest
+from gen_worker.output.prepare import SettingsMismatch, prepare_output_dir
 from gen_worker.prompts import load_samples
 from gen_worker.spec import JobSpec
 from gen_worker.worker.loop import run_worker

@@ -10,7 +10,7 @@ import os
 import shlex
 from typing import Iterable
 
-from gen_worker.output.atomic_files import replace_file
+from gen_worker.atomic_files import replace_file
 from gen_worker.container.runtime import Container, is_apptainer
 
 # Values only the running task knows: placeholder in the command line -> shell variable.

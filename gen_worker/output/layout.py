@@ -16,7 +16,7 @@
                                         (output/verification_cache.py)
       logs/slurm_jobs.json              SLURM mode: the jobs each submission queued
       logs/submitit/<job id>/           SLURM mode: submitit's files and logs, one folder per job
-      claims/                           --schedule dynamic: the block queue, leases and heartbeats (output/claims.py)
+      claims/                           --schedule dynamic: the block queue, leases and heartbeats (schedule/claims.py)
 """
 import os
 

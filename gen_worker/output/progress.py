@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from gen_worker.output import layout
-from gen_worker.output.atomic_files import read_json_if_any, replace_json
+from gen_worker.atomic_files import read_json_if_any, replace_json
 
 
 class WorkerProgress:

@@ -1,121 +1,55 @@
-"""What an output folder remembers between runs, and the checks a rerun must pass.
+"""What an output folder remembers between runs, read back: the settings record, the manifest, the images.
 
-generation_settings.json holds the settings that decide the images; manifest.csv holds every
-sample (index, row, k, id, seed, file, prompt, then the prompts file's other columns); in the GenEval
-layout each prompt row's folder holds its metadata.jsonl. A rerun into the same folder with other settings or
-other prompts would mix two experiments under the same file names: refused unless allowed.
+generation_settings.json holds the settings that decide the images; manifest.csv holds every sample (index,
+row, k, id, seed, file, prompt, then the prompts file's other columns). Plain readers, used by the submitter,
+the workers, `status` and evaluation/ alike; preparing a folder for a run (the checks a rerun must pass) is
+output/prepare.py.
 """
 import csv
-import io
 import json
 import os
-import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any
 
-from gen_worker.output import layout, provenance, verification_cache
-from gen_worker.output.verification_cache import ADOPTED, UNBOUND
-from gen_worker.output.atomic_files import replace_file, replace_json
-from gen_worker.output.png_file import DamagedPng
-from gen_worker.naming import GENEVAL_METADATA, GENEVAL_SAMPLES, is_nested_image_path, is_temp_name, prompt_folder
-from gen_worker.prompts import Sample
-from gen_worker.spec import JobSpec, recorded_defaults
 from gen_worker.errors import T2IError, one_line
-from gen_worker.model_check import changed_components
-
-if TYPE_CHECKING:
-    from gen_worker.output.lock import RunLock
+from gen_worker.naming import GENEVAL_SAMPLES, is_nested_image_path
+from gen_worker.output import layout
+from gen_worker.prompts import Sample
 
 MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")  # in every manifest
 # Written since --images_per_prompt: the prompt row and which of its images (absent: row = index, k = 0).
+
+
 SAMPLE_COLUMNS = ("index", "row", "k", "image_id", "seed", "file_name", "prompt")
+
+
 EXTRA_PREFIX = "extra_"  # a prompts-file column named like a manifest column gets this prefix
-
-
-class SettingsMismatch(T2IError):
-    pass
 
 
 class DamagedOutputDir(T2IError):
     """A file or folder of the output folder's own layout is not what a run left there."""
 
 
-def _damaged(path: str, what: str, fix: str = "restore it or move it away (it guards reruns of this folder)"
+def damaged(path: str, what: str, fix: str = "restore it or move it away (it guards reruns of this folder)"
              ) -> DamagedOutputDir:
     return DamagedOutputDir(f"{path} {what}; {fix}, or use another --output_dir")
 
 
-def _describe(changes: Sequence[str], limit: int = 4) -> str:
-    text = "; ".join(changes[:limit])
-    return text + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
-
-
-def _prompt_folders(output_dir: str) -> list[str]:
+def prompt_folders(output_dir: str) -> list[str]:
     """The GenEval layout's <row:05d> folders (relative names)."""
     return sorted(n for n in os.listdir(output_dir) if n.isascii() and n.isdigit() and len(n) >= 5
                   and os.path.isdir(os.path.join(output_dir, n)))
 
 
-def _folder_images(output_dir: str) -> list[str]:
+def folder_images(output_dir: str) -> list[str]:
     """Every finished image, as a path relative to the folder: flat ones directly in it, GenEval ones in
     <row>/samples/ (both are looked for: a folder holds one layout, its recorded one)."""
     names = [n for n in os.listdir(output_dir) if n.endswith(".png") and not n.startswith(".")]
-    for folder in _prompt_folders(output_dir):
+    for folder in prompt_folders(output_dir):
         samples = os.path.join(output_dir, folder, GENEVAL_SAMPLES)
         if os.path.isdir(samples):
             names += [path for path in (f"{folder}/{GENEVAL_SAMPLES}/{n}" for n in os.listdir(samples))
                       if is_nested_image_path(path)]
     return sorted(names)
-
-
-def _model_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """How the model's content differs from the one the folder's images were made with (None: same, or unknown)."""
-    if not old.get("fingerprint") or not new.get("fingerprint") or old["fingerprint"] == new["fingerprint"]:
-        return None
-    changed = changed_components(old.get("components", {}), new.get("components", {}))
-    return f"model content: {', '.join(changed) or 'files'} changed ({old['fingerprint']} -> {new['fingerprint']})"
-
-
-def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool = False,
-                              adopt_existing: bool = False, samples: Sequence[Sample] = ()) -> list[dict[str, Any]]:
-    """Refuse a folder made with other settings or another model; record this run's. Returns the
-    settings an image in the folder may have been made with (this run's first, then earlier ones
-    that --allow_settings_change added to). An adoption records each adopted image's manifest row
-    (row_key): an image without provenance stands only for the sample it was taken in as."""
-    path = os.path.join(output_dir, layout.SETTINGS_FILE)
-    new = spec.recorded_settings()
-    history: list[dict[str, Any]] = []
-    record: dict[str, Any] = {}
-    if os.path.exists(path):
-        record = read_settings_record(output_dir)
-        old = {**recorded_defaults(), **record.get("settings", {})}
-        history = record.get("history", [])
-        same_model = bool(spec.model_identity.get("fingerprint")) and (
-            record.get("model", {}).get("fingerprint") == spec.model_identity["fingerprint"])
-        changes = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new
-                   if old.get(k) != new[k] and not (k == "model_path" and same_model)]
-        model_change = _model_change(record.get("model", {}), spec.model_identity)
-        changes += [model_change] if model_change else []
-        if changes and not allow_change:
-            raise SettingsMismatch(
-                f"{output_dir} holds images made with other settings ({_describe(changes)}); "
-                "use another --output_dir, or pass --allow_settings_change to add to it anyway")
-        if changes:
-            history.append({"settings": old, "model": record.get("model", {}),
-                            "replaced_at": time.strftime("%Y-%m-%d %H:%M:%S")})
-    else:
-        images = _folder_images(output_dir)
-        if images and not adopt_existing:
-            raise SettingsMismatch(
-                f"{output_dir} holds {len(images)} images but no {layout.SETTINGS_FILE} (made by another tool "
-                "or the original script?): use another --output_dir, or pass --adopt_existing to keep the valid "
-                "ones as made with this run's settings")
-        if images:
-            rows = {s.file_name: provenance.row_key(manifest_row(s)) for s in samples}
-            record["adopted"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "files": images,
-                                 "rows": {name: rows[name] for name in images if name in rows}}
-    replace_json(path, {"settings": new, "model": spec.model_identity, "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-                        "history": history, **({"adopted": record["adopted"]} if "adopted" in record else {})})
-    return [new] + [h["settings"] for h in reversed(history)]
 
 
 def read_settings_record(output_dir: str) -> dict[str, Any]:
@@ -125,11 +59,11 @@ def read_settings_record(output_dir: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
     except IsADirectoryError:
-        raise _damaged(path, "is a folder") from None
+        raise damaged(path, "is a folder") from None
     except ValueError as err:
-        raise _damaged(path, f"is empty or not valid JSON ({err})") from None
+        raise damaged(path, f"is empty or not valid JSON ({err})") from None
     if not isinstance(record, dict) or not isinstance(record.get("settings", {}), dict):
-        raise _damaged(path, "does not hold recorded settings")
+        raise damaged(path, "does not hold recorded settings")
     return record
 
 
@@ -138,53 +72,15 @@ def read_manifest(output_dir: str) -> dict[int, dict[str, str]]:
     if not os.path.exists(path):
         return {}
     if os.path.isdir(path):
-        raise _damaged(path, "is a folder")
+        raise damaged(path, "is a folder")
     try:
         with open(path, encoding="utf-8", newline="") as f:
             rows = {int(row["index"]): row for row in csv.DictReader(f)}
     except (ValueError, KeyError, TypeError, csv.Error) as err:
-        raise _damaged(path, f"is not a manifest t2i-batch wrote ({one_line(err)})") from None
+        raise damaged(path, f"is not a manifest t2i-batch wrote ({one_line(err)})") from None
     if any(None in (row.get(c) for c in MANIFEST_COLUMNS) for row in rows.values()):
-        raise _damaged(path, "is not a manifest t2i-batch wrote (missing columns)")
+        raise damaged(path, "is not a manifest t2i-batch wrote (missing columns)")
     return rows
-
-
-def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_change: bool = False) -> None:
-    """Refuse prompts that differ from what earlier runs generated; then record the samples."""
-    old = read_manifest(output_dir)
-    made_for = old or _samples_said_by_images(output_dir)  # a deleted manifest: the images still say
-    changes = []
-    for s in samples:
-        row = made_for.get(s.index)
-        if row is not None and (row["image_id"], row["prompt"]) != (s.image_id, s.prompt):
-            changes.append(f"sample {s.index} was {row['image_id']}: {row['prompt'][:40]!r}, "
-                           f"now {s.image_id}: {s.prompt[:40]!r}")
-    if changes and not allow_change:
-        raise SettingsMismatch(
-            f"the prompts differ from those {output_dir} was generated with ({_describe(changes, 2)}); "
-            "use another --output_dir, or pass --allow_settings_change to add to it anyway")
-    rows = [manifest_row(s) for s in samples]
-    rows += [old[i] for i in sorted(old) if i >= len(samples)]  # keep rows a larger earlier run made
-    columns = list(SAMPLE_COLUMNS) + list(dict.fromkeys(c for row in rows for c in row if c not in SAMPLE_COLUMNS))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    replace_file(os.path.join(output_dir, layout.MANIFEST_FILE), buffer.getvalue().encode("utf-8"))
-
-
-def _samples_said_by_images(output_dir: str) -> dict[int, dict[str, str]]:
-    """{index: {image_id, prompt}} as the folder's images' provenance says (for a folder whose manifest is gone;
-    images that are damaged or carry none are left to the resume check)."""
-    said = {}
-    for name in _folder_images(output_dir):
-        try:
-            found = provenance.read(os.path.join(output_dir, name))
-        except (DamagedPng, OSError):
-            continue
-        if found is not None and isinstance(found.get("index"), int):
-            said[found["index"]] = {"image_id": str(found.get("image_id")), "prompt": str(found.get("prompt"))}
-    return said
 
 
 def manifest_row(s: Sample) -> dict[str, Any]:
@@ -204,176 +100,6 @@ def manifest_sample(row: dict[str, str]) -> Sample:
                   int(row.get("row") or index), int(row.get("k") or 0))
 
 
-def write_prompt_folders(output_dir: str, samples: Sequence[Sample]) -> None:
-    """GenEval layout: each prompt row's folder, its metadata.jsonl (the row as one JSON object, rewritten only
-    when it changed) and its samples/ folder, made before any worker writes an image there."""
-    for s in {s.row: s for s in samples}.values():  # one sample per row
-        folder = os.path.join(output_dir, prompt_folder(s.row))
-        images_dir = os.path.join(folder, GENEVAL_SAMPLES)
-        try:
-            os.makedirs(images_dir, exist_ok=True)
-        except FileExistsError:
-            raise _damaged(images_dir if os.path.isdir(folder) else folder, "is not a folder", "move it away") from None
-        path, data = os.path.join(folder, GENEVAL_METADATA), (s.metadata + "\n").encode("utf-8")
-        try:
-            with open(path, "rb") as f:
-                if f.read() == data:
-                    continue
-        except FileNotFoundError:
-            pass
-        except IsADirectoryError:
-            raise _damaged(path, "is a folder", "move it away") from None
-        replace_file(path, data)
-
-
-def remove_stale_temp_files(output_dir: str) -> None:
-    """Delete temporary files left by killed workers (call only while holding the lock exclusively)."""
-    nested = [os.path.join(output_dir, f, sub) for f in _prompt_folders(output_dir) for sub in ("", GENEVAL_SAMPLES)]
-    for folder in [output_dir, os.path.join(output_dir, layout.LOGS_DIR)] + nested:
-        if not os.path.isdir(folder):
-            continue
-        for name in os.listdir(folder):
-            if is_temp_name(name):
-                os.remove(os.path.join(folder, name))
-
-
-def archive_previous_reports(output_dir: str) -> None:
-    """Move the last run's failure lists and summaries to logs/previous/<time>/ (a new run rewrites them)."""
-    names = [n for n in os.listdir(output_dir) if layout.is_report_file(n)]
-    if not names:
-        return
-    target = os.path.join(output_dir, layout.PREVIOUS_REPORTS_DIR, time.strftime("%Y%m%d-%H%M%S"))
-    suffix = 0
-    while os.path.exists(target + (f"-{suffix}" if suffix else "")):
-        suffix += 1
-    target += f"-{suffix}" if suffix else ""
-    os.makedirs(target)
-    for name in names:
-        os.replace(os.path.join(output_dir, name), os.path.join(target, name))
-
-
 def existing_images(output_dir: str) -> set[str]:
     """Relative paths of the finished images in the folder (one listing instead of a stat per sample)."""
-    return set(_folder_images(output_dir))
-
-
-def _adoption_holds(adopted: dict[str, Any], name: str, row_key: str) -> bool:
-    """An adopted image without provenance stands for the manifest row it was adopted as (any row, for an
-    adoption recorded before rows were)."""
-    if name not in adopted.get("files", ()):
-        return False
-    rows = adopted.get("rows")
-    return rows is None or rows.get(name) == row_key
-
-
-def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]) -> dict[str, Any]:
-    """Keep only images this folder's run would make: every file under an image name must be a whole
-    PNG whose provenance matches its own pixels, its manifest sample, the model and the recorded
-    settings (or be one that --adopt_existing took in for that sample). Anything else is moved to
-    quarantine/ (never deleted; renamed so that no *.png glob finds it) and made again. Returns the
-    check's report (logs/resume_check.json).
-
-    A file found right before, or written by a worker, is not read again while its verification_cache line
-    still vouches for it: the same file, the same manifest row, settings and a model the folder still accepts.
-    A changed prompts file, settings record or manifest (edited, deleted, --allow_settings_change,
-    --adopt_existing) thus re-reads the images it concerns; a resume over 30,000 unchanged images takes a
-    second, not a disk's read of them all."""
-    out = spec.output_dir
-    rows = {row["file_name"]: row for row in read_manifest(out).values()}
-    manifest = verification_cache.manifest_digest(out)
-    cached = verification_cache.load(out, manifest)
-    settings_record = read_settings_record(out)
-    adopted = settings_record.get("adopted", {})
-    # This run's model, and those that --allow_settings_change added to the folder before.
-    fingerprints = [spec.model_identity.get("fingerprint")] + [
-        h.get("model", {}).get("fingerprint") for h in settings_record.get("history", [])]
-    keys = {(i, f): provenance.settings_key(s, f) for i, s in enumerate(accepted_settings) for f in fingerprints}
-    accepted = set(keys.values()) | {UNBOUND + key for key in keys.values()}
-    started, rejected, names, good, read, unbound = time.time(), [], _folder_images(out), [], 0, 0
-    for name in names:
-        row, entry = rows.get(name), cached.get(name)
-        state = verification_cache.file_state(out, name)
-        row_key = "" if row is None else entry.row_key if entry and entry.same_manifest else provenance.row_key(row)
-        settings_keys = accepted | ({ADOPTED} if _adoption_holds(adopted, name, row_key) else set())
-        if row is not None and verification_cache.vouches(entry, state, row_key, settings_keys):
-            assert entry is not None
-            key = entry.settings_key
-        else:
-            read += 1
-            try:
-                found, image = provenance.inspect(os.path.join(out, name))
-                if row is None:
-                    raise provenance.NotThisRun("not a sample of this folder's manifest")
-                if found is None and ADOPTED in settings_keys:
-                    key = ADOPTED
-                else:
-                    key = keys[provenance.made_with(found, image, manifest_sample(row), fingerprints, accepted_settings)]
-                    key = key if found and "image" in found else UNBOUND + key
-            except DamagedPng as err:
-                rejected.append((name, f"not a whole PNG: {err}"))
-                continue
-            except OSError as err:
-                rejected.append((name, f"unreadable: {err.strerror}"))
-                continue
-            except provenance.NotThisRun as err:
-                rejected.append((name, str(err)))
-                continue
-        unbound += key == ADOPTED or key.startswith(UNBOUND)
-        good.append(verification_cache.line(state, row_key, key))
-    report = {"checked": len(names), "read": read, "seconds": round(time.time() - started, 3),
-              "pixels_unchecked": unbound, "quarantined": _quarantine(out, rejected)}
-    verification_cache.save(out, manifest, good)
-    replace_json(os.path.join(out, layout.RESUME_CHECK_FILE), report)
-    return report
-
-
-def _quarantine(output_dir: str, rejected: list[tuple[str, str]]) -> list[dict[str, str]]:
-    if not rejected:
-        return []
-    folder = os.path.join(output_dir, layout.QUARANTINE_DIR, time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(folder, exist_ok=True)
-    moved = []
-    for name, why in rejected:
-        target = os.path.join(folder, name + layout.QUARANTINE_SUFFIX)
-        os.makedirs(os.path.dirname(target), exist_ok=True)  # GenEval layout: <row>/samples/ kept inside
-        os.replace(os.path.join(output_dir, name), target)
-        moved.append({"file": name, "reason": why, "moved_to": os.path.relpath(target, output_dir)})
-    with open(os.path.join(folder, "reasons.json"), "w", encoding="utf-8") as f:
-        json.dump(moved, f, indent=2, ensure_ascii=False)
-    return moved
-
-
-def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_change: bool = False,
-                       check: Callable[[], object] | None = None, adopt_existing: bool = False) -> "RunLock":
-    """Make the folder ready for a run and return its RunLock, held exclusively.
-
-    Refuses a folder that another run is using, or that holds images of other settings or
-    prompts; then clears leftovers of killed workers and moves the last run's reports aside.
-    `check()`, if given, runs once the lock is held and before anything changes (it raises to refuse).
-    """
-    from gen_worker.output import claims
-    from gen_worker.output.progress import clear_progress
-    from gen_worker.output.lock import RunLock
-
-    logs = os.path.join(spec.output_dir, layout.LOGS_DIR)
-    if os.path.lexists(logs) and not os.path.isdir(logs):
-        raise _damaged(logs, "is not a folder (t2i-batch keeps its logs there)", "move it away")
-    os.makedirs(logs, exist_ok=True)
-    lock = RunLock(spec.output_dir)
-    lock.acquire_exclusive()
-    try:
-        if check is not None:
-            check()
-        accepted = check_and_record_settings(spec.output_dir, spec, allow_settings_change, adopt_existing, samples)
-        check_and_write_manifest(spec.output_dir, samples, allow_settings_change)
-        if spec.layout == "geneval":
-            write_prompt_folders(spec.output_dir, samples)
-        check_existing_images(spec, accepted)
-        remove_stale_temp_files(spec.output_dir)
-        archive_previous_reports(spec.output_dir)
-        clear_progress(spec.output_dir)
-        claims.reset(spec.output_dir)  # the last run's block queue: its done blocks may have failed samples
-    except BaseException:
-        lock.release()
-        raise
-    return lock
+    return set(folder_images(output_dir))

@@ -5,7 +5,7 @@ import time
 from typing import Any, Sequence
 
 from gen_worker.output import layout
-from gen_worker.output.atomic_files import read_json_if_any, replace_json
+from gen_worker.atomic_files import read_json_if_any, replace_json
 from gen_worker.output.record import existing_images, read_manifest
 
 
@@ -23,11 +23,12 @@ def read_worker_summary(output_dir: str, worker_index: int) -> dict[str, Any] | 
 
 def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Sequence[dict[str, Any]], started: float,
                       command: str, interrupted: bool = False, finished: float | None = None,
-                      schedule: str = "static", already_there: int | None = None,
+                      schedule: str = "static", judged_by_folder: bool = False, already_there: int | None = None,
                       logs_in: str | None = None) -> dict[str, Any]:
     """file_names: every sample's image name; workers: one dict per worker with at least 'label'
     and 'exit_code' (None while unknown), and 'worker_index' when not its position.
-    already_there: images on disk when the run started (dynamic schedule: no worker owns them to count them).
+    schedule: its name, recorded; judged_by_folder: the schedule's (schedule/interface.py): the folder decides
+    whether the run succeeded, and images on disk when it started (already_there) belong to no worker.
 
     finished: when the run ended (default: now), for a summary written after the fact.
     logs_in: the folder whose logs/ holds the workers' logs, when not output_dir (a sweep's top folder).
@@ -41,7 +42,7 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
         per_worker.append({**info, **summary})
     totals = {key: sum(w.get(key) or 0 for w in per_worker)
               for key in ("generated", "skipped", "failed", "constant_images", "nsfw_flagged", "blocks_taken_over")}
-    if schedule == "dynamic" and already_there is not None:
+    if judged_by_folder and already_there is not None:
         totals["skipped"] = already_there
     indices = [w["worker_index"] for w in per_worker]
     resume_check = read_json_if_any(os.path.join(output_dir, layout.RESUME_CHECK_FILE)) or {}
@@ -49,7 +50,7 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
     wall = finished - started
     summary = {
         "command": command, "output_dir": output_dir, "logs_in": logs_in or output_dir, "num_workers": len(workers),
-        "schedule": schedule,
+        "schedule": schedule, "judged_by_folder": judged_by_folder,
         "num_samples": len(file_names), "missing": len(missing), **totals,
         "failed_files": [os.path.basename(layout.failed_file(output_dir, k))
                          for k in indices if os.path.exists(layout.failed_file(output_dir, k))],
@@ -113,13 +114,13 @@ def final_lines(summary: dict[str, Any], rerun_hint: bool = True) -> list[str]:
 
 
 def _by_folder(summary: dict[str, Any]) -> bool:
-    """Dynamic schedule: the folder decides, since live workers take over a stopped worker's blocks."""
-    return summary.get("schedule") == "dynamic" and not summary["interrupted"]
+    """The folder decides where live workers take over a stopped worker's blocks (the dynamic schedule)."""
+    return bool(summary.get("judged_by_folder")) and not summary["interrupted"]
 
 
 def exit_status(summary: dict[str, Any], workers_ok: bool) -> int:
-    """0 only when every image is on disk, no sample failed and every worker ended well (dynamic
-    schedule: or its blocks were made by the others); else 1."""
+    """0 only when every image is on disk, no sample failed and every worker ended well (or, where the folder
+    decides, its blocks were made by the others); else 1."""
     workers_ok = workers_ok or _by_folder(summary)
     return 0 if summary["missing"] == 0 and summary["failed"] == 0 and workers_ok else 1
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from gen_worker.errors import T2IError
-from gen_worker.output.atomic_files import read_json_if_any, replace_json
+from gen_worker.atomic_files import read_json_if_any, replace_json
 
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = "t2i-batch-sweep-v1"

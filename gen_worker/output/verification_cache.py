@@ -1,5 +1,5 @@
 """The resume check's memory: which image files were found right, and against what, so that a resume reads
-only the files that may have changed (record.check_existing_images).
+only the files that may have changed (prepare.check_existing_images).
 
     logs/verified_images.tsv    the last check's verdicts; its first line names the manifest.csv they were
                                 checked against (a sha256 of its bytes)
@@ -16,7 +16,7 @@ import os
 from typing import Dict, Iterable, NamedTuple, Optional
 
 from gen_worker.output import layout
-from gen_worker.output.atomic_files import replace_file
+from gen_worker.atomic_files import replace_file
 
 HEADER = "# t2i-batch verified images; manifest.csv sha256 "
 ADOPTED = "adopted"  # the settings key of an adopted image without provenance (its settings are the adoption's)

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from gen_worker.output import layout
-from gen_worker.output.atomic_files import read_json_if_any, replace_json
+from gen_worker.atomic_files import read_json_if_any, replace_json
 from gen_worker.slurm.commands import SlurmError, queue_states
 from gen_worker.errors import T2IError
 

@@ -17,16 +17,16 @@ from typing import Any, Collection, Mapping, Sequence
 
 from gen_worker.errors import EXIT_USAGE, T2IError
 from gen_worker.output import layout
-from gen_worker.output.claims import (FINISH_GRACE_SECONDS, RUN_FILE, blocks_left, done_blocks, every_block_done,
-                                      leases, stopped_late)
-from gen_worker.output.atomic_files import read_json_if_any
+from gen_worker.schedule import Schedule, schedule_named
+from gen_worker.schedule.claims import RUN_FILE
+from gen_worker.schedule.dynamic import FINISH_GRACE_SECONDS, every_block_done, stopped_late
+from gen_worker.atomic_files import read_json_if_any
 from gen_worker.output.progress import read_progress
 from gen_worker.output.progress_bars import ProgressBars
 from gen_worker.output.record import existing_images, read_manifest
 from gen_worker.output.sweep_record import read_sweep_record
 from gen_worker.output.summary import exit_status, final_lines, missing_images, read_worker_summary, \
     write_run_summary
-from gen_worker.sharding import worker_indices
 from gen_worker.slurm.commands import SlurmError, cancel, kill_wait_seconds, queue_states
 from gen_worker.slurm.record import latest_submission
 
@@ -40,19 +40,19 @@ CANCEL_WAIT_SECONDS = 30
 _SLURM_END = re.compile(r"\*\*\* (?:JOB|STEP) \S+ ON \S+ (.+?) \*\*\*")
 
 
-def _dynamic(submission: dict[str, Any]) -> bool:
-    return submission.get("schedule") == "dynamic"
+def _schedule(submission: dict[str, Any]) -> Schedule:
+    return schedule_named(submission.get("schedule", "static"))
 
 
 def worker_files(output_dir: str, submission: dict[str, Any]) -> dict[int, list[str]]:
-    """{worker index: its image file names}, from manifest.csv (status does not reread the CSV).
-    Dynamic schedule: no worker owns an image; each task's count is what it made."""
-    if _dynamic(submission):
+    """{worker index: its image file names} where the schedule fixes them, from manifest.csv (status does not
+    reread the prompts file); {} where workers claim blocks as they go: each task's count is what it made."""
+    shares = _schedule(submission).shares(submission["num_samples"], submission["batch_size"],
+                                          submission["num_workers"])
+    if shares is None:
         return {}
     manifest = read_manifest(output_dir)
-    n, workers = submission["num_samples"], submission["num_workers"]
-    return {k: [manifest[i]["file_name"] for i in worker_indices(n, k, workers, submission["batch_size"])]
-            for k in range(workers)}
+    return {k: [manifest[i]["file_name"] for i in share] for k, share in enumerate(shares)}
 
 
 def _ended_reason(task: dict[str, Any], progress: dict[str, Any]) -> str:
@@ -122,7 +122,7 @@ def summarize_run(output_dir: str, submission: dict[str, Any], views: Sequence[d
     files = worker_files(output_dir, submission)
     by_worker = {v["worker"]: v for v in views}
     workers = []
-    for k in (sorted(by_worker) if _dynamic(submission) else range(submission["num_workers"])):
+    for k in (range(submission["num_workers"]) if files else sorted(by_worker)):
         v = by_worker.get(k)
         if v is None:  # not queued: all its images were there
             workers.append({"label": f"task {k}", "slurm_id": None, "exit_code": None, "state": "nothing left",
@@ -133,7 +133,8 @@ def summarize_run(output_dir: str, submission: dict[str, Any], views: Sequence[d
             workers.append({"label": v["label"], "slurm_id": v["slurm_id"], "exit_code": code,
                             "message": v["message"], "stopped": v["stopped"], "worker_index": k})
     summary = write_run_summary(output_dir, file_names, workers, submission["submitted_unix"], submission["command"],
-                                finished=finished_at, schedule=submission.get("schedule", "static"),
+                                finished=finished_at, schedule=_schedule(submission).name,
+                                judged_by_folder=_schedule(submission).judged_by_folder,
                                 already_there=submission.get("already_there"), logs_in=submission.get("logs_in"))
     return summary, final_lines(summary)
 
@@ -165,7 +166,7 @@ def follow_run(output_dir: str, last: bool = True, folders: Sequence[str] = ()) 
     views = task_views(output_dir, submission, {})
     bars = ProgressBars(output_dir, [v["label"] for v in views], [v["total"] for v in views],
                         [v["done"] for v in views], worker_indices=[v["worker"] for v in views])
-    left = {f: _unfinished_blocks(f) for f in (output_dir, *folders)} if _dynamic(submission) else None
+    left = _blocks_left([output_dir, *folders])
     states: dict[str, str] | None = None
     next_poll, all_done_at, blocks_done_at = 0.0, None, None
     not_needed: set[int] = set()
@@ -212,12 +213,19 @@ def follow_run(output_dir: str, last: bool = True, folders: Sequence[str] = ()) 
     return exit_status(summary, all(v["ok"] for v in views))
 
 
-def _unfinished_blocks(folder: str) -> set[int]:
-    """The blocks of the dynamic run in `folder` (its last submission's samples) neither done nor on disk."""
-    submission = _last_submission(folder)
-    manifest = read_manifest(folder)
-    names = [manifest[i]["file_name"] for i in range(submission["num_samples"])]
-    return blocks_left(folder, names, submission["batch_size"], existing_images(folder))
+def _blocks_left(folders: Sequence[str]) -> dict[str, set[int]] | None:
+    """{folder: the blocks of its last submission's run neither done nor on disk}, where the schedule can tell
+    (None where it cannot: the tasks end when their shares are made)."""
+    left = {}
+    for folder in folders:
+        submission = _last_submission(folder)
+        manifest = read_manifest(folder)
+        names = [manifest[i]["file_name"] for i in range(submission["num_samples"])]
+        blocks = _schedule(submission).blocks_left(folder, names, submission["batch_size"], existing_images(folder))
+        if blocks is None:
+            return None
+        left[folder] = blocks
+    return left
 
 
 def _cancel_stuck(views: Sequence[dict[str, Any]]) -> dict[int, str]:
@@ -282,7 +290,7 @@ def show_local_status(output_dir: str) -> int:
         labels[p.get("worker_id")] = f"worker {k}"
         print(f"  worker {k:<3} {p.get('host', '?')} pid {p.get('pid', '?')}: {p.get('generated', 0)} made, "
               f"{p.get('failed', 0)} failed, {p.get('state', '?')}")
-    print("\n".join(lease_lines(output_dir, labels)))
+    print("\n".join(schedule_named("dynamic").status_lines(output_dir, labels)))
     return 0
 
 
@@ -317,8 +325,8 @@ def show_status(output_dir: str) -> int:
     others = submission["num_workers"] - len(views)
     if others > 0:
         print(f"  ({others} other tasks had nothing left to make and were not queued)")
-    if _dynamic(submission):
-        print("\n".join(lease_lines(output_dir, {v["progress"].get("worker_id"): v["label"] for v in views})))
+    print("\n".join(_schedule(submission).status_lines(output_dir, {v["progress"].get("worker_id"): v["label"]
+                                                                     for v in views})))
     base = submission.get("logs_in", output_dir)  # a sweep's tasks log in its top folder
     print(f"Logs: {os.path.join(base, layout.LOGS_DIR)}/worker_gpu<task>.log, "
           f"SLURM output: {os.path.join(base, layout.SUBMITIT_DIR)}/<job id>/")
@@ -329,21 +337,6 @@ def show_status(output_dir: str) -> int:
         return exit_status(summary, all(v["ok"] for v in views))
     print("Still running.\n" + "\n".join(follow_hints(output_dir)))
     return 0
-
-
-def lease_lines(output_dir: str, labels: dict[Any, str]) -> list[str]:
-    """Who holds which block of the dynamic queue, and how fresh their heartbeat looks."""
-    held = leases(output_dir)
-    done = len(done_blocks(output_dir))
-    lines = [f"Blocks: {done} done, {len(held)} being made"]
-    for lease in held:
-        holder = str(lease["holder"])
-        beat = lease["heartbeat_age"]
-        seen = "no heartbeat file" if beat is None else f"heartbeat seen {beat:.0f} s ago"
-        since = "" if lease["claimed_ago"] is None else f", claimed {lease['claimed_ago']:.0f} s ago"
-        who = labels.get(holder, holder) or "a claim naming no worker (expired)"
-        lines.append(f"  block {lease['block']:<6} {who}: {seen}{since}")
-    return lines
 
 
 def cancel_run(output_dir: str, workers: Sequence[int] | None = None) -> int:
@@ -381,7 +374,7 @@ def cancel_run(output_dir: str, workers: Sequence[int] | None = None) -> int:
         print(f"{len(left)} tasks are still ending (a rerun is refused until they have left the queue); "
               f"check with `python submit.py status --output_dir {shlex.quote(output_dir)}`.")
         return 0
-    if workers and _dynamic(submission):
+    if workers and _schedule(submission).judged_by_folder:
         print("The run's other tasks take over the cancelled tasks' blocks once their leases expire.")
         return 0
     missing = sum(len(missing_images(folder)[0]) for folder in sweep_folders(output_dir) or [output_dir])

@@ -4,17 +4,17 @@ Two layouts, one GPU per task either way:
   array  one job array, task i = worker i (--gpus-per-node=1); split into several arrays when
          the cluster's MaxArraySize is smaller than the number of tasks;
   tasks  one job with N tasks (--ntasks=N --gpus-per-task=1, run by srun), rank r = worker r.
-A rerun queues only the workers that still have images to make (--schedule static; a dynamic run
-queues every task, each claiming blocks). A dynamic run still under way is joined: the new tasks
-get new worker indices and claim what is left.
+A rerun queues only the workers worth starting (the schedule says which: under --schedule static those
+whose share has images to make; under dynamic every task, each claiming blocks). A dynamic run still under
+way is joined: the new tasks get new worker indices and claim what is left. The folders come prepared by the
+run planner (plan.py); check_with_cluster runs before that, so that a refused request changes nothing.
 """
-import functools
 import math
 import os
 import shlex
 import sys
 import time
-from typing import Any, Container, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import submitit
 from submitit.core.utils import JobPaths
@@ -24,16 +24,14 @@ from submitit.slurm.slurm import _make_sbatch_string
 from gen_worker.output import layout
 from gen_worker.errors import UsageError
 from gen_worker.container.slurm_launcher import write_launcher
-from gen_worker.output.claims import CannotJoin, join_run, start_run
-from gen_worker.output.lock import RunLock
-from gen_worker.output.record import existing_images, prepare_output_dir
+from gen_worker.output.record import existing_images
+from gen_worker.output.prepare import PreparedRun
 from gen_worker.container.runtime import Container as ImageContainer
-from gen_worker.prompts import Sample
-from gen_worker.sharding import worker_indices
+from gen_worker.schedule import schedule_of
 from gen_worker.slurm.options import SlurmOptions
 from gen_worker.spec import JobSpec
 from gen_worker.slurm.commands import SlurmError, max_array_size, partition_time_limit, test_submission
-from gen_worker.slurm.record import SlurmJobsAlive, add_submission, refuse_if_jobs_alive
+from gen_worker.slurm.record import add_submission
 from gen_worker.slurm.task import SlurmTask
 
 # The checkout (the folder holding gen_worker/), put first on the tasks' PYTHONPATH.
@@ -132,13 +130,6 @@ def check_with_cluster(spec: JobSpec, opts: SlurmOptions) -> Tuple[int, int]:
     return max_array, time_min
 
 
-def workers_with_work(samples: Sequence[Sample], num_workers: int, batch_size: int,
-                      on_disk: Container[str]) -> List[int]:
-    """Worker indices that still have an image to make (the others are not queued)."""
-    return [k for k in range(num_workers)
-            if any(samples[i].file_name not in on_disk for i in worker_indices(len(samples), k, num_workers, batch_size))]
-
-
 def _queue(specs: Sequence[JobSpec], opts: SlurmOptions, workers: List[int], max_array: int, time_min: int,
            container: Optional[ImageContainer] = None,
            base: Optional[str] = None) -> Tuple[List[Dict[str, Any]], Optional[str]]:
@@ -194,69 +185,48 @@ def _print_submitted(out: str, opts: SlurmOptions, submission: Dict[str, Any]) -
     sys.stdout.flush()
 
 
-def submit_to_slurm(runs: Sequence[Tuple[JobSpec, Sequence[Sample]]], opts: SlurmOptions, command: str,
-                    allow_settings_change: bool = False, container: Optional[ImageContainer] = None,
-                    wait: bool = False, adopt_existing: bool = False, sweep_dir: Optional[str] = None) -> int:
-    """Check, prepare the folders, queue what is missing; then follow it (`wait`) or return. Exit status.
-    runs: (spec, samples) of the run, or of every configuration of the sweep in `sweep_dir`: one set of
-    tasks goes through them all. `container` (a checked container.Container): every task runs inside it."""
+def submit_to_slurm(runs: Sequence[PreparedRun], opts: SlurmOptions, limits: Tuple[int, int], command: str,
+                    container: Optional[ImageContainer] = None, join: bool = False, wait: bool = False,
+                    sweep_dir: Optional[str] = None) -> int:
+    """Queue what is missing in the prepared folders (plan.py), then follow it (`wait`) or return; the exit status.
+    runs: the run, or every configuration of the sweep in `sweep_dir`: one set of tasks goes through them all.
+    limits: check_with_cluster's (MaxArraySize, time limit). `container`: every task runs inside it.
+    join: the (one) run is under way: its queue gets more tasks. The folders are let go once the tasks are queued:
+    the tasks hold them while they run."""
     from gen_worker.slurm.status import follow_hints, follow_run, follow_sweep, summarize_run
 
-    specs = [spec for spec, _ in runs]
-    spec, samples = runs[0]
+    specs = [run.spec for run in runs]
+    spec, samples = runs[0].spec, runs[0].samples
+    schedule = schedule_of(spec)
     out = sweep_dir or spec.output_dir  # submitit's files, the workers' logs, status and cancel
-    max_array, time_min = check_with_cluster(spec, opts)
-    join = False
-    for s in specs:
-        try:
-            refuse_if_jobs_alive(s.output_dir)
-        except SlurmJobsAlive as alive:
-            if s.schedule != "dynamic" or sweep_dir:  # a sweep is not joined: it waits for the run there
-                raise
-            try:
-                join_run(s, 0)  # the checks only
-            except CannotJoin as err:
-                raise SlurmJobsAlive(f"{alive}; they cannot be joined: {err}") from None
-            join = True
-    # Again under the lock, before the folder changes: two submitters may race. A join changes
-    # nothing but the queue's worker indices: the run's tasks may hold the lock.
-    locks: List[RunLock] = []
+    max_array, time_min = limits
     tasks: List[Dict[str, Any]] = []
     try:
-        for s, s_samples in runs:
-            locks.append(RunLock(s.output_dir) if join else prepare_output_dir(
-                s, s_samples, allow_settings_change, check=functools.partial(refuse_if_jobs_alive, s.output_dir),
-                adopt_existing=adopt_existing))
         started = time.time()
         submission = {"submitted_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
                       "submitted_unix": started, "command": command, "mode": opts.slurm_mode, "num_workers": opts.num_tasks,
-                      "num_samples": len(samples), "batch_size": spec.batch_size, "schedule": spec.schedule,
+                      "num_samples": len(samples), "batch_size": spec.batch_size, "schedule": schedule.name,
                       "join": join, "container": container.image if container else None, "job_ids": [], "tasks": []}
         on_disk = [existing_images(s.output_dir) for s in specs]
         # What differs between the folders' records of the submission (their status, summary and reruns read it).
-        per_folder = [{"num_samples": len(s_samples), "batch_size": s.batch_size, "logs_in": out,
-                       "already_there": sum(x.file_name in there for x in s_samples)}
-                      for (s, s_samples), there in zip(runs, on_disk)]
-        if spec.schedule == "static":
-            workers = sorted({k for (s, s_samples), there in zip(runs, on_disk)
-                              for k in workers_with_work(s_samples, opts.num_tasks, s.batch_size, there)})
-        else:  # any task claims any block
-            workers = [0] if any(x.file_name not in there for (_, s_samples), there in zip(runs, on_disk)
-                                 for x in s_samples) else []
-        if not workers:
+        per_folder = [{"num_samples": len(run.samples), "batch_size": run.spec.batch_size, "logs_in": out,
+                       "already_there": sum(x.file_name in there for x in run.samples)}
+                      for run, there in zip(runs, on_disk)]
+        to_start = {k for run, there in zip(runs, on_disk)
+                    for k in schedule.workers_to_start([x.file_name not in there for x in run.samples],
+                                                       run.spec.batch_size, opts.num_tasks)}
+        if not to_start:
             print(f"Nothing to submit: every image is in {out}.")
             if not join:
                 for s, own in zip(specs, per_folder):
                     print("\n".join(summarize_run(s.output_dir, {**submission, **own}, [])[1]), file=sys.stderr)
             return 0
         if join:
-            workers = join_run(spec, opts.num_tasks)
+            workers = schedule.join(spec, opts.num_tasks)
             print(f"Joining the run under way in {out} with {len(workers)} more tasks (workers "
                   f"{describe_workers(workers)}).")
         else:
-            started_workers = [start_run(s, opts.num_tasks) for s in specs]
-            if spec.schedule == "dynamic":
-                workers = started_workers[0]  # fresh queues: 0..N-1 in every folder
+            workers = [k for k in [schedule.start(s, opts.num_tasks) for s in specs][0] if k in to_start]
         for s in specs:
             for k in workers:  # a task's GPU and job ids from an earlier run would mislead status
                 if os.path.exists(layout.slurm_task_file(s.output_dir, k)):
@@ -270,8 +240,8 @@ def submit_to_slurm(runs: Sequence[Tuple[JobSpec, Sequence[Sample]]], opts: Slur
                 add_submission(sweep_dir, {**submission, "folders": [os.path.relpath(s.output_dir, sweep_dir)
                                                                      for s in specs]})
     finally:
-        for lock in locks:
-            lock.release()  # the tasks take it shared while they run
+        for run in runs:
+            run.lock.release()  # the tasks take it shared while they run
     if tasks:
         _print_submitted(out, opts, submission)
     if error:

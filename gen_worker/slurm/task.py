@@ -17,7 +17,7 @@ from typing import Any, MutableMapping, Sequence
 import submitit
 
 from gen_worker.output import layout
-from gen_worker.output.atomic_files import replace_json
+from gen_worker.atomic_files import replace_json
 from gen_worker.spec import JobSpec
 
 log = logging.getLogger(__name__)

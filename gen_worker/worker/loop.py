@@ -25,20 +25,19 @@ import numpy as np
 from gen_worker.library_logs import quiet_library_noise
 from gen_worker.model_check import changed_components, identify
 from gen_worker.output import layout, provenance
-from gen_worker.output.atomic_files import replace_json
+from gen_worker.atomic_files import replace_json
 from gen_worker.worker.image_writer import ImageWriter, WriterError
 from gen_worker.worker.oom import SplitOnOutOfMemory
 from gen_worker.worker.png import save_png_once, to_uint8
 from gen_worker.output.progress import WorkerProgress
-from gen_worker.prompts import Sample, fingerprint, spec_samples
+from gen_worker.prompts import Sample, fingerprint
 from gen_worker.output.lock import RunLock
 from gen_worker.output import verification_cache
 from gen_worker.output.record import existing_images, manifest_row
-from gen_worker.output.claims import BlockQueue, done_blocks, run_lease
 from gen_worker.worker.watch import ProgressWatch
-from gen_worker.sharding import worker_blocks
+from gen_worker.schedule import WorkerShare, schedule_of
 from gen_worker.errors import T2IError, one_line
-from gen_worker.spec import SPEC_VERSION, JobSpec, check_version
+from gen_worker.spec import SPEC_VERSION, JobSpec, check_version, spec_samples
 
 if TYPE_CHECKING:
     from gen_worker.worker.pipeline import ImageMaker
@@ -193,7 +192,7 @@ class _Outcomes:
     def __init__(self, spec: JobSpec, worker_index: int, progress: WorkerProgress, summary: dict[str, Any],
                  started: float) -> None:
         self.output_dir, self.worker_index, self.progress = spec.output_dir, worker_index, progress
-        # What this worker's images are verified against by making them (record.check_existing_images).
+        # What this worker's images are verified against by making them (prepare.check_existing_images).
         self.settings_key = provenance.settings_key(spec.recorded_settings(), spec.model_identity.get("fingerprint"))
         self.summary, self.started = summary, started
         self.last_error = ""  # one line
@@ -223,7 +222,7 @@ class _Outcomes:
         with self.progress.lock:
             self.progress.add("generated" if created else "skipped")
             self.progress.save()
-            if created:  # a resume need not read it again (output/record.py, check_existing_images)
+            if created:  # a resume need not read it again (output/prepare.py, check_existing_images)
                 line = verification_cache.line(verification_cache.file_state(self.output_dir, item.sample.file_name),
                                                provenance.row_key(manifest_row(item.sample)), self.settings_key)
                 with open(layout.written_file(self.output_dir, self.worker_index), "a", encoding="utf-8") as f:
@@ -290,22 +289,12 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     if spec.samples_fingerprint and fingerprint(samples) != spec.samples_fingerprint:
         raise WorkerError(f"{spec.prompts_csv} changed after the run was submitted; submit again")
     done = existing_images(spec.output_dir)
-    if spec.schedule == "static":
-        blocks = {b[0] // spec.batch_size: [samples[i] for i in b]
-                  for b in worker_blocks(len(samples), worker_index, num_workers, spec.batch_size)}
-        on_disk = sum(s.file_name in done for b in blocks.values() for s in b)
-        total = sum(len(b) for b in blocks.values())
-    else:  # every block, claimed one by one; the progress counts what this worker makes of what is missing
-        blocks = {b: samples[i:i + spec.batch_size] for b, i in enumerate(range(0, len(samples), spec.batch_size))}
-        on_disk, total = 0, sum(s.file_name not in done for s in samples)
-    complete = {b for b, block in blocks.items() if all(s.file_name in done for s in block)}
-    if spec.schedule == "dynamic":
-        complete |= done_blocks(spec.output_dir)
-    if len(complete) == len(blocks):  # nothing left: exit at once, before importing torch (a late task)
-        progress.update(total=total, skipped=on_disk)
+    share = schedule_of(spec).worker_share(spec, samples, worker_index, num_workers, done)
+    if share.nothing_to_make():  # exit at once, before importing torch (a late task)
+        progress.update(total=share.total, skipped=share.on_disk)
         return
     _check_model_unchanged(spec)
-    progress.update(state="loading", total=total, skipped=on_disk)
+    progress.update(state="loading", total=share.total, skipped=share.on_disk)
     import_start = time.time()
     from gen_worker.worker.pipeline import ImageMaker, resolve_device
     from gen_worker.worker.pipeline_cache import PipelineCache
@@ -324,36 +313,26 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     summary["load_seconds"] = round(time.time() - load_start, 3)
     log.info("worker %d/%d: %s on %s, batch size %d, speed options %s: %d samples to make, %d already on disk",
              worker_index, num_workers, maker.name, device, spec.batch_size, summary.get("speed_options"),
-             progress["total"] - on_disk, on_disk)
+             progress["total"] - share.on_disk, share.on_disk)
     progress.update(state="generating")
     outcomes = _Outcomes(spec, worker_index, progress, summary, started)
-    queue = None
-    todo: Iterable[tuple[int, list[Sample]]] = [(b, block) for b, block in blocks.items() if b not in complete]
-    lease = spec.lease_seconds
-    if spec.schedule == "dynamic":
-        lease = run_lease(spec.output_dir, spec.lease_seconds)  # a joiner's own --lease_seconds does not count
-        queue = BlockQueue(spec.output_dir, len(blocks), lease)
-        outcomes.blocks.on_done = queue.done
-        summary["worker_id"] = queue.worker
-        progress.update(worker_id=queue.worker)
-        todo = ((b, blocks[b]) for b in queue.blocks(complete))
-    summary["lease_seconds"] = lease
-    maker.watch = ProgressWatch(lease, max(WATCHDOG_LEASES * lease, WATCHDOG_MIN_SECONDS),
-                                on_progress=queue.beat if queue else lambda: None,
-                                on_stall=lambda seconds: _stuck(progress, queue, seconds))
+    opened = share.open()
+    summary.update(opened)
+    if "worker_id" in opened:
+        progress.update(worker_id=opened["worker_id"])
+    outcomes.blocks.on_done = share.block_done
+    maker.watch = ProgressWatch(share.lease, max(WATCHDOG_LEASES * share.lease, WATCHDOG_MIN_SECONDS),
+                                on_progress=share.beat, on_stall=lambda seconds: _stuck(progress, share, seconds))
     try:
-        _generate(spec, maker, todo, done, outcomes, summary)
+        _generate(spec, maker, share.blocks(), done, outcomes, summary)
     finally:
         maker.watch.stop()
         maker.watch = None
-        if queue is not None:
-            queue.close()
-            summary.update(blocks_claimed=queue.claimed, blocks_taken_over=queue.taken_over)
-            # Its share is known now: what it made (the bar ends at 100%).
-            progress.update(total=sum(progress[k] for k in ("generated", "skipped", "failed")))
+        summary.update(share.close(made=sum(progress[k] for k in ("generated", "skipped", "failed"))))
+        progress.update(total=share.total)
 
 
-def _stuck(progress: WorkerProgress, queue: BlockQueue | None, seconds: float) -> None:
+def _stuck(progress: WorkerProgress, share: WorkerShare, seconds: float) -> None:
     """The watchdog, on the progress watch's thread: the main thread has been stuck in a pipeline call for
     `seconds` (a hung CUDA call, a GPU fault). Say where, release the block, and end the process, so that
     its GPU is freed even when no one waits for the run (a SLURM task). The main thread cannot be unwound."""
@@ -368,8 +347,7 @@ def _stuck(progress: WorkerProgress, queue: BlockQueue | None, seconds: float) -
                 progress.update(state="error", message=message)
             finally:
                 progress.lock.release()
-        if queue is not None:
-            queue.close()  # others may take its block at once
+        share.close(made=0)  # others may take its block at once
     except Exception:  # best effort: nothing may keep the process from ending
         log.exception("while stopping after no progress")
     finally:

@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from gen_worker.output.atomic_files import create_once
+from gen_worker.atomic_files import create_once
 from gen_worker.output.png_file import SIGNATURE, chunk, image_record, text_chunk
 
 # The text chunks of an image, given its image_record (size and pixel hash): provenance binds the pixels.

@@ -27,31 +27,20 @@ names no worker (empty, garbage, a folder) is expired: it is taken over at once.
 import logging
 import os
 import re
-import shutil
 import socket
 import threading
 import time
 import uuid
-from typing import Collection, Iterator, Mapping, Sequence
+from typing import Collection, Iterator
 
 from gen_worker.output import layout
-from gen_worker.errors import T2IError
-from gen_worker.output.atomic_files import read_json_if_any, replace_file, replace_json
-from gen_worker.output.record import read_settings_record
-from gen_worker.spec import MAX_LEASE_SECONDS, JobSpec, recorded_defaults
+from gen_worker.atomic_files import replace_file
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # how often a worker with nothing to claim looks at the others' blocks
 RUN_FILE = "run.json"  # what the run's workers make: a joining submitter must make the same
-# Once every block is done, the workers still running get this long to end on their own before the
-# submitter stops them (a worker with nothing left ends within a second; one stuck in a GPU call never does).
-FINISH_GRACE_SECONDS = 5.0
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # what worker_id() makes; "." and ".." excepted
-
-
-class CannotJoin(T2IError):
-    pass
 
 
 def worker_id() -> str:
@@ -63,59 +52,6 @@ def worker_id() -> str:
 
 def claims_dir(output_dir: str) -> str:
     return os.path.join(output_dir, layout.CLAIMS_DIR)
-
-
-def reset(output_dir: str) -> None:
-    """A new run (the submitter holds the folder's lock exclusively): forget the last run's queue, so
-    that blocks with failed samples are made again."""
-    shutil.rmtree(claims_dir(output_dir), ignore_errors=True)
-
-
-def _run_record(spec: JobSpec) -> dict[str, object]:
-    """What a joining submitter's run must share with the run under way."""
-    return {"samples_fingerprint": spec.samples_fingerprint, "num_samples": spec.num_samples,
-            "batch_size": spec.batch_size}
-
-
-def run_lease(output_dir: str, default: float) -> float:
-    """The lease of the dynamic run in output_dir (its first submitter's --lease_seconds), else `default`."""
-    lease = (read_json_if_any(os.path.join(claims_dir(output_dir), RUN_FILE)) or {}).get("lease_seconds")
-    if isinstance(lease, (int, float)) and not isinstance(lease, bool) and 0 < lease <= MAX_LEASE_SECONDS:
-        return float(lease)
-    return default
-
-
-def start_run(spec: JobSpec, num_workers: int) -> list[int]:
-    """A new run (folder locked exclusively): a fresh queue for `spec`; returns the workers' indices.
-    A static run leaves no queue, so no one can join it."""
-    reset(spec.output_dir)
-    if spec.schedule == "static":
-        return list(range(num_workers))
-    os.makedirs(claims_dir(spec.output_dir))
-    replace_json(os.path.join(claims_dir(spec.output_dir), RUN_FILE),
-                 {**_run_record(spec), "lease_seconds": spec.lease_seconds})
-    return reserve_worker_indices(spec.output_dir, num_workers)
-
-
-def join_run(spec: JobSpec, num_workers: int) -> list[int]:
-    """Add workers to the dynamic run under way in spec.output_dir; returns their new indices (none
-    for count 0: the checks only). CannotJoin when the run is not one with this spec's samples and settings."""
-    if spec.schedule != "dynamic":
-        raise CannotJoin("it is under way; only --schedule dynamic runs can be joined")
-    found = read_json_if_any(os.path.join(claims_dir(spec.output_dir), RUN_FILE))
-    if found is None:
-        raise CannotJoin("it is under way with --schedule static, which cannot be joined")
-    if {k: found.get(k) for k in _run_record(spec)} != _run_record(spec):
-        raise CannotJoin("it is under way with other prompts or another batch size; wait for it to finish")
-    record = read_settings_record(spec.output_dir)
-    recorded = {**recorded_defaults(), **record.get("settings", {})}
-    same_model = record.get("model", {}).get("fingerprint") == spec.model_identity.get("fingerprint")
-    changed = sorted(k for k, v in spec.recorded_settings().items()
-                     if recorded.get(k) != v and not (k == "model_path" and same_model))
-    changed += [] if same_model else ["model content"]
-    if changed:
-        raise CannotJoin(f"it is under way with other settings ({', '.join(changed)}); wait for it to finish")
-    return reserve_worker_indices(spec.output_dir, num_workers)
 
 
 def create_name(path: str, content: str) -> bool:
@@ -143,28 +79,6 @@ def done_blocks(output_dir: str) -> set[int]:
     except FileNotFoundError:
         return set()
     return {int(n[5:-5]) for n in names if n.startswith("block") and n.endswith(".done") and n[5:-5].isdigit()}
-
-
-def blocks_left(output_dir: str, file_names: Sequence[str], batch_size: int, on_disk: Collection[str]) -> set[int]:
-    """The blocks of a dynamic run not finished: neither marked done nor with every image in `on_disk`
-    (a block complete when the run started is skipped, never marked). Once a block is finished it stays so:
-    a caller that polls keeps the set and takes done_blocks() away from it."""
-    starts = range(0, len(file_names), batch_size)
-    left = {b for b, i in enumerate(starts) if not all(name in on_disk for name in file_names[i:i + batch_size])}
-    return left - done_blocks(output_dir)
-
-
-def every_block_done(left: Mapping[str, set[int]]) -> bool:
-    """left: {folder: its blocks_left()}; each set loses the blocks marked done since the last look."""
-    for folder, blocks in left.items():
-        if blocks:
-            blocks -= done_blocks(folder)
-    return not any(left.values())
-
-
-def stopped_late(how: str) -> str:
-    """What the submitter says of a worker it stopped once every block was done (stuck: its blocks were taken over)."""
-    return f"was still running {FINISH_GRACE_SECONDS:.0f} s after every block was done: {how}"
 
 
 def reserve_worker_indices(output_dir: str, count: int) -> list[int]:

@@ -1,6 +1,6 @@
 import pytest
 
-from gen_worker.sharding import worker_blocks, worker_indices
+from gen_worker.schedule.static import worker_blocks, worker_indices
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 30])
