@@ -14,6 +14,7 @@ from typing import Any, Callable, ContextManager, Iterator, List, Optional, Sequ
 from gen_worker import flags
 from gen_worker.container.runtime import Container, ContainerOptions
 from gen_worker.errors import T2IError, UsageError, one_line
+from gen_worker.families import check_cfg_truncation, pipeline_guidance_default
 from gen_worker.flags import add_flags
 from gen_worker.gpus import compute_capabilities, select_gpus, visible_gpus
 from gen_worker.model_check import identify
@@ -25,7 +26,7 @@ from gen_worker.output.summary import command_line
 from gen_worker.output.sweep_record import SWEEP_FILE, read_sweep_record
 from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.slurm.options import SlurmOptions, wait_for_run
-from gen_worker.spec import JobSpec, auto_dtype, check_cfg_truncation, pipeline_guidance_default
+from gen_worker.spec import JobSpec, auto_dtype
 from gen_worker.sweep import Configuration, check_distinct, check_not_given, configuration_args, configurations, \
     flag_reader, keep_recorded, parse_axes, record_sweep, swept_required_flags
 

@@ -7,7 +7,6 @@ The submitter builds the spec once; local workers read it from a JSON file, SLUR
 pickled by submitit. The speed options are not recorded: like the device or the GPU model, they
 may change the last bits of a pixel, not what the image shows (docs/speed.md).
 """
-import ast
 import dataclasses
 import hashlib
 import json
@@ -18,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 from gen_worker.errors import T2IError, UsageError
 from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, multiple_of, recorded_names
-from gen_worker.model_check import cfg_truncation_refusal, diffusers_folder, local_folder, source_strings
+from gen_worker.model_check import diffusers_folder, source_strings
 from gen_worker.naming import LAYOUTS
 from gen_worker.prompts import FORMATS as PROMPTS_FORMATS
 
@@ -37,78 +36,6 @@ def diffusers_scheduler(name: str) -> Optional[str]:
         return None  # the worker checks it again against the diffusers it imports
     schedulers = {n for n in known if n.endswith("Scheduler")}
     return None if name in schedulers else "is not a diffusers scheduler class (e.g. DPMSolverMultistepScheduler)"
-
-
-def _call_guidance_default(class_name: str) -> Optional[float]:
-    """The `guidance_scale` default of a diffusers pipeline class's __call__, read from its source."""
-    root = diffusers_folder()
-    if root is None or not class_name.isidentifier():
-        return None
-    marker = f"class {class_name}("
-    for folder, _, files in os.walk(os.path.join(root, "pipelines")):
-        for name in sorted(files):
-            if not name.endswith(".py"):
-                continue
-            try:
-                with open(os.path.join(folder, name), encoding="utf-8") as f:
-                    text = f.read()
-                if marker not in text:
-                    continue
-                tree = ast.parse(text)
-            except (OSError, SyntaxError):
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ClassDef) and node.name == class_name:
-                    return _guidance_default_in(node)
-    return None
-
-
-def _guidance_default_in(cls: ast.ClassDef) -> Optional[float]:
-    for node in cls.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "__call__":
-            args = node.args
-            positional = args.posonlyargs + args.args
-            pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
-            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
-            for arg, default in pairs:
-                if arg.arg == "guidance_scale" and isinstance(default, ast.Constant) \
-                        and isinstance(default.value, (int, float)) and not isinstance(default.value, bool):
-                    return float(default.value)
-    return None
-
-
-def pipeline_class_name(folder: str) -> str:
-    """model_index.json's _class_name ("" when it cannot be read)."""
-    try:
-        with open(os.path.join(folder, "model_index.json"), encoding="utf-8") as f:
-            return str(json.load(f).get("_class_name", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
-
-
-def pipeline_guidance_default(model_path: str) -> float:
-    """--guidance_scale's default: the one of the model's pipeline class (Flux 3.5, SD 7.5, ...), read from
-    model_index.json and diffusers' source (no torch). UsageError when it cannot be told here."""
-    folder = local_folder(model_path)
-    if folder is None:
-        raise UsageError(f"--model_path {model_path} is not downloaded yet, so its pipeline's default "
-                         "guidance scale cannot be read here: give --guidance_scale")
-    class_name = pipeline_class_name(folder)
-    found = _call_guidance_default(class_name) if class_name else None
-    if found is None:
-        raise UsageError(f"cannot read the default guidance scale of {class_name or 'the pipeline'} "
-                         f"({model_path}) from the installed diffusers: give --guidance_scale")
-    return found
-
-
-def check_cfg_truncation(step: Optional[int], model_path: str) -> None:
-    """--cfg_truncation_step on a pipeline without classifier-free guidance (Flux): refused here, before any
-    worker starts. A hub model not downloaded yet is checked by the worker, against the same table."""
-    folder = local_folder(model_path) if step is not None else None
-    class_name = pipeline_class_name(folder) if folder else ""
-    refusal = cfg_truncation_refusal(class_name) if class_name else None
-    if refusal:
-        raise UsageError(refusal)
 
 
 def auto_dtype(device: str, compute_capabilities: Sequence[str]) -> str:
