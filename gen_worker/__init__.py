@@ -5,12 +5,13 @@ The map, grouped by where the code runs:
   On the submit host (never imports torch: bad input is refused in a second)
     cli.py            submit.py's command line: parse, check, hand over to a launcher
     spec.py           JobSpec: every setting, declared once (type, default, help, checks,
-                      recorded or not); the argparse flags are made from it (flags.py)
+                      recorded or not, applied when the pipeline loads or not); the argparse
+                      flags are made from it (flags.py)
     families.py       what t2i-batch knows of each diffusers pipeline class: its tiny_model family,
                       default guidance (read from diffusers' source), CFG truncation layout, image
                       or video, denoisers, speed levers; read by the submitter, the worker and
                       docs/families.md
-    flags.py          dataclass fields -> argparse flags, checks, the recorded list
+    flags.py          dataclass fields -> argparse flags, checks, the recorded and load-time lists
     errors.py         T2IError: every user-facing error (one line, exit 2)
     prompts.py        the prompts file (CSV, TSV, JSONL, Parquet) -> Samples (index, row, k, id,
                       prompt, seed, file name, the row's other columns)
