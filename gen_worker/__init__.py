@@ -31,6 +31,8 @@ The map, grouped by where the code runs:
                       unet.py (sd, sdxl), dit.py (sd3, flux, pixart, sana), video.py (wan, wan22)
     slurm_task.py     import shim: jobs queued before the layout change unpickle through it
     __main__.py       python -m gen_worker: the same as submit.py
+    env_settings.py   run_full_evaluation.sh: environment variables named after JobSpec's flags
+                      (GUIDANCE_SCALE, ...) -> submit.py's arguments
     local.py          --cluster local: one worker subprocess per GPU, progress bars
     slurm/            --cluster slurm: options.py (its flags), submit.py (checks with the
                       cluster, submitit), task.py (what a SLURM task runs), status.py

@@ -105,6 +105,12 @@ def load_time_names(cls: type) -> tuple:
     return tuple(f.name for f in flag_fields(cls) if f.metadata["at_load"])
 
 
+def switches(cls: type) -> tuple:
+    """The flags of `cls` that take no value (bool fields: --compile)."""
+    hints = typing.get_type_hints(cls)
+    return tuple(f.name for f in flag_fields(cls) if _base_type(hints[f.name]) is bool)
+
+
 def given(cls: type, args: argparse.Namespace) -> list:
     """The flags of `cls` given a value other than their default (e.g. to refuse them in the other mode)."""
     return [f"--{f.name}" for f in flag_fields(cls)

@@ -3,6 +3,8 @@ diffusers, tiny_model's families, docs/families.md's tables, and what the worker
 import inspect
 import os
 import re
+import subprocess
+import sys
 import typing
 from typing import Any, Callable, Dict, List
 
@@ -38,6 +40,13 @@ def test_each_row_is_what_the_installed_diffusers_has(row: Family) -> None:
     assert row.cache == all(issubclass(kind, CacheMixin) for kind in models.values())
     assert row.regional_compile == all(bool(kind._repeated_blocks) for kind in models.values())
     assert guidance_default(row.pipeline_class) is not None
+
+
+def test_the_submitter_reads_the_table_without_importing_torch() -> None:
+    code = ("import sys, gen_worker.cli, gen_worker.families, gen_worker.env_settings; "
+            "print(sorted({'torch', 'diffusers'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_the_families_are_those_tiny_model_builds() -> None:
