@@ -26,14 +26,16 @@
 #   GPU_IDS             local: GPU ids, space-separated [every visible GPU]
 #   GPUS                slurm: number of GPUs (one task each) [8]
 #   SLURM_ARGS          slurm: more submit.py flags, e.g. "--partition gpu --time 720"
-#   DEVICE SEED_START NUM_INFERENCE_STEPS GUIDANCE_SCALE HEIGHT WIDTH DTYPE CFG_TRUNCATION_STEP ENABLE_HALF_FRAME
-#                       generation settings, passed as submit.py's flags when set [submit.py's defaults:
-#                       python submit.py --help]; the metrics and report read them from the images' folder
+#   Any submit.py setting of the "where to run", generation and speed groups (python submit.py --help), as
+#                       its name in upper case: passed as its flag when set [submit.py's default], e.g.
+#                       DEVICE SEED_START NUM_INFERENCE_STEPS GUIDANCE_SCALE HEIGHT WIDTH DTYPE CFG_TRUNCATION_STEP
+#                       IMAGES_PER_PROMPT NEGATIVE_PROMPT SCHEDULER BATCH_SIZE; a switch (ENABLE_HALF_FRAME,
+#                       COMPILE, ...) is set by true, 1 or yes, left off by false, 0 or no. The metrics and the
+#                       report read the settings from the images' folder
 #   SWEEP               settings to sweep, each NAME=V1,V2,... (space-separated for several), e.g.
 #                       SWEEP="guidance_scale=1.5,3,5,7.5": submit.py --sweep per setting; every configuration
 #                       is scored against the same reference statistics and compared in the report
-#   IMAGES_PER_PROMPT   images per prompt (submit.py --images_per_prompt) [submit.py's default: 1]
-#   GENERATE_ARGS       more submit.py flags, e.g. "--batch_size 4 --max_sequence_length 226"
+#   GENERATE_ARGS       more submit.py flags, e.g. "--container IMAGE"
 #   METRICS_DEVICE METRICS_BATCH_SIZE  [auto 64]
 #   ALLOW_INCOMPLETE    true: compute metrics even if some samples failed (metrics --allow_incomplete) [false]
 #   PYTHON              the Python to use [.venv/bin/python beside this script if present, else python3]
@@ -60,6 +62,10 @@ is_true "$SKIP_CLIP" || [[ -n "${CLIP_MODEL:-}" ]] || fail "set CLIP_MODEL (a lo
 if ! is_true "$SKIP_FID" && [[ -z "$REFERENCE_DIR" ]] && [[ ! -f "${REFERENCE_STATS:-}" ]]; then
     fail "FID needs reference images (COCO_IMAGES or REFERENCE_DIR) or an existing REFERENCE_STATS file"
 fi
+# submit.py's other settings the caller set, by their names: its flags are declared once (gen_worker/spec.py),
+# read here from the gen_worker beside this script; a bad value stops the script before any work.
+mapfile -d '' setting_args < <(PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m gen_worker.env_settings)
+wait "$!" || exit
 mkdir -p "$OUTPUT_DIR"
 IMAGES_DIR="$OUTPUT_DIR/images"
 REFERENCE_LIST=""
@@ -80,21 +86,13 @@ echo "prompts: $PROMPTS_CSV"
 
 step "2/4 generation ($CLUSTER)"
 gen_args=(--cluster "$CLUSTER" --prompts_csv "$PROMPTS_CSV" --output_dir "$IMAGES_DIR" --model_path "$MODEL_PATH")
-# Only what the caller set: submit.py owns the defaults (one definition, gen_worker/spec.py).
-for pair in DEVICE:device SEED_START:seed_start NUM_INFERENCE_STEPS:num_inference_steps \
-            GUIDANCE_SCALE:guidance_scale HEIGHT:height WIDTH:width DTYPE:dtype; do
-    var="${pair%%:*}"
-    [[ -n "${!var:-}" ]] && gen_args+=("--${pair#*:}" "${!var}")
-done
+gen_args+=("${setting_args[@]}")
 # From COCO with ALL_CAPTIONS the CSV has more rows than NUM_SAMPLES images: generate them all.
 if [[ -n "${NUM_SAMPLES:-}" && -z "$REFERENCE_LIST" ]]; then gen_args+=(--num_samples "$NUM_SAMPLES"); fi
-[[ -n "${CFG_TRUNCATION_STEP:-}" ]] && gen_args+=(--cfg_truncation_step "$CFG_TRUNCATION_STEP")
-[[ -n "${IMAGES_PER_PROMPT:-}" ]] && gen_args+=(--images_per_prompt "$IMAGES_PER_PROMPT")
 # A sweep writes one run folder per configuration under IMAGES_DIR (and IMAGES_DIR/sweep.json): the
 # metrics and the report below read them all from IMAGES_DIR.
 read -r -a sweep_list <<< "${SWEEP:-}"
 for axis in "${sweep_list[@]}"; do gen_args+=(--sweep "$axis"); done
-is_true "${ENABLE_HALF_FRAME:-false}" && gen_args+=(--enable_half_frame)
 if [[ "$CLUSTER" == "local" ]]; then
     if [[ -n "${GPU_IDS:-}" ]]; then
         read -r -a gpu_list <<< "$GPU_IDS"

@@ -6,10 +6,12 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
     __main__.py       python -m gen_worker: the same as submit.py
     cli.py            submit.py's command line: the flags, the subcommands, the hand-over to plan.py
     spec.py           JobSpec: every setting, declared once (type, default, help, checks,
-                      recorded or not); the argparse flags are made from it (flags.py)
-    flags.py          dataclass fields -> argparse flags, checks, the recorded list
+                      recorded or not, applied when the pipeline loads or not); the argparse
+                      flags are made from it (flags.py)
+    flags.py          dataclass fields -> argparse flags, checks, the recorded and load-time lists
     errors.py         T2IError: every user-facing error (one line, exit 2; run_cli)
     image_tools.py    submit.py show / reproduce: an image's provenance, the image made again
+    env_settings.py   run_full_evaluation.sh: environment variables named after JobSpec's flags
 
   Plan: what the run is, checked, its folders prepared
     plan.py           the run planner: the specs (one run or a sweep's configurations), the
@@ -24,6 +26,10 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
     model_check.py    the model's identity (content fingerprint) and completeness, from its
                       files: configs and safetensors headers, no torch
     gpus.py           the visible GPUs
+    families.py       what t2i-batch knows of each diffusers pipeline class: its tiny_model family,
+                      default guidance (read from diffusers' source), CFG truncation layout, image
+                      or video, denoisers, speed levers; read by the submitter, the worker and
+                      docs/families.md
     schedule/         which worker makes which block: interface.py (Schedule, WorkerShare),
                       static.py (fixed round-robin shares), dynamic.py (blocks claimed as the
                       workers go, take-over, joins), claims.py (its queue in the output folder:

@@ -1,9 +1,10 @@
 """Command-line flags declared on dataclass fields: one definition of each setting.
 
 A field made with `flag(...)` carries its help, its argparse group, whether it is recorded with the
-output folder, and its checks; `add_flags` turns the fields of a dataclass into argparse options
-(type and default from the field) and `checked_values` reads them back, checked. JobSpec (spec.py),
-SlurmOptions and ContainerOptions are declared this way, so a new setting is one field.
+output folder, whether it is applied when the pipeline is loaded, and its checks; `add_flags` turns
+the fields of a dataclass into argparse options (type and default from the field) and
+`checked_values` reads them back, checked. JobSpec (spec.py), SlurmOptions and ContainerOptions are
+declared this way, so a new setting is one field.
 """
 import argparse
 import dataclasses
@@ -18,15 +19,17 @@ Check = Callable[[Any], Optional[str]]  # the problem with a value, said after i
 
 def flag(default: Any = dataclasses.MISSING, help: str = "", *, group: str, checks: Sequence[Check] = (),
          choices: Optional[Sequence[str]] = None, metavar: Optional[str] = None, recorded: bool = False,
-         repeatable: bool = False) -> Any:
+         at_load: bool = False, repeatable: bool = False) -> Any:
     """A dataclass field that is also a command-line flag `--<field name>`.
 
     recorded: the setting decides what the images look like, so it is recorded with the output
     folder and a rerun with another value is refused (output/prepare.py).
+    at_load: the worker applies it when it loads the pipeline, not at each call, so a sweep's worker
+    loads the model again when it changes (worker/pipeline_cache.py).
     repeatable: the flag may be given several times (default: an empty list).
     """
     metadata = {"help": help, "group": group, "checks": tuple(checks), "choices": choices, "metavar": metavar,
-                "recorded": recorded, "repeatable": repeatable}
+                "recorded": recorded, "at_load": at_load, "repeatable": repeatable}
     if repeatable:
         return dataclasses.field(default_factory=list, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -96,6 +99,16 @@ def refuse_unless_utf8(flag: str, value: Any) -> None:
 
 def recorded_names(cls: type) -> tuple:
     return tuple(f.name for f in flag_fields(cls) if f.metadata["recorded"])
+
+
+def load_time_names(cls: type) -> tuple:
+    return tuple(f.name for f in flag_fields(cls) if f.metadata["at_load"])
+
+
+def switches(cls: type) -> tuple:
+    """The flags of `cls` that take no value (bool fields: --compile)."""
+    hints = typing.get_type_hints(cls)
+    return tuple(f.name for f in flag_fields(cls) if _base_type(hints[f.name]) is bool)
 
 
 def given(cls: type, args: argparse.Namespace) -> list:

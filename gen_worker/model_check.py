@@ -30,28 +30,6 @@ class ModelCheckError(T2IError):
     pass
 
 
-# --cfg_truncation_step, per pipeline class: how the class runs classifier-free guidance in diffusers 0.42,
-# hence how the worker switches it off (worker/pipeline.py). "batched": one denoiser call per step on the
-# rows [negative; positive]; "separate": one call per half (Wan 2.1 and 2.2). A class not listed has no
-# classifier-free guidance to cut (Flux's guidance is distilled into the model) or is untested: refused.
-CFG_TRUNCATION = {
-    "StableDiffusionPipeline": "batched",
-    "StableDiffusionXLPipeline": "batched",
-    "StableDiffusion3Pipeline": "batched",
-    "PixArtSigmaPipeline": "batched",
-    "SanaPipeline": "batched",
-    "WanPipeline": "separate",
-}
-
-
-def cfg_truncation_refusal(class_name: str) -> Optional[str]:
-    """Why --cfg_truncation_step cannot apply to a pipeline class (None: it can)."""
-    if class_name in CFG_TRUNCATION:
-        return None
-    return (f"--cfg_truncation_step is not supported for {class_name}: it has no classifier-free guidance to "
-            f"switch off (supported: {', '.join(sorted(CFG_TRUNCATION))})")
-
-
 @dataclass
 class ModelIdentity:
     fingerprint: str  # over every component below

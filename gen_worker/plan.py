@@ -18,6 +18,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 from gen_worker import flags, local
 from gen_worker.container.runtime import Container, ContainerOptions, prepare
 from gen_worker.errors import T2IError, UsageError
+from gen_worker.families import check_cfg_truncation, pipeline_guidance_default
 from gen_worker.gpus import compute_capabilities
 from gen_worker.model_check import identify
 from gen_worker.model_source import check_model_path
@@ -30,7 +31,7 @@ from gen_worker.schedule import CannotJoin, schedule_of
 from gen_worker.slurm import submit as slurm_submit
 from gen_worker.slurm.options import SlurmOptions, wait_for_run
 from gen_worker.slurm.record import SlurmJobsAlive, refuse_if_jobs_alive
-from gen_worker.spec import JobSpec, auto_dtype, check_cfg_truncation, pipeline_guidance_default
+from gen_worker.spec import JobSpec, auto_dtype
 from gen_worker.sweep import Configuration, check_distinct, check_not_given, configuration_args, configurations, \
     flag_reader, keep_recorded, parse_axes, record_sweep
 

@@ -2,12 +2,13 @@
 
 Each field is the one definition of its setting: its type and default, its help, whether it is
 recorded with the output folder (it decides what the images look like: a rerun with another
-value is refused) and its checks. submit.py's flags are made from these fields (flags.py).
+value is refused), whether the worker applies it when it loads the pipeline (at_load: a sweep's
+worker loads the model again when it changes) and its checks. submit.py's flags are made from
+these fields (flags.py).
 The submitter builds the spec once; local workers read it from a JSON file, SLURM tasks get it
 pickled by submitit. The speed options are not recorded: like the device or the GPU model, they
 may change the last bits of a pixel, not what the image shows (docs/speed.md).
 """
-import ast
 import dataclasses
 import hashlib
 import json
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from gen_worker.errors import T2IError, UsageError
-from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, multiple_of, recorded_names
-from gen_worker.model_check import cfg_truncation_refusal, diffusers_folder, local_folder, source_strings
+from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, load_time_names, multiple_of, \
+    recorded_names
+from gen_worker.model_check import diffusers_folder, source_strings
 from gen_worker.naming import LAYOUTS
 from gen_worker.prompts import FORMATS as PROMPTS_FORMATS, Sample, load_samples
 
@@ -37,78 +39,6 @@ def diffusers_scheduler(name: str) -> Optional[str]:
         return None  # the worker checks it again against the diffusers it imports
     schedulers = {n for n in known if n.endswith("Scheduler")}
     return None if name in schedulers else "is not a diffusers scheduler class (e.g. DPMSolverMultistepScheduler)"
-
-
-def _call_guidance_default(class_name: str) -> Optional[float]:
-    """The `guidance_scale` default of a diffusers pipeline class's __call__, read from its source."""
-    root = diffusers_folder()
-    if root is None or not class_name.isidentifier():
-        return None
-    marker = f"class {class_name}("
-    for folder, _, files in os.walk(os.path.join(root, "pipelines")):
-        for name in sorted(files):
-            if not name.endswith(".py"):
-                continue
-            try:
-                with open(os.path.join(folder, name), encoding="utf-8") as f:
-                    text = f.read()
-                if marker not in text:
-                    continue
-                tree = ast.parse(text)
-            except (OSError, SyntaxError):
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ClassDef) and node.name == class_name:
-                    return _guidance_default_in(node)
-    return None
-
-
-def _guidance_default_in(cls: ast.ClassDef) -> Optional[float]:
-    for node in cls.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "__call__":
-            args = node.args
-            positional = args.posonlyargs + args.args
-            pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
-            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
-            for arg, default in pairs:
-                if arg.arg == "guidance_scale" and isinstance(default, ast.Constant) \
-                        and isinstance(default.value, (int, float)) and not isinstance(default.value, bool):
-                    return float(default.value)
-    return None
-
-
-def pipeline_class_name(folder: str) -> str:
-    """model_index.json's _class_name ("" when it cannot be read)."""
-    try:
-        with open(os.path.join(folder, "model_index.json"), encoding="utf-8") as f:
-            return str(json.load(f).get("_class_name", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
-
-
-def pipeline_guidance_default(model_path: str) -> float:
-    """--guidance_scale's default: the one of the model's pipeline class (Flux 3.5, SD 7.5, ...), read from
-    model_index.json and diffusers' source (no torch). UsageError when it cannot be told here."""
-    folder = local_folder(model_path)
-    if folder is None:
-        raise UsageError(f"--model_path {model_path} is not downloaded yet, so its pipeline's default "
-                         "guidance scale cannot be read here: give --guidance_scale")
-    class_name = pipeline_class_name(folder)
-    found = _call_guidance_default(class_name) if class_name else None
-    if found is None:
-        raise UsageError(f"cannot read the default guidance scale of {class_name or 'the pipeline'} "
-                         f"({model_path}) from the installed diffusers: give --guidance_scale")
-    return found
-
-
-def check_cfg_truncation(step: Optional[int], model_path: str) -> None:
-    """--cfg_truncation_step on a pipeline without classifier-free guidance (Flux): refused here, before any
-    worker starts. A hub model not downloaded yet is checked by the worker, against the same table."""
-    folder = local_folder(model_path) if step is not None else None
-    class_name = pipeline_class_name(folder) if folder else ""
-    refusal = cfg_truncation_refusal(class_name) if class_name else None
-    if refusal:
-        raise UsageError(refusal)
 
 
 def auto_dtype(device: str, compute_capabilities: Sequence[str]) -> str:
@@ -130,7 +60,7 @@ class JobSpec:
                                                "extension or --prompts_format; a prompt column (prompt/caption/text, "
                                                "any case) and optionally an id column (image_id/id)")
     output_dir: str = flag(group="data", help="folder for the images and the run's records")
-    model_path: str = flag(group="data", recorded=True,
+    model_path: str = flag(group="data", recorded=True, at_load=True,
                            help="diffusers pipeline folder or hub id (safetensors only)")
     num_samples: Optional[int] = flag(None, group="data", checks=[at_least(1)],
                                       help="first N samples (default: every row x --images_per_prompt; sample i is "
@@ -169,7 +99,7 @@ class JobSpec:
                        help="image height in pixels (multiple of 8)")
     width: int = flag(832, group="generation", recorded=True, checks=[at_least(1), multiple_of(8)],
                       help="image width in pixels (multiple of 8)")
-    dtype: str = flag("auto", group="generation", recorded=True, choices=DTYPES,
+    dtype: str = flag("auto", group="generation", recorded=True, at_load=True, choices=DTYPES,
                       help="weights and compute precision; auto: fp32 on CPU, bf16 on GPUs of compute capability "
                            "8.0+, fp16 on older ones (SLURM: bf16 unless --device cpu, the nodes' GPUs being "
                            "unknown here); the precision used is recorded")
@@ -194,21 +124,21 @@ class JobSpec:
                            help="prompts per pipeline call, one generator (seed) per sample; images are the same for "
                                 "any number of GPUs at a given batch size, but may differ in the last bits between "
                                 "batch sizes")
-    vae_tiling: bool = flag(False, group="generation", recorded=True,
+    vae_tiling: bool = flag(False, group="generation", recorded=True, at_load=True,
                             help="decode large images tile by tile to save memory (changes the images slightly at "
                                  "the seams)")
-    safety_checker: bool = flag(False, group="generation", recorded=True,
+    safety_checker: bool = flag(False, group="generation", recorded=True, at_load=True,
                                 help="keep the model's safety checker (SD 1.x/2.x folders that have one): flagged "
                                      "images come back black, and are listed in nsfw_flagged_gpu{k}.txt (default: "
                                      "loaded without it, so that evaluations see the model's own output)")
     # speed: not recorded
-    compile: bool = flag(False, group="speed",
+    compile: bool = flag(False, group="speed", at_load=True,
                          help="torch.compile the denoiser (unet/transformer): faster on GPU after a warm-up of minutes")
-    tf32: bool = flag(False, group="speed",
+    tf32: bool = flag(False, group="speed", at_load=True,
                       help="TF32 matmuls on Ampere and newer GPUs: only --dtype fp32 is affected (faster, less precise)")
-    channels_last: bool = flag(False, group="speed",
+    channels_last: bool = flag(False, group="speed", at_load=True,
                                help="channels-last memory format for convolutional denoisers and VAEs (UNet models)")
-    vae_slicing: bool = flag(False, group="speed",
+    vae_slicing: bool = flag(False, group="speed", at_load=True,
                              help="decode the images of a batch one at a time: less memory at large --batch_size")
     # set by the submitter
     samples_fingerprint: str = ""  # prompts.fingerprint() of the samples, checked by each worker
@@ -237,6 +167,7 @@ class JobSpec:
 
 
 RECORDED_SETTINGS = recorded_names(JobSpec)
+LOAD_SETTINGS = load_time_names(JobSpec)  # applied when the pipeline is loaded: a change is a new load
 # What a spec looks like (every field's name, type and default), so that any change of fields changes
 # it: a worker refuses a spec from other code (an older container image, a job queued before an update).
 _SHAPE = [(f.name, str(f.type), None if f.default is dataclasses.MISSING else f.default)

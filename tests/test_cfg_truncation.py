@@ -12,7 +12,7 @@ from typing import Any, Callable, List
 import numpy as np
 import pytest
 
-from gen_worker.model_check import CFG_TRUNCATION
+from gen_worker.families import BATCHED, SEPARATE, family
 from gen_worker.worker.pipeline import PipelineSetupError
 from reference import cfg_truncation as ref
 
@@ -26,8 +26,9 @@ def _pixels(images: List[Any]) -> List[np.ndarray]:
 @pytest.mark.parametrize("arch", ["sd", "sdxl", "sd3", "pixart", "sana", "wan", "wan22"])
 def test_cfg_truncation_matches_a_plain_reference(arch: str, pipes: Callable[[str], Any]) -> None:
     pipe = pipes(arch)
-    assert type(pipe).__name__ in CFG_TRUNCATION
-    separate = CFG_TRUNCATION[type(pipe).__name__] == "separate"
+    row = family(type(pipe).__name__)
+    assert arch in row.archs and row.cfg_truncation in (BATCHED, SEPARATE)
+    separate = row.cfg_truncation == SEPARATE
     called: set[int] = set()
     rows, restore = ref.rows_seen(pipe, called)
     try:
@@ -74,7 +75,7 @@ def test_flux_refuses_cfg_truncation_in_the_worker_too(pipes: Callable[[str], An
 def test_the_submitter_refuses_cfg_truncation_from_model_index(tmp_path: Any, class_name: str, refused: bool) -> None:
     import json
     from gen_worker.errors import UsageError
-    from gen_worker.spec import check_cfg_truncation
+    from gen_worker.families import check_cfg_truncation
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": class_name}))
     check_cfg_truncation(None, str(tmp_path))  # not asked for: nothing to check
     if refused:

@@ -10,8 +10,9 @@ import pytest
 
 from gen_worker import gpus
 from gen_worker.errors import UsageError
+from gen_worker.families import pipeline_guidance_default
 from gen_worker.output import layout
-from gen_worker.spec import auto_dtype, pipeline_guidance_default
+from gen_worker.spec import auto_dtype
 from tests.conftest import PROMPTS, run_submit, images_in, write_prompts
 
 SETTINGS = ["--cluster", "local", "--device", "cpu", "--num_inference_steps", "2", "--height", "32",

@@ -97,20 +97,24 @@ def test_full_evaluation_on_slurm(tmp_path, tiny_sd, slurm_cluster):
     assert (out / "report" / "report.html").exists()
 
 
-def _stand_in_calls(tmp_path, exit_code, **extra):
+def _stand_in_calls(tmp_path, exit_code, real_submit=False, **extra):
     """Run the script with a stand-in Python that records each command line it gets and exits with exit_code;
-    returns (the script's result, [each call's arguments])."""
+    returns (the script's result, [each call's arguments]). The settings helper (gen_worker.env_settings), and
+    with real_submit submit.py, run in the real Python instead."""
     log = tmp_path / "calls.txt"
     log.unlink(missing_ok=True)
     fake = tmp_path / "python"
-    fake.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" "" >> {log}\nexit {exit_code}\n')
+    real = '"-m gen_worker.env_settings"' + ('|*/submit.py\\ *' if real_submit else '')
+    fake.write_text(f'#!/bin/bash\ncase "$*" in {real}) exec {sys.executable} "$@";; esac\n'
+                    f'printf "%s\\n" "$@" "" >> {log}\nexit {exit_code}\n')
     fake.chmod(0o755)
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("image_id,prompt\n1,a cat\n")
     env = dict(os.environ, PYTHON=str(fake), MODEL_PATH="m", OUTPUT_DIR=str(tmp_path / "eval"), SKIP_FID="true",
-               SKIP_CLIP="true", PROMPTS_CSV=str(prompts), **extra)
-    result = _run(env)
-    return result, [call.splitlines() for call in log.read_text().split("\n\n") if call.strip()]
+               SKIP_CLIP="true", PROMPTS_CSV=str(prompts))
+    result = _run({**env, **extra})
+    calls = log.read_text() if log.exists() else ""
+    return result, [call.splitlines() for call in calls.split("\n\n") if call.strip()]
 
 
 def _submit_args(tmp_path, **extra):
@@ -129,6 +133,41 @@ def test_sweep_and_images_per_prompt_reach_submit_py_only_when_set(tmp_path):
     assert ("--images_per_prompt", "4") in pairs
     plain = _submit_args(tmp_path)
     assert "--sweep" not in plain and "--images_per_prompt" not in plain and "--model_path" in plain
+
+
+# Every setting variable the script has documented (passed when set), and some it never listed.
+SETTINGS = {"DEVICE": "cpu", "SEED_START": "7", "NUM_INFERENCE_STEPS": "2", "GUIDANCE_SCALE": "3.5", "HEIGHT": "64",
+            "WIDTH": "64", "DTYPE": "fp32", "CFG_TRUNCATION_STEP": "1", "IMAGES_PER_PROMPT": "2",
+            "NEGATIVE_PROMPT": "blurry, low quality", "SCHEDULER": "EulerDiscreteScheduler", "BATCH_SIZE": "2"}
+
+
+def test_every_setting_reaches_submit_py_by_its_name(tmp_path):
+    args = _submit_args(tmp_path, **SETTINGS, ENABLE_HALF_FRAME="true", COMPILE="Yes", VAE_TILING="no",
+                        TF32="", PROMPT_COLUMN="caption")
+    pairs = list(zip(args, args[1:]))
+    assert all((f"--{name.lower()}", value) in pairs for name, value in SETTINGS.items())
+    assert "--enable_half_frame" in args and "--compile" in args
+    assert "--vae_tiling" not in args and "--tf32" not in args  # off, and empty: unset
+    assert "--prompt_column" not in args  # input and output are the script's own
+    assert args.count("--model_path") == 1 and ("--model_path", "m") in pairs
+
+
+def test_a_switch_that_is_neither_on_nor_off_stops_the_script_before_any_work(tmp_path):
+    result, calls = _stand_in_calls(tmp_path, 0, COMPILE="maybe")
+    assert result.returncode == 2 and calls == []
+    assert result.stderr.strip().splitlines() == [
+        "error: COMPILE=maybe: give true, 1 or yes to set --compile, false, 0 or no to leave it off"]
+
+
+@pytest.mark.e2e
+def test_a_setting_the_script_never_named_is_recorded_with_the_images(tmp_path, tiny_sd):
+    result, calls = _stand_in_calls(tmp_path, 0, real_submit=True, MODEL_PATH=tiny_sd, GPU_IDS="0",
+                                    DEVICE="cpu", NUM_INFERENCE_STEPS="2", HEIGHT="64", WIDTH="64", DTYPE="fp32",
+                                    NEGATIVE_PROMPT="blurry, low quality", SCHEDULER="EulerDiscreteScheduler")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [call[:2] for call in calls] == [["-m", "evaluation.metrics"], ["-m", "evaluation.report"]]
+    settings = json.loads((tmp_path / "eval" / "images" / "generation_settings.json").read_text())["settings"]
+    assert (settings["negative_prompt"], settings["scheduler"]) == ("blurry, low quality", "EulerDiscreteScheduler")
 
 
 @pytest.mark.parametrize("allow", ["true", "false"])

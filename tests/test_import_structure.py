@@ -11,14 +11,14 @@ PACKAGE = os.path.join(REPO, "gen_worker")
 
 # Layers from the top; a module may import its own layer or those below it. First matching prefix wins.
 LAYERS = [
-    ("submit", ["__main__", "cli", "slurm_task"]),
+    ("submit", ["__main__", "cli", "slurm_task", "env_settings"]),
     ("plan", ["plan", "image_tools", "sweep"]),
     ("launch", ["local", "slurm", "container"]),
     ("worker", ["worker"]),
     ("schedule", ["schedule"]),
     ("output", ["output"]),
     ("base", ["spec", "flags", "prompts", "naming", "model_check", "model_source", "gpus", "errors", "atomic_files",
-              "library_logs", "tiny_model", "tiny_models", "__init__"]),
+              "library_logs", "tiny_model", "tiny_models", "families", "__init__"]),
 ]
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 import torch
 
 from gen_worker.errors import T2IError
-from gen_worker.model_check import CFG_TRUNCATION, cfg_truncation_refusal
+from gen_worker.families import SEPARATE, cfg_truncation_refusal, family
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec
 from gen_worker.worker.oom import is_out_of_memory
@@ -144,8 +144,9 @@ def _device_map(device: str) -> Dict[str, str]:
 
 
 def denoisers(pipe: Any) -> List[torch.nn.Module]:
-    """The models the denoising loop calls at every step: the ones worth compiling (Wan 2.2 has two)."""
-    return [m for m in (getattr(pipe, n, None) for n in ("unet", "transformer", "transformer_2"))
+    """The models the denoising loop calls at every step, those of its family's row the pipeline has (Wan 2.2
+    has two, Wan 2.1 one): the ones worth compiling, and those guidance truncation cuts."""
+    return [m for m in (getattr(pipe, n, None) for n in family(type(pipe).__name__).denoisers)
             if isinstance(m, torch.nn.Module)]
 
 
@@ -322,13 +323,14 @@ class ImageMaker:
     def __init__(self, pipe: Any, spec: JobSpec) -> None:
         self.pipe = pipe
         self.name = type(pipe).__name__
+        self.family = family(self.name)
         self.nsfw_flagged: set[int] = set()
         vae = getattr(pipe, "vae", None)
         self.vae_dtype = getattr(vae, "dtype", None)
         if spec.scheduler:
             use_scheduler(pipe, spec.scheduler)
         params = inspect.signature(pipe.__call__).parameters
-        self.is_video = "num_frames" in params
+        self.is_video = self.family.video if self.family.video is not None else "num_frames" in params
         kwargs: Dict[str, Any] = {
             "num_inference_steps": spec.num_inference_steps,
             "height": spec.height,
@@ -372,7 +374,7 @@ class ImageMaker:
             return {}
         if step == 0:
             return {"guidance_scale": 1.0}
-        if CFG_TRUNCATION[self.name] == "separate":
+        if self.family.cfg_truncation == SEPARATE:
             return {"callback_on_step_end": guidance_off_callback(step)}
         self.truncation = CondHalfOnly(denoisers(self.pipe), step)
         return {}

@@ -1,20 +1,21 @@
 """A worker of a sweep loads each model once and goes through every configuration that uses it.
 
 Configurations that differ only in call settings (guidance, steps, truncation, size, scheduler...)
-share one loaded pipeline; a different model, dtype, safety checker or VAE tiling is a new load,
-and the one before is dropped first (GPU memory holds one model).
+share one loaded pipeline; a different value of a setting applied at load (declared `at_load` in
+spec.py: the model, dtype, safety checker, VAE tiling, ...) is a new load, and the one before is
+dropped first (GPU memory holds one model).
 """
 import gc
 from typing import Any, Dict, List, Sequence, Tuple
 
-from gen_worker.spec import JobSpec
+from gen_worker.spec import LOAD_SETTINGS, JobSpec
 
-LoadKey = Tuple[str, str, bool, bool]
+LoadKey = Tuple[Any, ...]
 
 
 def load_key(spec: JobSpec) -> LoadKey:
     """The settings applied when a pipeline is loaded; the others are applied at every call."""
-    return (spec.model_path, spec.dtype, spec.safety_checker, spec.vae_tiling)
+    return tuple(getattr(spec, name) for name in LOAD_SETTINGS)
 
 
 class PipelineCache:

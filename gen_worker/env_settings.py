@@ -1,0 +1,53 @@
+"""submit.py's job settings from environment variables named after them, for run_full_evaluation.sh.
+
+    python -m gen_worker.env_settings    # prints the flags, each argument followed by a NUL byte
+
+Each flag of JobSpec (spec.py) but those of input and output, given as its name in upper case:
+GUIDANCE_SCALE=3 -> --guidance_scale 3, COMPILE=yes -> --compile. Input and output (MODEL_PATH,
+PROMPTS_CSV, OUTPUT_DIR, NUM_SAMPLES, the prompts file's columns) are the script's own: it builds the
+prompts and hands the same ones to the metrics. An empty variable is unset: submit.py's default
+applies. A switch is on for true, 1 or yes, off for false, 0 or no (any case); any other value is
+refused here, rather than read as off. NUL-separated (for bash's `mapfile -d ''`), so that a value
+may hold any other character. No torch: it runs in a second.
+"""
+import argparse
+import os
+import sys
+from typing import List, Mapping, Optional, Sequence
+
+from gen_worker.errors import UsageError, run_cli
+from gen_worker.flags import flag_fields, switches
+from gen_worker.spec import JobSpec
+
+SCRIPT_OWN_GROUP = "data"  # input and output
+ON, OFF = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def submit_args(environ: Mapping[str, str]) -> List[str]:
+    """submit.py's arguments for the settings `environ` sets."""
+    args: List[str] = []
+    on_off = switches(JobSpec)
+    for f in flag_fields(JobSpec):
+        variable = f.name.upper()
+        value = environ.get(variable, "")
+        if f.metadata["group"] == SCRIPT_OWN_GROUP or not value:
+            continue
+        if f.name not in on_off:
+            args += [f"--{f.name}", value]
+        elif value.lower() in ON:
+            args.append(f"--{f.name}")
+        elif value.lower() not in OFF:
+            raise UsageError(f"{variable}={value}: give true, 1 or yes to set --{f.name}, false, 0 or no to leave "
+                             "it off")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argparse.ArgumentParser(prog="python -m gen_worker.env_settings", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    sys.stdout.write("".join(arg + "\0" for arg in submit_args(os.environ)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
