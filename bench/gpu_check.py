@@ -108,8 +108,8 @@ def compile_check(dtype, device, work):
     settings = dict(num_inference_steps=cfg.STEPS, height=32, width=32, dtype=dtype, device=device, batch_size=2,
                     guidance_scale=5.0, cfg_truncation_step=cfg.K)
     eager = worker_files(pipe, job_spec(csv, os.path.join(work, "eager"), folder, 5, **settings), 1)
-    apply_speed_options(pipe, job_spec(csv, work, folder, 5, compile=True), device)
-    spec = job_spec(csv, os.path.join(work, "compiled"), folder, 5, compile=True, **settings)
+    apply_speed_options(pipe, job_spec(csv, work, folder, 5, compile="whole"), device)
+    spec = job_spec(csv, os.path.join(work, "compiled"), folder, 5, compile="whole", **settings)
     started = time.perf_counter()
     compiled = worker_files(pipe, spec, 1)
     summary = json.load(open(layout.summary_file(spec.output_dir, 0)))

@@ -223,7 +223,7 @@ def main(argv=None):
         toolkit(f"batch {best} channels_last", best, **speed)
         if not args.no_compile:
             speed["compile"] = True
-            apply_speed_options(pipe, job_spec(csv, work, "-", 1, compile=True), args.device)
+            apply_speed_options(pipe, job_spec(csv, work, "-", 1, compile="whole"), args.device)
             toolkit(f"batch {best} channels_last compile", best, **speed)
         seconds = plain_loop(pipe, spec("alone", images, best), save=False).wall
         runs.append({"run": "pipeline calls alone, best settings (no saving)", "batch": best,

@@ -26,6 +26,8 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
     model_check.py    the model's identity (content fingerprint) and completeness, from its
                       files: configs and safetensors headers, no torch
     gpus.py           the visible GPUs
+    levers.py         the speed levers (--cache, --attention_backend, --quantize, --offload, --compile
+                      regional): their values, and what refuses them before a worker starts
     families.py       what t2i-batch knows of each diffusers pipeline class: its tiny_model family,
                       default guidance (read from diffusers' source), CFG truncation layout, image
                       or video, denoisers, speed levers; read by the submitter, the worker and
@@ -49,7 +51,8 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
   Worker: each worker process, on its GPU (python -m gen_worker.worker, or a SLURM task)
     worker/           loop.py (the generation loop), pipeline.py (load diffusers, call it),
                       pipeline_cache.py (a sweep's worker loads each model once),
-                      oom.py (split a block that runs out of memory), image_writer.py
+                      levers.py (the speed levers applied: at load, or switched per
+                      configuration), oom.py (split a block that runs out of memory), image_writer.py
                       (background writer threads), png.py (PNG encoding off the GIL),
                       watch.py (is its generation making progress: the lease's heartbeat, the
                       watchdog)

@@ -3,7 +3,7 @@
     python -m gen_worker.env_settings    # prints the flags, each argument followed by a NUL byte
 
 Each flag of JobSpec (spec.py) but those of input and output, given as its name in upper case:
-GUIDANCE_SCALE=3 -> --guidance_scale 3, COMPILE=yes -> --compile. Input and output (MODEL_PATH,
+GUIDANCE_SCALE=3 -> --guidance_scale 3, COMPILE=yes -> --compile, COMPILE=regional -> --compile regional. Input and output (MODEL_PATH,
 PROMPTS_CSV, OUTPUT_DIR, NUM_SAMPLES, the prompts file's columns) are the script's own: it builds the
 prompts and hands the same ones to the metrics. An empty variable is unset: submit.py's default
 applies. A switch is on for true, 1 or yes, off for false, 0 or no (any case); any other value is
@@ -36,9 +36,12 @@ def submit_args(environ: Mapping[str, str]) -> List[str]:
             args += [f"--{f.name}", value]
         elif value.lower() in ON:
             args.append(f"--{f.name}")
+        elif value in (f.metadata["choices"] or ()) and f.metadata["bare"]:
+            args += [f"--{f.name}", value]  # COMPILE=regional -> --compile regional
         elif value.lower() not in OFF:
+            values = f", or one of its values: {', '.join(f.metadata['choices'])}" if f.metadata["bare"] else ""
             raise UsageError(f"{variable}={value}: give true, 1 or yes to set --{f.name}, false, 0 or no to leave "
-                             "it off")
+                             f"it off{values}")
     return args
 
 

@@ -36,26 +36,36 @@ class Family:
     denoisers: Tuple[str, ...]  # those of DENOISER_NAMES it may have: what --compile compiles and truncation cuts
     # Speed levers, one column each; None: not known (a class not listed).
     vae_tiling: Optional[bool]  # its VAE decodes tile by tile (enable_tiling): --vae_tiling
-    cache: Optional[bool]  # its denoisers have diffusers' CacheMixin (enable_cache); not used yet
-    regional_compile: Optional[bool]  # its denoisers name _repeated_blocks (compile_repeated_blocks); not used yet
+    cache: Optional[Tuple[str, ...]]  # the --cache kinds its denoisers take (diffusers' CacheMixin, enable_cache)
+    regional_compile: Optional[bool]  # its denoisers name _repeated_blocks (compile_repeated_blocks): --compile regional
+    attention_backend: Optional[bool]  # its attention goes through diffusers' dispatcher: --attention_backend
+    quantize: Optional[bool]  # its denoisers load with diffusers' quantization config or layerwise casting: --quantize
+    offload: Optional[bool]  # model and group offload (enable_model_cpu_offload, enable_group_offload): --offload
 
 
+# --cache kinds that run on the family's denoisers in diffusers 0.42 (tried on the tiny models): MagCache needs
+# ratios measured per model, which diffusers ships for Flux only; FasterCache takes a call's rows for
+# [negative; positive], which neither has (Flux: no negative pass; Wan: separate calls), and fails on both.
+FLUX_CACHE = ("first_block", "taylorseer", "magcache", "pab")
+WAN_CACHE = ("first_block", "taylorseer", "pab")
 FAMILIES = (
     Family("StableDiffusionPipeline", "SD 1.x/2.x", ("sd",), BATCHED, False, ("unet",),
-           vae_tiling=True, cache=False, regional_compile=True),
+           vae_tiling=True, cache=(), regional_compile=True, attention_backend=False, quantize=True, offload=True),
     Family("StableDiffusionXLPipeline", "SDXL", ("sdxl",), BATCHED, False, ("unet",),
-           vae_tiling=True, cache=False, regional_compile=True),
+           vae_tiling=True, cache=(), regional_compile=True, attention_backend=False, quantize=True, offload=True),
     Family("StableDiffusion3Pipeline", "SD3 / 3.5", ("sd3",), BATCHED, False, ("transformer",),
-           vae_tiling=True, cache=False, regional_compile=False),
+           vae_tiling=True, cache=(), regional_compile=False, attention_backend=False, quantize=True, offload=True),
     Family("FluxPipeline", "Flux", ("flux",), NONE, False, ("transformer",),
-           vae_tiling=True, cache=True, regional_compile=True),
+           vae_tiling=True, cache=FLUX_CACHE, regional_compile=True, attention_backend=True, quantize=True,
+           offload=True),
     Family("PixArtSigmaPipeline", "PixArt-Sigma", ("pixart",), BATCHED, False, ("transformer",),
-           vae_tiling=True, cache=False, regional_compile=False),
+           vae_tiling=True, cache=(), regional_compile=False, attention_backend=False, quantize=True, offload=True),
     Family("SanaPipeline", "Sana", ("sana",), BATCHED, False, ("transformer",),
-           vae_tiling=True, cache=False, regional_compile=False),
+           vae_tiling=True, cache=(), regional_compile=False, attention_backend=False, quantize=True, offload=True),
     # Wan 2.2 (A14B) adds transformer_2, the low-noise expert; Wan 2.1 has none.
     Family("WanPipeline", "Wan 2.1 / 2.2", ("wan", "wan22"), SEPARATE, True, ("transformer", "transformer_2"),
-           vae_tiling=True, cache=True, regional_compile=True),
+           vae_tiling=True, cache=WAN_CACHE, regional_compile=True, attention_backend=True, quantize=True,
+           offload=True),
 )
 _BY_CLASS: Dict[str, Family] = {f.pipeline_class: f for f in FAMILIES}
 
@@ -65,7 +75,8 @@ def family(class_name: str) -> Family:
     is read from diffusers all the same, --cfg_truncation_step is refused, it is a video pipeline if its
     __call__ takes num_frames, and --compile compiles whichever of DENOISER_NAMES it has."""
     return _BY_CLASS.get(class_name) or Family(class_name, class_name, (), NONE, None, DENOISER_NAMES,
-                                               vae_tiling=None, cache=None, regional_compile=None)
+                                               vae_tiling=None, cache=None, regional_compile=None,
+                                               attention_backend=None, quantize=None, offload=None)
 
 
 def cfg_truncation_refusal(class_name: str) -> Optional[str]:

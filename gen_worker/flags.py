@@ -19,7 +19,7 @@ Check = Callable[[Any], Optional[str]]  # the problem with a value, said after i
 
 def flag(default: Any = dataclasses.MISSING, help: str = "", *, group: str, checks: Sequence[Check] = (),
          choices: Optional[Sequence[str]] = None, metavar: Optional[str] = None, recorded: bool = False,
-         at_load: bool = False, repeatable: bool = False) -> Any:
+         at_load: bool = False, repeatable: bool = False, bare: Optional[str] = None) -> Any:
     """A dataclass field that is also a command-line flag `--<field name>`.
 
     recorded: the setting decides what the images look like, so it is recorded with the output
@@ -27,9 +27,10 @@ def flag(default: Any = dataclasses.MISSING, help: str = "", *, group: str, chec
     at_load: the worker applies it when it loads the pipeline, not at each call, so a sweep's worker
     loads the model again when it changes (worker/pipeline_cache.py).
     repeatable: the flag may be given several times (default: an empty list).
+    bare: the value of the flag given without one (--compile alone: "whole").
     """
     metadata = {"help": help, "group": group, "checks": tuple(checks), "choices": choices, "metavar": metavar,
-                "recorded": recorded, "at_load": at_load, "repeatable": repeatable}
+                "recorded": recorded, "at_load": at_load, "repeatable": repeatable, "bare": bare}
     if repeatable:
         return dataclasses.field(default_factory=list, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -60,6 +61,8 @@ def add_flags(cls: type, groups: Dict[str, Any], optional: Sequence[str] = ()) -
             kwargs.update(required=f.name not in optional, type=kind, metavar=meta["metavar"])
         else:
             kwargs.update(default=f.default, type=kind, metavar=meta["metavar"])
+        if meta["bare"] is not None:
+            kwargs.update(nargs="?", const=meta["bare"])
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
         groups[meta["group"]].add_argument(f"--{f.name}", **kwargs)
@@ -106,9 +109,10 @@ def load_time_names(cls: type) -> tuple:
 
 
 def switches(cls: type) -> tuple:
-    """The flags of `cls` that take no value (bool fields: --compile)."""
+    """The flags of `cls` that may be given without a value (bool fields: --vae_tiling; those with a bare value:
+    --compile)."""
     hints = typing.get_type_hints(cls)
-    return tuple(f.name for f in flag_fields(cls) if _base_type(hints[f.name]) is bool)
+    return tuple(f.name for f in flag_fields(cls) if _base_type(hints[f.name]) is bool or f.metadata["bare"])
 
 
 def given(cls: type, args: argparse.Namespace) -> list:

@@ -7,7 +7,8 @@ worker loads the model again when it changes) and its checks. submit.py's flags 
 these fields (flags.py).
 The submitter builds the spec once; local workers read it from a JSON file, SLURM tasks get it
 pickled by submitit. The speed options are not recorded: like the device or the GPU model, they
-may change the last bits of a pixel, not what the image shows (docs/speed.md).
+may change the last bits of a pixel, not what the image shows (docs/speed.md); the speed levers
+(--cache, --attention_backend, --quantize, --offload) change more, and are recorded.
 """
 import dataclasses
 import hashlib
@@ -20,6 +21,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from gen_worker.errors import T2IError, UsageError
 from gen_worker.flags import at_least, at_most, check, finite, flag, flag_fields, load_time_names, multiple_of, \
     recorded_names
+from gen_worker.levers import DEFAULT_ATTENTION, NO_CACHE, OFFLOAD_KINDS, QUANTIZE_KINDS, attention_backend_problem, \
+    cache_problem, refusal as lever_refusal
 from gen_worker.model_check import diffusers_folder, source_strings
 from gen_worker.naming import LAYOUTS
 from gen_worker.prompts import FORMATS as PROMPTS_FORMATS, Sample, load_samples
@@ -28,6 +31,7 @@ DTYPES = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 DEVICES = ("auto", "cuda", "cpu")
 SCHEDULES = ("dynamic", "static")
+COMPILE_MODES = ("whole", "regional")  # torch.compile of each denoiser, or of its repeated block (compile_repeated_blocks)
 MAX_LEASE_SECONDS = 24 * 3600  # a day: a longer lease would hold a dead worker's block for the rest of the run
 
 
@@ -132,14 +136,32 @@ class JobSpec:
                                      "images come back black, and are listed in nsfw_flagged_gpu{k}.txt (default: "
                                      "loaded without it, so that evaluations see the model's own output)")
     # speed: not recorded
-    compile: bool = flag(False, group="speed", at_load=True,
-                         help="torch.compile the denoiser (unet/transformer): faster on GPU after a warm-up of minutes")
+    compile: Optional[str] = flag(None, group="speed", at_load=True, choices=COMPILE_MODES, bare="whole",
+                                  help="torch.compile the denoiser (unet/transformer): faster on GPU after a warm-up "
+                                       "of minutes; --compile alone: the whole denoiser; --compile regional: one "
+                                       "block class, compiled once for all its repeats (seconds of warm-up)")
     tf32: bool = flag(False, group="speed", at_load=True,
                       help="TF32 matmuls on Ampere and newer GPUs: only --dtype fp32 is affected (faster, less precise)")
     channels_last: bool = flag(False, group="speed", at_load=True,
                                help="channels-last memory format for convolutional denoisers and VAEs (UNet models)")
     vae_slicing: bool = flag(False, group="speed", at_load=True,
                              help="decode the images of a batch one at a time: less memory at large --batch_size")
+    # speed levers (issue 20): each changes the pixels, so each is recorded and sweepable; refused before any worker
+    # starts where the family (families.py) or the device cannot use it (levers.py)
+    cache: str = flag(NO_CACHE, group="speed", recorded=True, checks=[cache_problem], metavar="KIND",
+                      help="reuse denoiser outputs across steps (Flux, Wan): none, first_block:T (first-block cache, "
+                           "threshold T), taylorseer, magcache (Flux), pab; KIND:key=value,... sets its diffusers "
+                           "options")
+    attention_backend: str = flag(DEFAULT_ATTENTION, group="speed", recorded=True, checks=[attention_backend_problem],
+                                  metavar="NAME", help="diffusers' attention backend of the denoiser (Flux, Wan): "
+                                                       "native, flash, _flash_3, sage, flex, xformers, ... (most need "
+                                                       "CUDA and their package)")
+    quantize: str = flag("none", group="speed", recorded=True, at_load=True, choices=QUANTIZE_KINDS,
+                         help="the denoiser's weights: int8wo (int8 weight-only, torchao; CPU too), fp8wo (float8 "
+                              "weight-only, torchao; CUDA 8.9+), fp8 (stored in float8, computed in --dtype)")
+    offload: str = flag("none", group="speed", recorded=True, at_load=True, choices=OFFLOAD_KINDS,
+                        help="for a model larger than the GPU: model (one component on the GPU at a time), group "
+                             "(the denoiser's blocks streamed in); CUDA only")
     # set by the submitter
     samples_fingerprint: str = ""  # prompts.fingerprint() of the samples, checked by each worker
     # model_check.identify_model(): {"fingerprint", "components", "revision"}; checked by each worker
@@ -149,6 +171,10 @@ class JobSpec:
 
     def __post_init__(self) -> None:
         check(JobSpec, vars(self))
+        problem = lever_refusal(self.model_path, self.device, self.cache, self.attention_backend, self.quantize,
+                                self.offload, self.compile)
+        if problem:
+            raise UsageError(problem)
         if self.num_samples and self.seed_start + self.num_samples - 1 > MAX_SEED:
             raise UsageError(f"--seed_start {self.seed_start} + {self.num_samples} samples goes past {MAX_SEED}, "
                              "the largest seed torch's generator takes")

@@ -54,6 +54,14 @@ def tiny_wan(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory):
+    from gen_worker.tiny_model import build
+    folder = str(tmp_path_factory.mktemp("models") / "tiny-flux")
+    build(folder, "flux")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def pipes(tmp_path_factory):
     """arch -> its tiny pipeline (tiny_model.build), loaded on the CPU once per session."""
     import torch

@@ -24,7 +24,7 @@ def test_compile_counts_in_the_summary_and_padded_last_block(tmp_path, tiny_sd):
     pipe.unet.forward = counting
     rows_used = PROMPTS[:3]
     out, summary = run_worker_in_process(tmp_path, "compiled", pipe, tiny_sd, rows=rows_used, batch_size=2,
-                                         compile=True, cfg_truncation_step=2)
+                                         compile="whole", cfg_truncation_step=2)
     assert summary["generated"] == 3 and summary["recompiles"] == 0 and "compiled_graphs" in summary
     # Blocks [0-1] and [2 + a padding copy]: 3 steps each, 4 rows while guided, 2 after step 2.
     assert rows == [4, 4, 2] * 2

@@ -156,7 +156,8 @@ def test_a_switch_that_is_neither_on_nor_off_stops_the_script_before_any_work(tm
     result, calls = _stand_in_calls(tmp_path, 0, COMPILE="maybe")
     assert result.returncode == 2 and calls == []
     assert result.stderr.strip().splitlines() == [
-        "error: COMPILE=maybe: give true, 1 or yes to set --compile, false, 0 or no to leave it off"]
+        "error: COMPILE=maybe: give true, 1 or yes to set --compile, false, 0 or no to leave it off, or one of its "
+        "values: whole, regional"]
 
 
 @pytest.mark.e2e

@@ -18,7 +18,7 @@ LAYERS = [
     ("schedule", ["schedule"]),
     ("output", ["output"]),
     ("base", ["spec", "flags", "prompts", "naming", "model_check", "model_source", "gpus", "errors", "atomic_files",
-              "library_logs", "tiny_model", "tiny_models", "families", "__init__"]),
+              "library_logs", "tiny_model", "tiny_models", "families", "levers", "__init__"]),
 ]
 
 

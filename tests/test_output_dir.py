@@ -78,7 +78,7 @@ def test_a_setting_newer_than_the_record_counts_as_its_default(tmp_path):
     prepare_output_dir(_spec(tmp_path), samples).release()
     with pytest.raises(SettingsMismatch, match="vae_tiling: False -> True"):
         prepare_output_dir(_spec(tmp_path, vae_tiling=True), samples)
-    prepare_output_dir(_spec(tmp_path, compile=True, channels_last=True), samples).release()  # speed: not guarded
+    prepare_output_dir(_spec(tmp_path, compile="whole", channels_last=True), samples).release()  # speed: not guarded
 
 
 def test_changed_prompts_are_refused_but_more_samples_are_fine(tmp_path):

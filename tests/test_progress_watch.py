@@ -59,7 +59,7 @@ def test_every_denoising_step_of_every_family_pulses(arch, pipes):
 
 
 def test_a_compile_warm_up_call_gets_a_grace_once_per_batch_shape(pipes):
-    maker = _maker(pipes("sd"), max_sequence_length=None, compile=True, batch_size=2)  # compiles nothing here
+    maker = _maker(pipes("sd"), max_sequence_length=None, compile="whole", batch_size=2)  # compiles nothing here
     maker.make(SAMPLES)
     maker.make(SAMPLES[:1])  # padded to the batch size: the same shape
     assert maker.watch.graces == [COMPILE_GRACE_SECONDS, 0.0]

@@ -1,6 +1,7 @@
 """The end of a run: summary.json from the workers' summaries, and the last lines users read."""
 import os
 import shlex
+import statistics
 import time
 from typing import Any, Sequence
 
@@ -60,12 +61,25 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
         "pixels_unchecked": resume_check.get("pixels_unchecked", 0),
         "interrupted": interrupted, "wall_seconds": round(wall, 3),
         "images_per_second": round(totals["generated"] / wall, 4) if wall > 0 else None,
+        **speed_of(per_worker),
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished)),
         "workers": per_worker,
     }
     replace_json(os.path.join(output_dir, layout.RUN_SUMMARY_FILE), summary)
     return summary
+
+
+def speed_of(workers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The run's speed from its workers' (worker/loop.py): the median worker's seconds per image and denoiser
+    seconds per image, the largest peak of GPU memory (None where no worker measured one: CPU runs)."""
+    def median(key: str) -> float | None:
+        values = [w[key] for w in workers if w.get(key) is not None]
+        return statistics.median(values) if values else None
+    peaks = [w["peak_gpu_memory_bytes"] for w in workers if w.get("peak_gpu_memory_bytes") is not None]
+    return {"seconds_per_image": median("seconds_per_image"),
+            "denoiser_seconds_per_image": median("denoiser_seconds_per_image"),
+            "peak_gpu_memory_bytes": max(peaks) if peaks else None}
 
 
 def final_lines(summary: dict[str, Any], rerun_hint: bool = True) -> list[str]:

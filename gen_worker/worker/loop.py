@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import statistics
 import sys
 import time
 import traceback
@@ -323,8 +324,11 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     outcomes.blocks.on_done = share.block_done
     maker.watch = ProgressWatch(share.lease, max(WATCHDOG_LEASES * share.lease, WATCHDOG_MIN_SECONDS),
                                 on_progress=share.beat, on_stall=lambda seconds: _stuck(progress, share, seconds))
+    from gen_worker.worker.levers import switched
+    from gen_worker.worker.pipeline import denoisers
     try:
-        _generate(spec, maker, share.blocks(), done, outcomes, summary)
+        with switched(pipe, denoisers(pipe), spec):  # --cache, --attention_backend: this configuration's only
+            _generate(spec, maker, share.blocks(), done, outcomes, summary)
     finally:
         maker.watch.stop()
         maker.watch = None
@@ -367,6 +371,31 @@ def _check_model_unchanged(spec: JobSpec) -> None:
                           f"({', '.join(changed) or 'its files'}): submit again to check it")
 
 
+class _Speed:
+    """The summary's speed, beside its quality: seconds_per_image and denoiser_seconds_per_image, medians over the
+    blocks after the first (its warm-up: compiling, caches; None with one block), and the GPU's peak memory."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
+        self.per_image: list[tuple[float, float]] = []  # (seconds, denoiser seconds) per image, block by block
+
+    def block(self, images: int, seconds: float, denoiser_seconds: float) -> None:
+        if images:
+            self.per_image.append((seconds / images, denoiser_seconds / images))
+        after_first = self.per_image[1:]
+        self.summary.update(
+            seconds_per_image=round(statistics.median(s for s, _ in after_first), 6) if after_first else None,
+            denoiser_seconds_per_image=round(statistics.median(d for _, d in after_first), 6) if after_first else None,
+            peak_gpu_memory_bytes=_peak_gpu_memory(self.summary.get("device")))
+
+
+def _peak_gpu_memory(device: str | None) -> int | None:
+    if device != "cuda":
+        return None
+    import torch
+    return int(torch.cuda.max_memory_allocated())
+
+
 def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list[Sample]]], done: set[str],
               outcomes: _Outcomes, summary: dict[str, Any]) -> None:
     """The loop: one pipeline call per block, while writer threads save the images of the last ones.
@@ -389,14 +418,16 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list
     # Two blocks of images may wait: the GPU never waits for the disk unless the disk is slower.
     writer = ImageWriter(save, outcomes.written, max_pending=max(4, 2 * spec.batch_size))
     generate_start = time.time()
+    speed = _Speed(summary)
     finished = False
     try:
         for index, block in todo:
-            call_start = time.time()
+            call_start, denoiser_before = time.time(), maker.clock.seconds
             results = [(s, r if isinstance(r, Exception) else checked(s, r)) for s, r in make(block)
                        if s.file_name not in done]  # the rest of a partly made block is made only to keep the batch
             maker.nsfw_flagged.clear()
             summary.setdefault("warmup_seconds", round(time.time() - call_start, 3))  # the first call
+            speed.block(len(block), time.time() - call_start, maker.clock.seconds - denoiser_before)
             failures = [(s, r) for s, r in results if isinstance(r, Exception)]
             if failures:
                 outcomes.failed(failures)

@@ -9,6 +9,7 @@ import contextlib
 import inspect
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -17,6 +18,7 @@ from gen_worker.errors import T2IError
 from gen_worker.families import SEPARATE, cfg_truncation_refusal, family
 from gen_worker.prompts import Sample
 from gen_worker.spec import JobSpec
+from gen_worker.worker.levers import apply_at_load, check_device, quantization_kwargs
 from gen_worker.worker.oom import is_out_of_memory
 
 if TYPE_CHECKING:
@@ -60,12 +62,14 @@ def _has_safety_checker(model_path: str) -> bool:
     return isinstance(value, (list, tuple)) and bool(value) and value[0] is not None
 
 
-def load_pipeline(model_path: str, dtype: str, device: str, safety_checker: bool = False) -> Any:
+def load_pipeline(model_path: str, dtype: str, device: str, safety_checker: bool = False,
+                  quantize: str = "none") -> Any:
     """Safetensors weights only, and never code from the model folder or the hub.
 
     On a GPU the weights are read straight into GPU memory (device_map), not built on the CPU first.
     A safety checker the folder has is left out unless `safety_checker` (--safety_checker): it
-    blackens the images it flags, and evaluations need the model's own output.
+    blackens the images it flags, and evaluations need the model's own output. quantize: --quantize's
+    value, the denoisers' weights quantized as they load (worker/levers.py).
     """
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
@@ -76,7 +80,7 @@ def load_pipeline(model_path: str, dtype: str, device: str, safety_checker: bool
         caps = [".".join(map(str, torch.cuda.get_device_capability()))] if device == "cuda" else []
         dtype = auto_dtype(device, caps)
     kwargs: Dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False,
-                              _dtype_argument_name(): TORCH_DTYPES[dtype]}
+                              _dtype_argument_name(): TORCH_DTYPES[dtype], **quantization_kwargs(model_path, quantize)}
     if _has_safety_checker(model_path):
         if safety_checker:
             log.info("--safety_checker: the model's safety checker is on; the images it flags come back black")
@@ -172,13 +176,44 @@ def on_every_call(modules: Sequence[torch.nn.Module], callback: Callable[[], Non
             handle.remove()
 
 
+class DenoiserClock:
+    """Seconds spent inside the denoisers' forward during a block (forward hooks); on a GPU each end waits for
+    the queued kernels (synchronize), so that the time is the GPU's, not that of launching them."""
+
+    def __init__(self, modules: Sequence[torch.nn.Module], cuda: bool) -> None:
+        self.modules, self.cuda, self.seconds, self._start = modules, cuda, 0.0, 0.0
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def _before(self, *args: Any) -> None:
+        self._start = self._now()
+
+    def _after(self, *args: Any) -> None:
+        self.seconds += self._now() - self._start
+
+    @contextlib.contextmanager
+    def timing(self) -> Iterator[None]:
+        """Adds to `seconds` (all the calls so far: a block split on running out of memory is several calls)."""
+        handles = [h for m in self.modules
+                   for h in (m.register_forward_pre_hook(self._before), m.register_forward_hook(self._after))]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
 def _is_2d_convolutional(model: torch.nn.Module) -> bool:
     params = list(model.parameters())
     return any(p.dim() == 4 for p in params) and not any(p.dim() == 5 for p in params)
 
 
 def apply_speed_options(pipe: Any, spec: JobSpec, device: str) -> List[str]:
-    """Apply the speed flags at load time; returns the names of those that took effect."""
+    """Apply the speed flags and load-time levers; returns the names of those that took effect."""
+    check_device(type(pipe).__name__, device, spec)
     applied = []
     if spec.tf32 and device == "cuda":
         torch.set_float32_matmul_precision("high")  # matmuls; cuDNN convolutions use TF32 by default
@@ -201,9 +236,14 @@ def apply_speed_options(pipe: Any, spec: JobSpec, device: str) -> List[str]:
             applied.append("channels_last")
         else:
             log.warning("--channels_last has no effect: %s has no 2-D convolutional model", type(pipe).__name__)
-    if spec.compile:
-        if not models:
-            raise PipelineSetupError(f"--compile: {type(pipe).__name__} has no unet or transformer to compile")
+    applied += apply_at_load(pipe, models, spec, device)
+    if spec.compile and not models:
+        raise PipelineSetupError(f"--compile: {type(pipe).__name__} has no unet or transformer to compile")
+    if spec.compile == "regional":
+        for m in models:  # one graph for the block class all the repeats share: seconds, not minutes
+            m.compile_repeated_blocks(dynamic=False)
+        applied.append("compile regional")
+    elif spec.compile:
         for m in models:
             # The forward, not the module: the truncation hooks (CondHalfOnly) stay eager Python around it.
             # Static shapes: ImageMaker pads every call to --batch_size rows, so each denoiser compiles one
@@ -362,6 +402,7 @@ class ImageMaker:
         self.warmup_graphs: Optional[int] = None  # graphs compiled by the end of the first successful call
         self.watch: Optional["ProgressWatch"] = None
         self._compiled_rows: set[int] = set()  # --compile: the row counts of the calls that went through
+        self.clock = DenoiserClock(denoisers(pipe), cuda=torch.cuda.is_available())
 
     def _cfg_truncation_kwargs(self, step: Optional[int], num_steps: int) -> Dict[str, Any]:
         if step is None:
@@ -414,7 +455,7 @@ class ImageMaker:
             kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(rows)
         cutting = self.truncation.hooked(len(rows)) if self.truncation else contextlib.nullcontext()
         try:
-            with torch.inference_mode(), cutting, self._watched(len(rows)):
+            with torch.inference_mode(), cutting, self._watched(len(rows)), self.clock.timing():
                 out = self.pipe(prompt=[s.prompt for s in rows], generator=generators, **kwargs)
         except Exception as err:
             if self.pad_to and is_out_of_memory(err):

@@ -31,7 +31,9 @@ class PipelineCache:
         key = load_key(spec)
         if key != self._key:
             self.drop()
-            self._pipe = load_pipeline(spec.model_path, spec.dtype, device, spec.safety_checker)
+            # --offload: loaded on the CPU, then moved to the GPU a component (or a block) at a time
+            load_device = "cpu" if spec.offload != "none" else device
+            self._pipe = load_pipeline(spec.model_path, spec.dtype, load_device, spec.safety_checker, spec.quantize)
             self.speed_options = apply_speed_options(self._pipe, spec, device)
             self._scheduler, self._key = self._pipe.scheduler, key
             self.loads += 1
