@@ -11,6 +11,10 @@ For each tiny random-weight family (gen_worker.tiny_model) and dtype, on the dev
 - CFG truncation: the denoiser rows and images equal the plain references of reference/cfg_truncation.py.
 Then --compile on the tiny SD model (--no_compile: not): no recompile with a partial last block and the
 truncation step, the images beside the eager ones (the "rows" column).
+Then the speed levers on the tiny Flux (--no_levers: not): per lever, images/s and peak GPU memory from the worker
+summary, and the FID and CLIP score of its images against the lever-free run of the same prompts and seeds
+(evaluation/metrics.py; with tiny random networks unless --inception_weights and --clip_model are given: then only
+the mechanics are checked, the numbers mean nothing).
 With --sd15: the toolkit's worker loop against a plain diffusers loop at the same batch size (bench/common.py).
 Exit status 1 when a check fails.
 """
@@ -123,6 +127,51 @@ def compile_check(dtype, device, work):
                     f"max pixel diff vs eager {diff}"}
 
 
+# The levers of the table: (label, settings), the first the lever-free reference. On a GPU every lever; on a CPU
+# those it can run (levers.py refuses the others).
+GPU_LEVERS = [("none", {}), ("cache first_block:0.1", {"cache": "first_block:0.1"}),
+              ("cache taylorseer", {"cache": "taylorseer"}), ("attention _native_flash", {"attention_backend": "_native_flash"}),
+              ("quantize int8wo", {"quantize": "int8wo"}), ("quantize fp8wo", {"quantize": "fp8wo"}),
+              ("quantize fp8", {"quantize": "fp8"}), ("compile regional", {"compile": "regional"}),
+              ("offload model", {"offload": "model"}), ("offload group", {"offload": "group"})]
+CPU_LEVERS = [("none", {}), ("cache first_block:0.5", {"cache": "first_block:0.5"}),
+              ("quantize int8wo", {"quantize": "int8wo"})]
+
+
+def lever_table(dtype, device, work, inception_weights=None, clip_model=None, images=8):
+    """The lever rows: images/s, peak GPU memory, and FID and CLIP score against the lever-free run."""
+    from evaluation import metrics
+    from evaluation.tiny_networks import save_tiny_clip, save_tiny_inception
+    from levers import SIZE, run
+    folder = os.path.join(work, "model-flux")
+    if not os.path.isdir(folder):
+        build(folder, "flux")
+    inception_weights = inception_weights or save_tiny_inception(os.path.join(work, "tiny-inception.pt"))
+    clip_model = clip_model or save_tiny_clip(os.path.join(work, "tiny-clip"))
+    csv = write_prompts(os.path.join(work, "levers.csv"), images)
+    shared = load_pipeline(folder, dtype, device)
+    rows, reference = [], None
+    for label, settings in GPU_LEVERS if device == "cuda" else CPU_LEVERS:
+        out = os.path.join(work, "levers", label.replace(" ", "-").replace(":", "_"))
+        row = {"lever": label}
+        try:
+            load_time = any(k in settings for k in ("quantize", "compile", "offload"))
+            summary, _ = run(folder, csv, out, images, device, dtype, cfg.STEPS, size=SIZE,
+                             pipe=None if load_time else shared, **settings)
+            reference = reference or out
+            scores = metrics.run(metrics.build_parser().parse_args(
+                ["--generated", out, "--reference_dir", reference, "--inception_weights", inception_weights,
+                 "--clip_model", clip_model, "--out", os.path.join(work, "levers-metrics.json"), "--device", device,
+                 "--num_workers", "0"]))
+            row.update(images_per_s=summary["images_per_second"], peak_memory=summary["peak_gpu_memory_bytes"],
+                       fid=round(scores["fid"], 6), clip=round(scores["clip_score"], 4), valid=True)
+        except Exception as err:  # one lever's failure should not hide the others'
+            row["valid"] = f"error: {str(err)[:120]}"
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def sd15_benchmark(path, device, dtype, batch, images, work):
     """The toolkit's worker loop against the plain diffusers loop, same pipeline, same batch size."""
     pipe = load_pipeline(path, dtype, device)
@@ -143,6 +192,10 @@ def main(argv=None):
     parser.add_argument("--dtypes", nargs="+", default=None, choices=("bf16", "fp16", "fp32"),
                         help="default: bf16 fp16 on cuda, fp32 on cpu")
     parser.add_argument("--no_compile", action="store_true", help="leave out the --compile check (minutes on a CPU)")
+    parser.add_argument("--no_levers", action="store_true", help="leave out the speed levers' table")
+    parser.add_argument("--inception_weights", default=None, help="the lever table's FID network (default: a tiny "
+                                                                  "random one: the numbers mean nothing)")
+    parser.add_argument("--clip_model", default=None, help="the lever table's CLIP model (default: a tiny random one)")
     parser.add_argument("--sd15", default=None, metavar="PATH", help="a local SD 1.5 diffusers folder to benchmark")
     parser.add_argument("--sd15_batch", type=int, default=8)
     parser.add_argument("--sd15_images", type=int, default=32)
@@ -166,6 +219,8 @@ def main(argv=None):
             except Exception as err:
                 rows.append({"family": "sd --compile", "dtype": dtypes[0], "valid": f"error: {str(err)[:120]}"})
             print(rows[-1], flush=True)
+        levers = [] if args.no_levers else lever_table(dtypes[0], args.device, work, args.inception_weights,
+                                                         args.clip_model)
         bench = []
         if args.sd15:
             bench = sd15_benchmark(args.sd15, args.device, dtypes[0], args.sd15_batch, args.sd15_images, work)
@@ -173,9 +228,14 @@ def main(argv=None):
             print("--sd15 not given: SD 1.5 benchmark skipped")
     columns = ["family", "dtype", "images", "seconds", "valid", "1 vs 2 workers", "cfg truncation", "rows"]
     print_table(f"tiny families on {args.device}", columns, [[r.get(c, "-") for c in columns] for r in rows])
+    if levers:
+        lever_columns = ["lever", "images_per_s", "peak_memory", "fid", "clip", "valid"]
+        print_table(f"speed levers, tiny Flux on {args.device}, {dtypes[0]} (FID and CLIP against the lever-free "
+                    "images)", lever_columns, [[r.get(c, "-") for c in lever_columns] for r in levers])
     if bench:
         print_table("SD 1.5, 512x512, 20 steps", ["run", "images/s"], [[b["run"], b["images_per_s"]] for b in bench])
     failed = [r for r in rows if any(r.get(c) not in (True, "n/a (no CFG)", "-") for c in columns[4:7])]
+    failed += [r for r in levers if r["valid"] is not True]
     return 1 if failed else 0
 
 

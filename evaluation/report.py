@@ -123,6 +123,53 @@ def fid_clip_plot(configurations: Sequence[dict[str, Any]]) -> bytes | None:
     return buf.getvalue()
 
 
+def speed_versus_quality(configurations: Sequence[dict[str, Any]], generated_dir: str, out_dir: str) -> dict[str, Any]:
+    """The speed of each configuration beside its quality (issue 20): its run's summary.json speed (images per second
+    over the run's wall time, seconds and denoiser seconds per image, the GPU's peak memory) added to each
+    configuration, a table of them with FID and CLIP score (speed.md) and, with two or more configurations
+    measured, FID and CLIP score against images per second, the points named by configuration (speed.png).
+    Returns {"table": "speed.md", "plot": "speed.png" or None}."""
+    keys = ("images_per_second", "seconds_per_image", "denoiser_seconds_per_image", "peak_gpu_memory_bytes")
+    for c in configurations:
+        run = read_json_if_any(os.path.join(generated_dir, c["folder"], layout.RUN_SUMMARY_FILE)) or {}
+        c.update({k: run.get(k) for k in keys})
+    lines = ["# Speed and quality", "", "| configuration | images/s | s/image | denoiser s/image | peak GPU memory (GiB) "
+             "| FID (lower is better) | CLIP score (higher is better) |", "|---|---|---|---|---|---|---|"]
+    for c in configurations:
+        peak = c["peak_gpu_memory_bytes"]
+        cells = [c["name"] or "(the folder)", _fmt(c["images_per_second"]), _fmt(c["seconds_per_image"], 4),
+                 _fmt(c["denoiser_seconds_per_image"], 4), _fmt(peak / 2**30 if peak is not None else None, 2),
+                 _fmt(c.get("fid")), _fmt(c.get("clip_score"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "images/s: the run's images over its wall time (start-up included); s/image: the median block's, "
+              "the first block left out. A rerun that made few images measures little."]
+    points = [c for c in configurations if c["images_per_second"]]
+    plot = None
+    if len(points) >= 2 and any(c.get(m) is not None for c in points for m in ("fid", "clip_score")):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=(11, 4.5), dpi=100)
+        FigureCanvasAgg(fig)
+        for ax, metric, label in zip(fig.subplots(1, 2), ("fid", "clip_score"),
+                                     ("FID (lower is better)", "CLIP score (higher is better)")):
+            named = [(c["images_per_second"], c[metric], c["name"]) for c in points if c.get(metric) is not None]
+            ax.plot([x for x, _, _ in named], [y for _, y, _ in named], "o", color="tab:blue")
+            for x, y, name in named:
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+            ax.set_xlabel("images per second (faster to the right)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.margins(0.15)
+        fig.suptitle("Quality against speed, one point per configuration")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        replace_file(os.path.join(out_dir, "speed.png"), buf.getvalue())
+        plot = "speed.png"
+        lines += ["", f"![quality against speed]({plot})"]
+    replace_file(os.path.join(out_dir, "speed.md"), ("\n".join(lines) + "\n").encode("utf-8"))
+    return {"table": "speed.md", "plot": plot}
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -387,6 +434,7 @@ def build_report(
     }
     if record is None:
         report["scores"] = {k: metrics.get(k) for k in ("fid", "kid", "kid_std", "clip_score")}
+    report["speed"] = speed_versus_quality(configurations, generated_dir, out_dir)
     return report
 
 

@@ -43,6 +43,9 @@ def test_gpu_check_runs_on_cpu():
     assert "tiny families on cpu" in out and "SD 1.5 benchmark skipped" in out
     table = out[out.index("tiny families on cpu"):].splitlines()
     assert [line.split()[:2] for line in table[3:5]] == [["sd", "fp32"], ["flux", "fp32"]]
+    levers = out[out.index("speed levers, tiny Flux on cpu"):].splitlines()
+    assert [line.split()[:2] + line.split()[-1:] for line in levers[3:6]] == [
+        ["none", "None", "True"], ["cache", "first_block:0.5", "True"], ["quantize", "int8wo", "True"]]
 
 
 def test_gpu_check_fails_when_a_check_fails(tmp_path):

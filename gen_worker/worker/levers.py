@@ -15,6 +15,7 @@ import torch
 
 from gen_worker.errors import UsageError
 from gen_worker.families import family
+from gen_worker.model_check import local_folder
 from gen_worker.levers import DEFAULT_ATTENTION, NO_CACHE, TORCHAO_KINDS, CacheSetting, class_refusal, parse_cache
 from gen_worker.spec import JobSpec
 
@@ -36,11 +37,13 @@ def quantization_kwargs(model_path: str, quantize: str) -> Dict[str, Any]:
     import torchao.quantization  # type: ignore[import-untyped]
     from diffusers import PipelineQuantizationConfig, TorchAoConfig
     try:
-        with open(os.path.join(model_path, "model_index.json"), encoding="utf-8") as f:
+        with open(os.path.join(local_folder(model_path) or model_path, "model_index.json"), encoding="utf-8") as f:
             index = json.load(f)
     except (OSError, ValueError):
         index = {}
-    names = [n for n in family(str(index.get("_class_name", ""))).denoisers if n in index] or ["transformer"]
+    # A component saved as [null, null] is absent (Wan 2.1's transformer_2).
+    names = [n for n in family(str(index.get("_class_name", ""))).denoisers
+             if isinstance(index.get(n), list) and index[n][0] is not None] or ["transformer"]
     make = getattr(torchao.quantization, TORCHAO_KINDS[quantize])
     return {"quantization_config": PipelineQuantizationConfig(
         quant_mapping={name: TorchAoConfig(make()) for name in names})}

@@ -378,6 +378,9 @@ class _Speed:
     def __init__(self, summary: dict[str, Any]) -> None:
         self.summary = summary
         self.per_image: list[tuple[float, float]] = []  # (seconds, denoiser seconds) per image, block by block
+        if summary.get("device") == "cuda":  # this run's peak, not an earlier configuration's of a sweep
+            import torch
+            torch.cuda.reset_peak_memory_stats()
 
     def block(self, images: int, seconds: float, denoiser_seconds: float) -> None:
         if images:
