@@ -76,6 +76,22 @@ def test_a_lever_sweep_equals_plain_runs_for_any_number_of_workers_and_resumes(t
     assert worker["seconds_per_image"] == summary["seconds_per_image"]
 
 
+@pytest.mark.parametrize("arch", ["flux", "wan"])
+def test_the_levers_give_the_same_bytes_for_1_and_2_workers(tmp_path: Any, arch: str, tiny_flux: str,
+                                                             tiny_wan: str) -> None:
+    """Every lever a CPU runs at once, at batch size 2: blocks split across workers make the same bytes."""
+    csv = write_prompts(tmp_path / "p.csv", PROMPTS[:5])
+    levers = ["--cache", CACHE, "--quantize", "int8wo", "--attention_backend", "_native_math", "--batch_size", "2"]
+    folders = []
+    for gpu_ids in (["0"], ["0", "1"]):
+        out = tmp_path / f"workers-{len(gpu_ids)}"
+        done = run_submit("--prompts_csv", csv, "--model_path", tiny_flux if arch == "flux" else tiny_wan, *SMALL,
+                          "--output_dir", out, *levers, "--schedule", "static", "--gpu_ids", *gpu_ids)
+        assert done.returncode == 0, done.stderr[-3000:]
+        folders.append(images_in(out))
+    assert folders[0] == folders[1] and len(folders[0]) == 5
+
+
 def test_a_lever_the_family_cannot_use_is_refused_before_any_worker(tmp_path: Any, tiny_sd: str) -> None:
     csv = write_prompts(tmp_path / "p.csv", PROMPTS[:2])
     common = ["--prompts_csv", csv, "--model_path", tiny_sd, *SMALL]
