@@ -1,8 +1,8 @@
 """The speed levers end to end on the tiny Flux, as a user runs them: each changes the images where it should, a
 sweep over them loads the model once per load-time value and never lets a configuration inherit a lever (its
 `none` folder is byte for byte a plain run), 1 vs 2 workers give the same bytes with a lever, a rerun resumes,
-the folder records the lever (a rerun with another value is refused) and `show` names it; a lever the family
-cannot use is refused in one line before any worker starts."""
+the folder records the lever (a rerun with another value is refused), `show` names it and `reproduce` makes the
+same bytes again; a lever the family cannot use is refused in one line before any worker starts."""
 import json
 import os
 from typing import Any, Dict
@@ -67,6 +67,8 @@ def test_a_lever_sweep_equals_plain_runs_for_any_number_of_workers_and_resumes(t
     assert shown.returncode == 0, shown.stderr
     settings = json.loads(shown.stdout)["settings"]
     assert (settings["cache"], settings["quantize"], settings["attention_backend"]) == (CACHE, "int8wo", "native")
+    made = run_submit("reproduce", image, "--output_dir", tmp_path / "again", "--device", "cpu")
+    assert made.returncode == 0 and "byte-identical to" in made.stdout, made.stdout + made.stderr[-2000:]
 
     # Speed beside quality: per image, the denoiser's share, no GPU memory on a CPU.
     summary = json.loads((plain / layout.RUN_SUMMARY_FILE).read_text())
