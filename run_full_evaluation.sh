@@ -32,8 +32,9 @@
 #                       IMAGES_PER_PROMPT NEGATIVE_PROMPT SCHEDULER BATCH_SIZE; a switch (ENABLE_HALF_FRAME,
 #                       COMPILE, ...) is set by true, 1 or yes, left off by false, 0 or no. The metrics and the
 #                       report read the settings from the images' folder
-#   SWEEP               settings to sweep, each NAME=V1,V2,... (space-separated for several), e.g.
-#                       SWEEP="guidance_scale=1.5,3,5,7.5": submit.py --sweep per setting; every configuration
+#   SWEEP               settings to sweep, each NAME=V1,V2,... or NAME=[JSON list] (space-separated for several),
+#                       e.g. SWEEP='guidance_scale=1.5,3,5,7.5 negative_prompt=["blurry, low quality", "ugly"]':
+#                       submit.py --sweep per setting (gen_worker/env_settings.py); every configuration
 #                       is scored against the same reference statistics and compared in the report
 #   GENERATE_ARGS       more submit.py flags, e.g. "--container IMAGE"
 #   METRICS_DEVICE METRICS_BATCH_SIZE  [auto 64]
@@ -91,8 +92,6 @@ gen_args+=("${setting_args[@]}")
 if [[ -n "${NUM_SAMPLES:-}" && -z "$REFERENCE_LIST" ]]; then gen_args+=(--num_samples "$NUM_SAMPLES"); fi
 # A sweep writes one run folder per configuration under IMAGES_DIR (and IMAGES_DIR/sweep.json): the
 # metrics and the report below read them all from IMAGES_DIR.
-read -r -a sweep_list <<< "${SWEEP:-}"
-for axis in "${sweep_list[@]}"; do gen_args+=(--sweep "$axis"); done
 if [[ "$CLUSTER" == "local" ]]; then
     if [[ -n "${GPU_IDS:-}" ]]; then
         read -r -a gpu_list <<< "$GPU_IDS"
