@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import os
 import sys
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from gen_worker import flags, local
 from gen_worker.container.runtime import Container, ContainerOptions, prepare
@@ -259,15 +259,26 @@ def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argp
                          "configurations into subfolders of a folder of its own")
     read = flag_reader(parser, argv)
     check_distinct(axes, read)
+    configs = keep_recorded(configurations(axes), read_sweep_record(top), read)
+    new_folders = [p for p in [top, *(os.path.join(top, c.name) for c in configs)] if not os.path.exists(p)]
     runs: List[Configured] = []
-    for config in keep_recorded(configurations(axes), read_sweep_record(top), read):
+    for config in configs:
         config_args = configuration_args(parser, argv, config, os.path.join(top, config.name))
         try:
             spec, samples = build_spec(config_args, gpu_ids)
         except T2IError as err:
+            _remove_empty(reversed(new_folders))  # the configurations checked before it made their folders
             raise UsageError(f"--sweep configuration {config.name}: {err}") from None
         runs.append((config, spec, samples))
     return runs
+
+
+def _remove_empty(folders: Iterable[str]) -> None:
+    for folder in folders:
+        try:
+            os.rmdir(folder)  # only if empty: nothing is ever lost
+        except OSError:
+            pass
 
 
 def container_for(args: argparse.Namespace, spec: JobSpec, same_path: Sequence[str] = ()) -> Optional[Container]:

@@ -112,6 +112,7 @@ def test_a_value_that_fails_its_flag_check_names_the_configuration(tmp_path, tin
     parser, args = _args(argv)
     with pytest.raises(UsageError, match="configuration num_inference_steps-0: --num_inference_steps"):
         build_sweep(parser, argv, args)
+    assert not (tmp_path / "sweep").exists()  # the first configuration's checks left no folder behind
 
 
 def _sweep_argv(tmp_path, tiny_sd, prompts_csv, *sweep):
