@@ -11,9 +11,10 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import sys
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from gen_worker import flags, local
 from gen_worker.container.runtime import Container, ContainerOptions, prepare
@@ -270,7 +271,24 @@ def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argp
             _remove_empty(reversed(new_folders))  # the configurations checked before it made their folders
             raise UsageError(f"--sweep configuration {config.name}: {err}") from None
         runs.append((config, spec, samples))
+    try:
+        _check_not_one_run([(config.name, spec) for config, spec, _ in runs if config])
+    except UsageError:
+        _remove_empty(reversed(new_folders))
+        raise
     return runs
+
+
+def _check_not_one_run(specs: Sequence[Tuple[str, JobSpec]]) -> None:
+    """Values that differ as written but resolve to the same settings (dtype auto is fp32 on the CPU) would
+    make the same images twice."""
+    seen: Dict[str, str] = {}
+    for name, spec in specs:
+        settings = json.dumps(spec.recorded_settings(), sort_keys=True, default=str)
+        if settings in seen:
+            raise UsageError(f"--sweep: configurations {seen[settings]} and {name} are one run (the same settings "
+                             "once resolved): give one of them")
+        seen[settings] = name
 
 
 def _remove_empty(folders: Iterable[str]) -> None:

@@ -370,3 +370,13 @@ def test_a_recorded_switch_is_swept_with_true_and_false(tmp_path, tiny_sd, promp
     runs = build_sweep(parser, argv, args)
     assert [(c.name, s.vae_tiling) for c, s, _ in runs] == [("vae_tiling-false", False), ("vae_tiling-true", True)]
 
+
+
+def test_configurations_that_resolve_to_one_run_are_refused(tmp_path, tiny_sd, prompts_csv):
+    # --dtype auto is fp32 on the CPU: the two would make the same images twice
+    argv = [a for a in _sweep_argv(tmp_path, tiny_sd, prompts_csv, "dtype=auto,fp32") if a not in ("--dtype", "fp32")]
+    parser, args = _args(argv)
+    with pytest.raises(UsageError, match="configurations dtype-auto and dtype-fp32 are one run") as err:
+        build_sweep(parser, argv, args)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "sweep").exists()
