@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of refusing it; recorded in metrics.json, with the count of missing images")
     p.add_argument("--no_fid", action="store_true")
     p.add_argument("--no_clip", action="store_true")
+    p.add_argument("--no_cmmd", action="store_true",
+                   help="no CMMD (default: computed with the CLIP model whenever there are reference images)")
     return p
 
 
@@ -111,11 +113,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     A sweep folder (sweep.json) is scored configuration by configuration against one reference side,
     computed (or loaded) once; a plain run folder is a sweep of one without the ``configurations`` list.
+    Each scored folder also gets its per-image scores (scores.csv, scores.json: evaluation/scores_file.py).
     """
     _check_args(args)
     started = time.time()
     from evaluation import generated as gen
     from evaluation import images as im
+    from evaluation import uncertainty
     from evaluation.weights import resolve_device, sha256_file
 
     device = resolve_device(args.device)
@@ -159,7 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     protocol: dict[str, Any] = {}
 
     # Load every network first, so that a missing weight fails before any image work.
-    features = clip_metric = None
+    features = clip = None
     if not args.no_fid:
         from evaluation import fid as fidlib
         from evaluation.weights import load_inception
@@ -177,71 +181,115 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     if not args.no_clip:
         from evaluation import clip_score as cliplib
-        from evaluation.weights import load_clip
+        from evaluation.weights import folder_weights_sha256, load_clip
 
         model, tokenizer, image_processor = load_clip(args.clip_model, device)
-        clip_metric = cliplib.make_clip_metric(model, tokenizer, image_processor, device)
+        clip = cliplib.ClipScorer(model, tokenizer, device)
         protocol["clip"] = {
             "model": os.path.basename(os.path.normpath(args.clip_model)),
             "model_path": os.path.abspath(args.clip_model),
+            "model_sha256": folder_weights_sha256(args.clip_model),
             "score": cliplib.SCORE_CONVENTION,
             "resize": cliplib.describe_preprocessing(image_processor),
             "max_tokens": cliplib.text_max_length(model),
         }
+    # CMMD: the CLIP image embeddings of this pass against the reference images' (read, or saved in the stats)
+    cmmd_on = clip is not None and not args.no_cmmd and bool(args.reference_dir or args.reference_stats)
+    reference_clip = None
 
-    if features is not None:
-        reference: dict[str, Any] = {}
-        if args.reference_stats:
-            stats = fidlib.load_stats(args.reference_stats)
+    reference: dict[str, Any] = {}
+    if args.reference_stats and (features is not None or cmmd_on):
+        from evaluation import fid as fidlib
+
+        stats = fidlib.load_stats(args.reference_stats)
+        reference.update(stats=os.path.abspath(args.reference_stats), images=stats.num_images or None)
+        if features is not None:
             warnings += fidlib.check_stats_compatible(stats, stats_meta, args.reference_stats)
             fidlib.set_reference_stats(features, stats)
-            reference.update(stats=os.path.abspath(args.reference_stats), images=stats.num_images or None)
             if stats.features is None:
                 warnings.append(f"reference statistics {args.reference_stats} hold no features: no KID")
-        else:
-            ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
-            transform = {"fid": functools.partial(im.inception_input, center_crop=center_crop)}
-            for _, batch in im.iterate_batches(ref_paths, transform, args.batch_size, args.num_workers, "reference"):
+        if cmmd_on:
+            if stats.clip_embeddings is None:
+                warnings.append(f"reference statistics {args.reference_stats} hold no CLIP embeddings: no CMMD")
+            elif stats.meta.get("clip_model_sha256") != protocol["clip"]["model_sha256"]:
+                warnings.append(f"reference statistics {args.reference_stats} hold the CLIP embeddings of another "
+                                f"CLIP model: no CMMD")
+            else:
+                reference_clip = torch_from(stats.clip_embeddings)
+    elif args.reference_dir and (features is not None or cmmd_on):
+        ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
+        ref_transforms: dict[str, Any] = {}
+        if features is not None:
+            ref_transforms["fid"] = functools.partial(im.inception_input, center_crop=center_crop)
+        if cmmd_on:
+            ref_transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
+        chunks = []
+        for _, batch in im.iterate_batches(ref_paths, ref_transforms, args.batch_size, args.num_workers, "reference"):
+            if features is not None:
                 features.update(batch["fid"], real=True)
-            reference.update(dir=os.path.abspath(args.reference_dir), images=len(ref_paths),
-                             list=os.path.abspath(args.reference_list) if args.reference_list else None)
-        if args.save_reference_stats:
-            fidlib.save_stats(args.save_reference_stats, fidlib.reference_stats(features, stats_meta))
-            reference["saved_to"] = os.path.abspath(args.save_reference_stats)
+            if cmmd_on:
+                chunks.append(clip.image_embeddings(batch["clip"]))  # type: ignore[union-attr]
+        reference_clip = torch_cat(chunks) if cmmd_on else None
+        reference.update(dir=os.path.abspath(args.reference_dir), images=len(ref_paths),
+                         list=os.path.abspath(args.reference_list) if args.reference_list else None)
+    if args.save_reference_stats:
+        ref_stats = fidlib.reference_stats(features, stats_meta)  # type: ignore[arg-type]
+        if reference_clip is not None:
+            ref_stats.clip_embeddings = reference_clip.float().numpy()
+            ref_stats.meta["clip_model_sha256"] = protocol["clip"]["model_sha256"]
+        fidlib.save_stats(args.save_reference_stats, ref_stats)
+        reference["saved_to"] = os.path.abspath(args.save_reference_stats)
+    if features is not None:
         protocol["fid"]["reference"] = reference
+    if reference_clip is not None:
+        from evaluation import cmmd as cmmdlib
+
+        protocol["cmmd"] = {"description": cmmdlib.DESCRIPTION, "sigma": cmmdlib.SIGMA, "scale": cmmdlib.SCALE,
+                            "embeddings": f"CLIP model {protocol['clip']['model']} (the CLIP score's pass)",
+                            "reference": reference, "reference_images": len(reference_clip)}
 
     transforms: dict[str, Any] = {}
     if features is not None:
         transforms["fid"] = functools.partial(im.inception_input, center_crop=center_crop)
-    if clip_metric is not None:
+    if clip is not None:
         transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
 
-    configurations = []
+    configurations, per_image_rows = [], []
     for target, images, ignored, missing_count, rows, matched, prompts, seed_start in folders:
         if features is not None:
             features.reset_generated()
-        if clip_metric is not None:
-            clip_metric.reset()
+        per_image: dict[str, list[float]] = {"clip_score": [0.0] * len(images)} if clip is not None else {}
+        embedding_chunks = []
         paths = [g.path for g in images]
         for indices, batch in im.iterate_batches(paths, transforms, args.batch_size, args.num_workers, target.name):
             if features is not None:
                 features.update(batch["fid"], real=False)
-            if clip_metric is not None:
-                cliplib.update_clip(clip_metric, batch["clip"], [prompts[i] for i in indices])  # type: ignore[index]
+            if clip is not None:
+                embeddings = clip.image_embeddings(batch["clip"])
+                embedding_chunks.append(embeddings)
+                values = clip.scores(embeddings, [prompts[i] for i in indices])  # type: ignore[index]
+                for i, v in zip(indices, values.tolist()):
+                    per_image["clip_score"][i] = v
         scores: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None, "kid_subset_size": None,
-                                  "clip_score": None}
+                                  "clip_score": None, "cmmd": None}
         if features is not None:
             scores["fid"] = features.compute_fid()
             kid = features.compute_kid()
             if kid is not None:
                 scores["kid"], scores["kid_std"], scores["kid_subset_size"] = kid
-        if clip_metric is not None:
-            scores["clip_score"] = cliplib.compute_clip(clip_metric)
+        if clip is not None:
+            scores["clip_score"] = cliplib.clip_score(per_image["clip_score"])
+        if reference_clip is not None:
+            scores["cmmd"] = cmmdlib.cmmd(reference_clip, torch_cat(embedding_chunks))
+        intervals = {name: uncertainty.bootstrap_interval(values) for name, values in per_image.items()}
+        if "clip_score" in intervals and intervals["clip_score"]:  # the score's mean is clamped at 0: so is its interval
+            intervals["clip_score"] = [max(v, 0.0) for v in intervals["clip_score"]]
         configurations.append({
             "name": target.name,
             "folder": os.path.relpath(target.folder, args.generated) if record else ".",
             "overrides": target.overrides,
             **scores,
+            "intervals": intervals,
             "seed_start": seed_start,
             "counts": {
                 "generated_images": len(images),
@@ -251,6 +299,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "prompts_with_images": len({r.index for r in matched if r is not None}) if rows is not None else None,
             },
         })
+        per_image_rows.append([{"file": g.name or os.path.basename(g.path), "image_id": g.image_id,
+                                "prompt_row": matched[i].index if matched and matched[i] is not None else None,
+                                "seed": g.seed, **{name: values[i] for name, values in per_image.items()}}
+                               for i, g in enumerate(images)])
 
     if features is not None:
         protocol["fid"]["reference_images"] = protocol["fid"]["reference"].get("images")
@@ -260,18 +312,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "subset_rule": f"min({fidlib.KID_MAX_SUBSET_SIZE}, reference images, generated images)",
                                "seed": fidlib.KID_SEED, "kernel": "polynomial (x.y / D + 1)^3 (torchmetrics)",
                                "features": "the FID features (one pass over the images)"}
-    if clip_metric is not None:
+    if clip is not None:
         protocol["clip"].update(prompts=len(scored_prompts), prompts_over_max_tokens=cliplib.count_long_prompts(
             tokenizer, sorted(scored_prompts), protocol["clip"]["max_tokens"]))
         if protocol["clip"]["prompts_over_max_tokens"]:
             warnings.append(f"{protocol['clip']['prompts_over_max_tokens']} of {len(scored_prompts)} prompts are "
                             f"longer than {protocol['clip']['max_tokens']} CLIP tokens: scored on their beginning")
+    protocol["intervals"] = uncertainty.protocol()
 
     first = configurations[0]
-    result: dict[str, Any] = {k: first[k] for k in ("fid", "kid", "kid_std", "kid_subset_size", "clip_score")}
+    result: dict[str, Any] = {k: first[k] for k in ("fid", "kid", "kid_std", "kid_subset_size", "clip_score", "cmmd",
+                                                     "intervals")}
+    seed_sets = uncertainty.seed_sets(configurations, record.axes) if record is not None else []
     if record is not None:
         result = {k: None for k in result}  # a sweep has no single score: see "configurations"
         result.update(sweep={"axes": record.axes}, configurations=configurations)
+        if seed_sets:
+            result["seed_sets"] = seed_sets
     else:
         settings["seed_start"] = first["seed_start"]
     counts = dict(first["counts"]) if record is None else {"configurations": len(configurations)}
@@ -286,7 +343,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         elapsed_s=round(time.time() - started, 2),
     )
+    _write_scores_files(args, folders, configurations, per_image_rows, seed_sets)
     return result
+
+
+def torch_from(array: Any) -> Any:
+    import torch
+
+    return torch.as_tensor(array, dtype=torch.float64)
+
+
+def torch_cat(chunks: list[Any]) -> Any:
+    import torch
+
+    return torch.cat(chunks)
+
+
+def _write_scores_files(args: argparse.Namespace, folders: list[Any], configurations: list[dict[str, Any]],
+                        per_image_rows: list[list[dict[str, Any]]], seed_sets: list[dict[str, Any]]) -> None:
+    """Each scored folder's scores.csv and scores.json (evaluation/scores_file.py), for evaluation.compare."""
+    from evaluation.scores_file import write_scores
+
+    group_of = {name: g for g in seed_sets for name in g["configurations"]}
+    for (target, *_), c, rows in zip(folders, configurations, per_image_rows):
+        columns = [k for k in ("clip_score",) if rows and k in rows[0]]
+        summary = {k: c[k] for k in ("name", "overrides", "fid", "kid", "kid_std", "cmmd", "clip_score", "intervals",
+                                     "seed_start")}
+        summary["metrics"] = os.path.abspath(args.out)
+        summary["seed_set"] = group_of.get(c["name"])
+        write_scores(target.folder, rows, columns, summary)
 
 
 def write_json(data: dict[str, Any], path: str) -> None:

@@ -95,3 +95,18 @@ def load_clip(model_dir: str | None, device: torch.device | str = "cpu") -> tupl
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvaluationError(f"cannot load the CLIP model from {model_dir}: {first}") from None
     return model.to(device).eval(), tokenizer, image_processor
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def folder_weights_sha256(folder: str) -> str | None:
+    """The sha256 of a model folder's weights file (several shards: the sha256 of their "name sha256" lines);
+    None when it holds none."""
+    names = sorted(n for n in os.listdir(folder) if n.endswith(WEIGHT_SUFFIXES) and "training_args" not in n)
+    if not names:
+        return None
+    shas = [sha256_file(os.path.join(folder, n)) for n in names]
+    if len(shas) == 1:
+        return shas[0]
+    return hashlib.sha256("".join(f"{n} {h}\n" for n, h in zip(names, shas)).encode()).hexdigest()
