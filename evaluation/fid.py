@@ -81,9 +81,13 @@ class FeatureMetrics:
                                                reset_real_features=False, normalize=False).to(device)
         self.device = device
 
-    def update(self, images: torch.Tensor, real: bool) -> None:
+    def update(self, images: torch.Tensor | list[torch.Tensor], real: bool) -> None:
+        """``images``: a batch, or a list of ``[3, H, W]`` images of different sizes (legacy protocol)."""
         with torch.inference_mode():
-            feats = self.features(images.to(self.device))
+            if isinstance(images, torch.Tensor):
+                feats = self.features(images.to(self.device))
+            else:
+                feats = torch.cat([self.features(x[None].to(self.device)) for x in images])
             self.fid.update(feats, real=real)
             self.kid.update(feats, real=real)
 

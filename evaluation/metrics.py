@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="image loading processes")
     p.add_argument("--seed_start", type=int, default=None,
                    help="seed of CSV row 0, for folders another tool made (default: the folder's recorded one)")
+    p.add_argument("--protocol", choices=("clean", "legacy_tensorflow"), default="clean",
+                   help="FID/KID input: clean (clean-fid's resize to 299 before the network; default) or "
+                        "legacy_tensorflow (8-bit image at its own size, resized inside the network, as "
+                        "torch-fidelity and the TensorFlow FID code); recorded in metrics.json")
     p.add_argument("--no_center_crop", action="store_true",
                    help="FID: do not centre-crop non-square images to a square before resizing to 299")
     p.add_argument("--allow_incomplete", action="store_true",
@@ -171,13 +175,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         net = load_inception(args.inception_weights, device)
         features = fidlib.FeatureMetrics(net, device)
         center_crop = not args.no_center_crop
-        stats_meta = {"inception_sha256": sha256_file(args.inception_weights), "center_crop": center_crop}
+        to_inception, resize, non_square = im.PROTOCOLS[args.protocol]
+        fid_transform = functools.partial(to_inception, center_crop=center_crop)
+        stats_meta = {"inception_sha256": sha256_file(args.inception_weights), "center_crop": center_crop,
+                      "protocol": args.protocol}
         protocol["fid"] = {
+            "protocol": args.protocol,
             "feature_network": os.path.abspath(args.inception_weights),
             "feature_network_sha256": stats_meta["inception_sha256"],
             "features": features.features.num_features,
-            "resize": ("centre crop to a square, then " if center_crop else "no crop, then ")
-                      + im.INCEPTION_RESIZE,
+            "resize": ("centre crop to a square, then " if center_crop else "no crop, then ") + resize,
+            "non_square": "centre-cropped to a square first (--no_center_crop: not)" if center_crop else non_square,
         }
     if not args.no_clip:
         from evaluation import clip_score as cliplib
@@ -220,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
         ref_transforms: dict[str, Any] = {}
         if features is not None:
-            ref_transforms["fid"] = functools.partial(im.inception_input, center_crop=center_crop)
+            ref_transforms["fid"] = fid_transform
         if cmmd_on:
             ref_transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
         chunks = []
@@ -250,7 +258,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     transforms: dict[str, Any] = {}
     if features is not None:
-        transforms["fid"] = functools.partial(im.inception_input, center_crop=center_crop)
+        transforms["fid"] = fid_transform
     if clip is not None:
         transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
 

@@ -149,7 +149,8 @@ def _protocol_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     if fid:
         ref = fid.get("reference") or {}
-        rows += [("FID/KID resize", fid.get("resize", "?")),
+        rows += [("FID/KID protocol", f"{fid.get('protocol', 'clean')}; non-square images: {fid.get('non_square', '?')}"),
+                 ("FID/KID resize", fid.get("resize", "?")),
                  ("FID reference set", f"{ref.get('dir') or ref.get('stats')} ({fid.get('reference_images')} images)"),
                  ("FID feature network", f"{fid.get('feature_network')} (sha256 {fid.get('feature_network_sha256')}, "
                                          f"{fid.get('features')} features)")]
