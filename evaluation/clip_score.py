@@ -54,13 +54,16 @@ def tokenize(tokenizer: Any, prompts: Sequence[str], max_length: int) -> Any:
 
 
 class ClipScorer:
-    """Per-image CLIP scores and L2-normalised image embeddings, one model call per batch and tower."""
+    """Per-image ``scale * cos(image, prompt)`` and L2-normalised image embeddings, one model call per batch and
+    tower. CLIP score: scale 100 (torchmetrics). PickScore: the model's learned ``exp(logit_scale)``, as its
+    authors' code scores (Kirstain et al. 2023)."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: torch.device | str = "cpu"):
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device | str = "cpu", scale: float = 100.0):
         self.model = _TensorFeatures(model)
         self.tokenizer = tokenizer
         self.max_length = text_max_length(model)
         self.device = device
+        self.scale = scale
 
     def image_embeddings(self, pixel_values: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """``[N, D]`` float64, L2-normalised, on the CPU; ``pixel_values`` from :class:`ClipImagePreprocess`."""
@@ -77,8 +80,16 @@ class ClipScorer:
         return (emb / emb.norm(dim=-1, keepdim=True)).cpu()
 
     def scores(self, image_embeddings: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        """``100 * cos(image, its prompt)`` per image, float64."""
-        return 100.0 * (image_embeddings * self.text_embeddings(prompts)).sum(dim=-1)
+        """``scale * cos(image, its prompt)`` per image, float64."""
+        return self.scale * (image_embeddings * self.text_embeddings(prompts)).sum(dim=-1)
+
+
+PICKSCORE_CONVENTION = ("PickScore (Kirstain et al. 2023): exp(logit_scale) * cos(image, prompt) with the PickScore_v1 "
+                        "CLIP model, each image against its own prompt; the mean over the images")
+
+
+def pickscore_scorer(model: Any, tokenizer: Any, device: torch.device | str = "cpu") -> ClipScorer:
+    return ClipScorer(model, tokenizer, device, scale=float(model.logit_scale.detach().exp()))
 
 
 def clip_score(per_image: Sequence[float] | torch.Tensor) -> float:

@@ -69,14 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of refusing it; recorded in metrics.json, with the count of missing images")
     p.add_argument("--no_fid", action="store_true")
     p.add_argument("--no_clip", action="store_true")
+    p.add_argument("--pickscore_model", help="local folder of PickScore (the PickScore_v1 CLIP model with the "
+                                             "CLIP-ViT-H-14 processor): per-image PickScore, its mean and interval")
     p.add_argument("--no_cmmd", action="store_true",
                    help="no CMMD (default: computed with the CLIP model whenever there are reference images)")
     return p
 
 
+def _needs_prompts(args: argparse.Namespace) -> bool:
+    return not args.no_clip or bool(args.pickscore_model)
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    if args.no_fid and args.no_clip:
+    if args.no_fid and args.no_clip and not args.pickscore_model:
         raise EvaluationError("--no_fid and --no_clip together leave nothing to compute")
+    if args.pickscore_model:  # before any image is listed or read
+        from evaluation.weights import check_pickscore_folder
+
+        check_pickscore_folder(args.pickscore_model)
     if args.batch_size < 1:
         raise EvaluationError("--batch_size must be at least 1")
     if not args.no_fid:
@@ -144,14 +154,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise EvaluationError(f"{what}; finish the run (rerun its submit.py command), or pass --allow_incomplete "
                                       f"to score the {len(images)} there")
             warnings.append(f"{what}: scored the {len(images)} there (--allow_incomplete)")
-        if not args.no_clip and not args.prompts_csv and not has_manifest(t.folder):
+        if _needs_prompts(args) and not args.prompts_csv and not has_manifest(t.folder):
             raise EvaluationError(f"CLIP score needs --prompts_csv, or a folder made by submit.py (its manifest.csv "
                                   f"names each image's prompt; none in {t.folder}); or pass --no_clip")
         rows, prompts, matched, seed_start = None, None, [], None
         if args.prompts_csv or gen.has_manifest(t.folder):
             matched, unmatched, rows, seed_start = gen.match_folder(
                 t.folder, images, args.prompts_csv, args.seed_start, args.id_column, args.prompt_column)
-            if not args.no_clip:
+            if _needs_prompts(args):
                 gen.require_all_matched(unmatched, len(images), seed_start)
                 prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
                 scored_prompts.update(prompts)
@@ -167,7 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     protocol: dict[str, Any] = {}
 
     # Load every network first, so that a missing weight fails before any image work.
-    features = clip = None
+    features = clip = pickscore = None
     if not args.no_fid:
         from evaluation import fid as fidlib
         from evaluation.weights import load_inception
@@ -187,20 +197,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "resize": ("centre crop to a square, then " if center_crop else "no crop, then ") + resize,
             "non_square": "centre-cropped to a square first (--no_center_crop: not)" if center_crop else non_square,
         }
-    if not args.no_clip:
+    if not args.no_clip or args.pickscore_model:
         from evaluation import clip_score as cliplib
-        from evaluation.weights import folder_weights_sha256, load_clip
-
+        from evaluation.weights import load_clip
+    if not args.no_clip:
         model, tokenizer, image_processor = load_clip(args.clip_model, device)
         clip = cliplib.ClipScorer(model, tokenizer, device)
-        protocol["clip"] = {
-            "model": os.path.basename(os.path.normpath(args.clip_model)),
-            "model_path": os.path.abspath(args.clip_model),
-            "model_sha256": folder_weights_sha256(args.clip_model),
-            "score": cliplib.SCORE_CONVENTION,
-            "resize": cliplib.describe_preprocessing(image_processor),
-            "max_tokens": cliplib.text_max_length(model),
-        }
+        protocol["clip"] = _model_record(args.clip_model, cliplib.SCORE_CONVENTION, image_processor,
+                                         max_tokens=cliplib.text_max_length(model))
+    if args.pickscore_model:
+        pick_model, pick_tokenizer, pick_processor = load_clip(args.pickscore_model, device)
+        pickscore = cliplib.pickscore_scorer(pick_model, pick_tokenizer, device)
+        protocol["pickscore"] = _model_record(args.pickscore_model, cliplib.PICKSCORE_CONVENTION, pick_processor,
+                                              scale=pickscore.scale)
     # CMMD: the CLIP image embeddings of this pass against the reference images' (read, or saved in the stats)
     cmmd_on = clip is not None and not args.no_cmmd and bool(args.reference_dir or args.reference_stats)
     reference_clip = None
@@ -261,12 +270,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         transforms["fid"] = fid_transform
     if clip is not None:
         transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
+    if pickscore is not None:
+        transforms["pickscore"] = cliplib.ClipImagePreprocess(pick_processor)
 
     configurations, per_image_rows = [], []
     for target, images, ignored, missing_count, rows, matched, prompts, seed_start in folders:
         if features is not None:
             features.reset_generated()
-        per_image: dict[str, list[float]] = {"clip_score": [0.0] * len(images)} if clip is not None else {}
+        per_image: dict[str, list[float]] = {name: [0.0] * len(images) for name, scorer in
+                                             (("clip_score", clip), ("pickscore", pickscore)) if scorer is not None}
         embedding_chunks = []
         paths = [g.path for g in images]
         for indices, batch in im.iterate_batches(paths, transforms, args.batch_size, args.num_workers, target.name):
@@ -278,8 +290,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 values = clip.scores(embeddings, [prompts[i] for i in indices])  # type: ignore[index]
                 for i, v in zip(indices, values.tolist()):
                     per_image["clip_score"][i] = v
+            if pickscore is not None:
+                values = pickscore.scores(pickscore.image_embeddings(batch["pickscore"]),
+                                          [prompts[i] for i in indices])  # type: ignore[index]
+                for i, v in zip(indices, values.tolist()):
+                    per_image["pickscore"][i] = v
         scores: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None, "kid_subset_size": None,
-                                  "clip_score": None, "cmmd": None}
+                                  "clip_score": None, "cmmd": None, "pickscore": None}
         if features is not None:
             scores["fid"] = features.compute_fid()
             kid = features.compute_kid()
@@ -287,6 +304,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 scores["kid"], scores["kid_std"], scores["kid_subset_size"] = kid
         if clip is not None:
             scores["clip_score"] = cliplib.clip_score(per_image["clip_score"])
+        if pickscore is not None:
+            scores["pickscore"] = sum(per_image["pickscore"]) / len(images)
         if reference_clip is not None:
             scores["cmmd"] = cmmdlib.cmmd(reference_clip, torch_cat(embedding_chunks))
         intervals = {name: uncertainty.bootstrap_interval(values) for name, values in per_image.items()}
@@ -330,7 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     first = configurations[0]
     result: dict[str, Any] = {k: first[k] for k in ("fid", "kid", "kid_std", "kid_subset_size", "clip_score", "cmmd",
-                                                     "intervals")}
+                                                     "pickscore", "intervals")}
     seed_sets = uncertainty.seed_sets(configurations, record.axes) if record is not None else []
     if record is not None:
         result = {k: None for k in result}  # a sweep has no single score: see "configurations"
@@ -355,6 +374,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _model_record(folder: str, score: str, image_processor: Any, **extra: Any) -> dict[str, Any]:
+    """What metrics.json records of a scoring model loaded from a local folder."""
+    from evaluation.clip_score import describe_preprocessing
+    from evaluation.weights import folder_weights_sha256
+
+    return {"model": os.path.basename(os.path.normpath(folder)), "model_path": os.path.abspath(folder),
+            "model_sha256": folder_weights_sha256(folder), "score": score,
+            "resize": describe_preprocessing(image_processor), **extra}
+
+
 def torch_from(array: Any) -> Any:
     import torch
 
@@ -374,9 +403,9 @@ def _write_scores_files(args: argparse.Namespace, folders: list[Any], configurat
 
     group_of = {name: g for g in seed_sets for name in g["configurations"]}
     for (target, *_), c, rows in zip(folders, configurations, per_image_rows):
-        columns = [k for k in ("clip_score",) if rows and k in rows[0]]
-        summary = {k: c[k] for k in ("name", "overrides", "fid", "kid", "kid_std", "cmmd", "clip_score", "intervals",
-                                     "seed_start")}
+        columns = [k for k in ("clip_score", "pickscore") if rows and k in rows[0]]
+        summary = {k: c[k] for k in ("name", "overrides", "fid", "kid", "kid_std", "cmmd", "clip_score", "pickscore",
+                                     "intervals", "seed_start")}
         summary["metrics"] = os.path.abspath(args.out)
         summary["seed_set"] = group_of.get(c["name"])
         write_scores(target.folder, rows, columns, summary)
@@ -388,7 +417,7 @@ def write_json(data: dict[str, Any], path: str) -> None:
 
 
 def _scores_line(scores: dict[str, Any]) -> str:
-    parts = [f"{k}={scores[k]:.4f}" for k in ("fid", "clip_score") if scores.get(k) is not None]
+    parts = [f"{k}={scores[k]:.4f}" for k in ("fid", "clip_score", "cmmd", "pickscore") if scores.get(k) is not None]
     if scores.get("kid") is not None:
         parts.insert(1, f"kid={scores['kid']:.5f}+-{scores['kid_std']:.5f}")
     return " ".join(parts)

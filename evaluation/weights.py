@@ -62,19 +62,37 @@ def load_inception(path: str | None, device: torch.device | str = "cpu") -> torc
     return net.eval()
 
 
+PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
+PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+
+
+def _require_model_folder(model_dir: str | None, what: str, get_it: str, flag: str) -> None:
+    if not model_dir or not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise EvaluationError(f"{what} model folder not found (no config.json): {model_dir} -- on a machine with "
+                              f"internet run {get_it}, and pass DIR with {flag}")
+
+
+def check_clip_folder(model_dir: str | None) -> None:
+    _require_model_folder(model_dir, "CLIP", f"CLIPModel.from_pretrained('{CLIP_DEFAULT}').save_pretrained(DIR) and "
+                          f"CLIPProcessor.from_pretrained('{CLIP_DEFAULT}').save_pretrained(DIR) (or download the Hub "
+                          f"repo {CLIP_DEFAULT})", "--clip_model")
+
+
+def check_pickscore_folder(model_dir: str | None) -> None:
+    """PickScore is a CLIP model (PickScore_v1) with the CLIP-ViT-H-14 processor, saved in one folder."""
+    _require_model_folder(model_dir, "PickScore", f"CLIPModel.from_pretrained('{PICKSCORE_MODEL}').save_pretrained(DIR) "
+                          f"and AutoProcessor.from_pretrained('{PICKSCORE_PROCESSOR}').save_pretrained(DIR)",
+                          "--pickscore_model")
+
+
 def load_clip(model_dir: str | None, device: torch.device | str = "cpu") -> tuple[Any, Any, Any]:
-    """``(CLIPModel, tokenizer, image_processor)`` from a local folder, offline.
+    """``(CLIPModel, tokenizer, image_processor)`` from a local folder, offline (a CLIP model or PickScore).
 
     The image processor is the PIL one on purpose (``CLIPImageProcessorPil`` in transformers >= 5, the classic
     ``CLIPImageProcessor`` before), so that scores do not depend on whether torchvision is installed.
     """
-    if not model_dir or not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise EvaluationError(
-            f"CLIP model folder not found (no config.json): {model_dir} -- on a machine with internet run "
-            f"CLIPModel.from_pretrained('{CLIP_DEFAULT}').save_pretrained(DIR) and "
-            f"CLIPProcessor.from_pretrained('{CLIP_DEFAULT}').save_pretrained(DIR) "
-            f"(or download the Hub repo {CLIP_DEFAULT}) and pass DIR with --clip_model"
-        )
+    check_clip_folder(model_dir)
+    assert model_dir is not None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from transformers import AutoTokenizer, CLIPModel
