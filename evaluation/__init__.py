@@ -5,7 +5,7 @@ Modules (each usable as plain functions; those with a ``main`` are CLIs run with
 * :mod:`evaluation.coco_prompts` -- COCO captions JSON -> ``prompts.csv`` (+ reference file list)   [CLI]
 * :mod:`evaluation.generated`    -- find ``{image_id}_seed{seed}.png`` files, read the prompts CSV, match them
 * :mod:`evaluation.images`       -- image loading and the preprocessing the feature networks need
-* :mod:`evaluation.weights`      -- load the feature networks from local files only, with clear errors
+* :mod:`evaluation.weights`      -- load the feature networks from local files only; which network a file is (sha256)
 * :mod:`evaluation.fid`          -- FID and KID (torchmetrics) from one Inception pass, reference statistics I/O
 * :mod:`evaluation.clip_score`   -- CLIP score (torchmetrics' convention) per image, and CLIP image embeddings
 * :mod:`evaluation.cmmd`         -- CMMD (RBF MMD of CLIP embeddings, the paper's constants)

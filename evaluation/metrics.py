@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from evaluation import generated as gen
     from evaluation import images as im
     from evaluation import uncertainty
-    from evaluation.weights import resolve_device, sha256_file
+    from evaluation.weights import identify, resolve_device, sha256_file
 
     device = resolve_device(args.device)
     record, targets = find_targets(args.generated)
@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "protocol": args.protocol,
             "feature_network": os.path.abspath(args.inception_weights),
             "feature_network_sha256": stats_meta["inception_sha256"],
+            "feature_network_is": identify("fid", stats_meta["inception_sha256"]),
             "features": features.features.num_features,
             "resize": ("centre crop to a square, then " if center_crop else "no crop, then ") + resize,
             "non_square": "centre-cropped to a square first (--no_center_crop: not)" if center_crop else non_square,
@@ -203,13 +204,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_clip:
         model, tokenizer, image_processor = load_clip(args.clip_model, device)
         clip = cliplib.ClipScorer(model, tokenizer, device)
-        protocol["clip"] = _model_record(args.clip_model, cliplib.SCORE_CONVENTION, image_processor,
+        protocol["clip"] = _model_record("clip", args.clip_model, cliplib.SCORE_CONVENTION, image_processor,
                                          max_tokens=cliplib.text_max_length(model))
     if args.pickscore_model:
         pick_model, pick_tokenizer, pick_processor = load_clip(args.pickscore_model, device)
         pickscore = cliplib.pickscore_scorer(pick_model, pick_tokenizer, device)
-        protocol["pickscore"] = _model_record(args.pickscore_model, cliplib.PICKSCORE_CONVENTION, pick_processor,
-                                              scale=pickscore.scale)
+        protocol["pickscore"] = _model_record("pickscore", args.pickscore_model, cliplib.PICKSCORE_CONVENTION,
+                                              pick_processor, scale=pickscore.scale)
     # CMMD: the CLIP image embeddings of this pass against the reference images' (read, or saved in the stats)
     cmmd_on = clip is not None and not args.no_cmmd and bool(args.reference_dir or args.reference_stats)
     reference_clip = None
@@ -374,13 +375,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _model_record(folder: str, score: str, image_processor: Any, **extra: Any) -> dict[str, Any]:
+def _model_record(scorer: str, folder: str, score: str, image_processor: Any, **extra: Any) -> dict[str, Any]:
     """What metrics.json records of a scoring model loaded from a local folder."""
     from evaluation.clip_score import describe_preprocessing
-    from evaluation.weights import folder_weights_sha256
+    from evaluation.weights import folder_weights_sha256, identify
 
+    sha = folder_weights_sha256(folder)
     return {"model": os.path.basename(os.path.normpath(folder)), "model_path": os.path.abspath(folder),
-            "model_sha256": folder_weights_sha256(folder), "score": score,
+            "model_sha256": sha, "model_is": identify(scorer, sha), "score": score,
             "resize": describe_preprocessing(image_processor), **extra}
 
 

@@ -152,15 +152,18 @@ def _protocol_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows += [("FID/KID protocol", f"{fid.get('protocol', 'clean')}; non-square images: {fid.get('non_square', '?')}"),
                  ("FID/KID resize", fid.get("resize", "?")),
                  ("FID reference set", f"{ref.get('dir') or ref.get('stats')} ({fid.get('reference_images')} images)"),
-                 ("FID feature network", f"{fid.get('feature_network')} (sha256 {fid.get('feature_network_sha256')}, "
-                                         f"{fid.get('features')} features)")]
+                 ("FID feature network", f"{fid.get('feature_network_is', '?')}: {fid.get('feature_network')} (sha256 "
+                                         f"{fid.get('feature_network_sha256')}, {fid.get('features')} features)")]
     if kid:
         rows.append(("KID subsets", f"{kid['subsets']} subsets of {kid['subset_size']} images "
                                     f"({kid.get('subset_rule')}), seed {kid.get('seed')}, {kid.get('kernel')}"))
+    if p.get("pickscore"):
+        pick = p["pickscore"]
+        rows.append(("PickScore model", f"{pick.get('model')} ({pick.get('model_is')}); {pick.get('score')}"))
     if p.get("cmmd"):
         rows.append(("CMMD", f"{p['cmmd'].get('description')}; embeddings of {p['cmmd'].get('embeddings')}"))
     if clip:
-        rows += [("CLIP model", clip.get("model", "?")), ("CLIP score", clip.get("score", "?")),
+        rows += [("CLIP model", f"{clip.get('model', '?')} ({clip.get('model_is', '?')})"), ("CLIP score", clip.get("score", "?")),
                  ("CLIP resize", clip.get("resize", "?")),
                  ("prompts longer than the text encoder's limit",
                   f"{clip.get('prompts_over_max_tokens')} of {clip.get('prompts')} "

@@ -24,6 +24,24 @@ INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 CLIP_DEFAULT = "openai/clip-vit-large-patch14"
 
+# The sha256 of the public file each scorer expects, where one is published and was checked against
+# several independent sources (k-diffusion, clean-fid users' manifests): a report then says whether the
+# network used is the standard one. Scorers without an entry are "not checked", never "another network".
+KNOWN_SHA256 = {
+    "fid": {"f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4":
+            f"the standard Inception ({INCEPTION_FILE}, NVIDIA's TorchScript of the TensorFlow FID Inception)"},
+}
+
+
+def identify(scorer: str, sha256: str | None) -> str:
+    """In words, which network a file of this sha256 is for ``scorer`` (fid, clip, pickscore, ...)."""
+    known = KNOWN_SHA256.get(scorer)
+    if not known:
+        return "not checked: no published sha256 for this scorer is listed in evaluation/weights.py"
+    if sha256 in known:
+        return known[sha256]
+    return "another network: not the published file (sha256 differs), so scores are not comparable to published ones"
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
