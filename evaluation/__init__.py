@@ -11,6 +11,7 @@ Modules (each usable as plain functions; those with a ``main`` are CLIs run with
 * :mod:`evaluation.cmmd`         -- CMMD (RBF MMD of CLIP embeddings, the paper's constants)
 * :mod:`evaluation.uncertainty`  -- bootstrap intervals, paired differences, mean and std over seed sets
 * :mod:`evaluation.scores_file`  -- the per-image scores of a scored folder (scores.csv, scores.json)
+* :mod:`evaluation.slurm_scoring` -- --cluster slurm: array tasks extract slices of the images, joined here
 * :mod:`evaluation.compare`      -- two scored configurations of the same prompts and seeds, image by image [CLI]
 * :mod:`evaluation.metrics`      -- the metrics CLI, writes ``metrics.json`` (a run or a sweep folder)   [CLI]
 * :mod:`evaluation.report`       -- report.json / report.md / report.html: table, FID-CLIP plot, samples [CLI]

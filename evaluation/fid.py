@@ -81,15 +81,23 @@ class FeatureMetrics:
                                                reset_real_features=False, normalize=False).to(device)
         self.device = device
 
-    def update(self, images: torch.Tensor | list[torch.Tensor], real: bool) -> None:
-        """``images``: a batch, or a list of ``[3, H, W]`` images of different sizes (legacy protocol)."""
+    def network_features(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """``[N, D]`` float64 features on the CPU; ``images``: a batch, or a list of ``[3, H, W]`` images of
+        different sizes (legacy protocol)."""
         with torch.inference_mode():
             if isinstance(images, torch.Tensor):
-                feats = self.features(images.to(self.device))
-            else:
-                feats = torch.cat([self.features(x[None].to(self.device)) for x in images])
+                return self.features(images.to(self.device)).cpu()
+            return torch.cat([self.features(x[None].to(self.device)) for x in images]).cpu()
+
+    def add(self, feats: torch.Tensor, real: bool) -> None:
+        """Add features already computed (by this process or by a SLURM task) to one side."""
+        with torch.inference_mode():
+            feats = torch.as_tensor(feats, dtype=torch.float64).to(self.device)
             self.fid.update(feats, real=real)
             self.kid.update(feats, real=real)
+
+    def update(self, images: torch.Tensor | list[torch.Tensor], real: bool) -> None:
+        self.add(self.network_features(images), real)
 
     def reset_generated(self) -> None:
         self.fid.reset()

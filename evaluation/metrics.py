@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from evaluation.errors import EvaluationError, run_cli
 from evaluation.generated import has_manifest
+from evaluation.scores_file import SCORES_FILE, SUMMARY_FILE
 from gen_worker.atomic_files import replace_json
 from gen_worker.output.summary import missing_images
 from gen_worker.output.sweep_record import SweepRecord, read_sweep_record
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_incomplete", action="store_true",
                    help="score a folder (or configuration) that lacks some of the images its manifest lists, "
                         "instead of refusing it; recorded in metrics.json, with the count of missing images")
+    p.add_argument("--cluster", choices=("local", "slurm"), default="local",
+                   help="slurm: extract features and per-image scores as a job array of --gpus tasks over slices of "
+                        "the images (submit.py's SLURM flags), then score here; a rerun queues only missing slices")
+    from gen_worker.flags import add_flags
+    from gen_worker.slurm.options import SlurmOptions
+
+    slurm = p.add_argument_group("SLURM (--cluster slurm; as submit.py's)")
+    add_flags(SlurmOptions, {"run": slurm, "slurm": slurm})
     p.add_argument("--no_fid", action="store_true")
     p.add_argument("--no_clip", action="store_true")
     p.add_argument("--pickscore_model", help="local folder of PickScore (the PickScore_v1 CLIP model with the "
@@ -122,7 +131,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any = None) -> dict[str, Any]:
     """Compute the metrics described by parsed CLI ``args``; return the metrics.json content.
 
     A sweep folder (sweep.json) is scored configuration by configuration against one reference side,
@@ -144,6 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warnings: list[str] = []
     for t in targets:
         images, ignored = gen.list_generated_images(t.folder)
+        ignored = [n for n in ignored if n not in (SCORES_FILE, SUMMARY_FILE)]  # our own files are not strays
         if not images:
             raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder}")
         # Scores of a part of the run would pass for the run's: only when asked, and said.
@@ -215,6 +225,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cmmd_on = clip is not None and not args.no_cmmd and bool(args.reference_dir or args.reference_stats)
     reference_clip = None
 
+    # What each image goes through; every group of images is extracted here, or by SLURM tasks (slices).
+    transforms: dict[str, Any] = {}
+    if features is not None:
+        transforms["fid"] = fid_transform
+    if clip is not None:
+        transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
+    if pickscore is not None:
+        transforms["pickscore"] = cliplib.ClipImagePreprocess(pick_processor)
+    extractor = Extractor(features, clip, pickscore, args.batch_size, args.num_workers)
+    groups: list[tuple[str, list[str], list[str] | None, dict[str, Any]]] = []
+    read_reference = bool(args.reference_dir) and not args.reference_stats and (features is not None or cmmd_on)
+    if read_reference:
+        ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
+        groups.append(("reference", ref_paths, None,
+                       {k: v for k, v in transforms.items() if k == "fid" or (k == "clip" and cmmd_on)}))
+    for i, (target, images, *_, prompts, _) in enumerate(folders):
+        groups.append((f"configuration-{i:03d}", [g.path for g in images], prompts, transforms))
+    if task is not None:  # a SLURM task: extract its slice of every group, save it, and stop
+        from evaluation import slurm_scoring
+
+        slurm_scoring.extract_slice(task, groups, extractor)
+        return {}
+    if args.cluster == "slurm":
+        from evaluation import slurm_scoring
+
+        arrays = slurm_scoring.extract_on_slurm(args, argv, groups, _fingerprint(args, protocol))
+    else:
+        arrays = {name: extractor.extract(paths, prompts, group_transforms, name)
+                  for name, paths, prompts, group_transforms in groups}
+
     reference: dict[str, Any] = {}
     if args.reference_stats and (features is not None or cmmd_on):
         from evaluation import fid as fidlib
@@ -234,20 +274,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 f"CLIP model: no CMMD")
             else:
                 reference_clip = torch_from(stats.clip_embeddings)
-    elif args.reference_dir and (features is not None or cmmd_on):
-        ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
-        ref_transforms: dict[str, Any] = {}
+    elif read_reference:
+        ref = arrays["reference"]
         if features is not None:
-            ref_transforms["fid"] = fid_transform
+            features.add(torch_from(ref["fid"]), real=True)
         if cmmd_on:
-            ref_transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
-        chunks = []
-        for _, batch in im.iterate_batches(ref_paths, ref_transforms, args.batch_size, args.num_workers, "reference"):
-            if features is not None:
-                features.update(batch["fid"], real=True)
-            if cmmd_on:
-                chunks.append(clip.image_embeddings(batch["clip"]))  # type: ignore[union-attr]
-        reference_clip = torch_cat(chunks) if cmmd_on else None
+            reference_clip = torch_from(ref["clip_embedding"])
         reference.update(dir=os.path.abspath(args.reference_dir), images=len(ref_paths),
                          list=os.path.abspath(args.reference_list) if args.reference_list else None)
     if args.save_reference_stats:
@@ -266,36 +298,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             "embeddings": f"CLIP model {protocol['clip']['model']} (the CLIP score's pass)",
                             "reference": reference, "reference_images": len(reference_clip)}
 
-    transforms: dict[str, Any] = {}
-    if features is not None:
-        transforms["fid"] = fid_transform
-    if clip is not None:
-        transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
-    if pickscore is not None:
-        transforms["pickscore"] = cliplib.ClipImagePreprocess(pick_processor)
-
     configurations, per_image_rows = [], []
-    for target, images, ignored, missing_count, rows, matched, prompts, seed_start in folders:
+    for i, (target, images, ignored, missing_count, rows, matched, prompts, seed_start) in enumerate(folders):
+        extracted = arrays[f"configuration-{i:03d}"]
         if features is not None:
             features.reset_generated()
-        per_image: dict[str, list[float]] = {name: [0.0] * len(images) for name, scorer in
-                                             (("clip_score", clip), ("pickscore", pickscore)) if scorer is not None}
-        embedding_chunks = []
-        paths = [g.path for g in images]
-        for indices, batch in im.iterate_batches(paths, transforms, args.batch_size, args.num_workers, target.name):
-            if features is not None:
-                features.update(batch["fid"], real=False)
-            if clip is not None:
-                embeddings = clip.image_embeddings(batch["clip"])
-                embedding_chunks.append(embeddings)
-                values = clip.scores(embeddings, [prompts[i] for i in indices])  # type: ignore[index]
-                for i, v in zip(indices, values.tolist()):
-                    per_image["clip_score"][i] = v
-            if pickscore is not None:
-                values = pickscore.scores(pickscore.image_embeddings(batch["pickscore"]),
-                                          [prompts[i] for i in indices])  # type: ignore[index]
-                for i, v in zip(indices, values.tolist()):
-                    per_image["pickscore"][i] = v
+            features.add(torch_from(extracted["fid"]), real=False)
+        per_image = {name: extracted[name].tolist() for name in ("clip_score", "pickscore") if name in extracted}
         scores: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None, "kid_subset_size": None,
                                   "clip_score": None, "cmmd": None, "pickscore": None}
         if features is not None:
@@ -308,7 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if pickscore is not None:
             scores["pickscore"] = sum(per_image["pickscore"]) / len(images)
         if reference_clip is not None:
-            scores["cmmd"] = cmmdlib.cmmd(reference_clip, torch_cat(embedding_chunks))
+            scores["cmmd"] = cmmdlib.cmmd(reference_clip, torch_from(extracted["clip_embedding"]))
         intervals = {name: uncertainty.bootstrap_interval(values) for name, values in per_image.items()}
         if "clip_score" in intervals and intervals["clip_score"]:  # the score's mean is clamped at 0: so is its interval
             intervals["clip_score"] = [max(v, 0.0) for v in intervals["clip_score"]]
@@ -386,16 +395,56 @@ def _model_record(scorer: str, folder: str, score: str, image_processor: Any, **
             "resize": describe_preprocessing(image_processor), **extra}
 
 
+class Extractor:
+    """What the scores are made of, per image and in order: Inception features (``fid``), L2-normalised CLIP
+    image embeddings (``clip_embedding``), per-image scores (``clip_score``, ``pickscore``); numpy arrays. The
+    same code runs in this process or, on a slice of the images, in a SLURM task (evaluation/slurm_scoring.py)."""
+
+    def __init__(self, features: Any, clip: Any, pickscore: Any, batch_size: int, num_workers: int):
+        self.features, self.clip, self.pickscore = features, clip, pickscore
+        self.batch_size, self.num_workers = batch_size, num_workers
+
+    def extract(self, paths: Sequence[str], prompts: Sequence[str] | None, transforms: dict[str, Any],
+                desc: str) -> dict[str, Any]:
+        import torch
+
+        from evaluation import images as im
+
+        out: dict[str, list[Any]] = {}
+        for indices, batch in im.iterate_batches(paths, transforms, self.batch_size, self.num_workers, desc):
+            batch_prompts = [prompts[i] for i in indices] if prompts is not None else None
+            if "fid" in batch:
+                out.setdefault("fid", []).append(self.features.network_features(batch["fid"]))
+            if "clip" in batch:
+                embeddings = self.clip.image_embeddings(batch["clip"])
+                out.setdefault("clip_embedding", []).append(embeddings)
+                if batch_prompts is not None:
+                    out.setdefault("clip_score", []).append(self.clip.scores(embeddings, batch_prompts))
+            if "pickscore" in batch and batch_prompts is not None:
+                embeddings = self.pickscore.image_embeddings(batch["pickscore"])
+                out.setdefault("pickscore", []).append(self.pickscore.scores(embeddings, batch_prompts))
+        return {k: torch.cat(v).double().numpy() for k, v in out.items()}
+
+
+def _fingerprint(args: argparse.Namespace, protocol: dict[str, Any]) -> str:
+    """Everything that changes what the images are extracted into (SLURM slices are reused only under it)."""
+    import hashlib
+    import json
+
+    what = {k: getattr(args, k) for k in ("reference_dir", "reference_list", "prompts_csv", "id_column",
+                                          "prompt_column", "seed_start", "protocol", "no_center_crop", "no_cmmd",
+                                          "allow_incomplete")}
+    what.update(generated=os.path.abspath(args.generated),
+                networks=[(protocol.get("fid") or {}).get("feature_network_sha256"),
+                          (protocol.get("clip") or {}).get("model_sha256"),
+                          (protocol.get("pickscore") or {}).get("model_sha256")])
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def torch_from(array: Any) -> Any:
     import torch
 
     return torch.as_tensor(array, dtype=torch.float64)
-
-
-def torch_cat(chunks: list[Any]) -> Any:
-    import torch
-
-    return torch.cat(chunks)
 
 
 def _write_scores_files(args: argparse.Namespace, folders: list[Any], configurations: list[dict[str, Any]],
@@ -427,7 +476,7 @@ def _scores_line(scores: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = run(args)
+    result = run(args, argv)
     write_json(result, args.out)
     for w in result["warnings"]:
         print(f"warning: {w}", file=sys.stderr)

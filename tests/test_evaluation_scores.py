@@ -96,6 +96,7 @@ def test_cmmd_from_saved_reference_statistics_is_the_same(assets):
                          "--num_workers", "0", "--seed_start", "42"]) == 0
     second = json.loads(out.read_text())
     assert second["cmmd"] == pytest.approx(first["cmmd"], rel=1e-6) and second["warnings"] == []
+    assert second["counts"]["ignored_files"] == 0  # the scores.csv and scores.json of the first run are not strays
     other = save_tiny_clip(str(assets["dir"] / "clip_other"), seed=1)
     assert metrics.main(["--generated", gen, "--reference_stats", stats, "--prompts_csv", assets["csv"],
                          "--inception_weights", assets["inception"], "--clip_model", other, "--out", str(out),
