@@ -21,6 +21,9 @@
 #   INCEPTION_WEIGHTS   inception-2015-12-05.pt (FID) [required unless SKIP_FID=true]
 #   CLIP_MODEL          local transformers CLIP folder [required unless SKIP_CLIP=true]
 #   SKIP_FID, SKIP_CLIP true to leave a metric out [false]
+#   FID_PROTOCOL        FID/KID input: clean or legacy_tensorflow (metrics --protocol) [clean]
+#   SKIP_CMMD           true: no CMMD (metrics --no_cmmd) [false: CMMD with CLIP_MODEL against the reference]
+#   PICKSCORE_MODEL     local PickScore folder: per-image PickScore (metrics --pickscore_model) [none]
 #   CLUSTER             local or slurm [local]
 #   USE_MULTIGPU        local: true = every GPU in GPU_IDS (or every visible GPU), false = the first one [true]
 #   GPU_IDS             local: GPU ids, space-separated [every visible GPU]
@@ -131,6 +134,9 @@ else
     fi
 fi
 if is_true "$SKIP_CLIP"; then metric_args+=(--no_clip); else metric_args+=(--clip_model "$CLIP_MODEL"); fi
+[[ -n "${FID_PROTOCOL:-}" ]] && metric_args+=(--protocol "$FID_PROTOCOL")
+is_true "${SKIP_CMMD:-false}" && metric_args+=(--no_cmmd)
+[[ -n "${PICKSCORE_MODEL:-}" ]] && metric_args+=(--pickscore_model "$PICKSCORE_MODEL")
 # The metrics refuse a folder that lacks images unless told, as the generation step above does.
 is_true "${ALLOW_INCOMPLETE:-false}" && metric_args+=(--allow_incomplete)
 "$PYTHON" -m evaluation.metrics "${metric_args[@]}"

@@ -191,6 +191,19 @@ def test_allow_incomplete_reaches_the_metrics_too(tmp_path, allow):
     assert ("--allow_incomplete" in metrics_args) == (allow == "true")
 
 
+def test_the_evaluation_options_reach_the_metrics_only_when_set(tmp_path):
+    result, calls = _stand_in_calls(tmp_path, 0, FID_PROTOCOL="legacy_tensorflow", SKIP_CMMD="true",
+                                    PICKSCORE_MODEL="weights/pickscore")
+    assert result.returncode == 0, result.stderr
+    args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
+    pairs = list(zip(args, args[1:]))
+    assert ("--protocol", "legacy_tensorflow") in pairs and ("--pickscore_model", "weights/pickscore") in pairs
+    assert "--no_cmmd" in args
+    _, calls = _stand_in_calls(tmp_path, 0)
+    plain = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
+    assert not {"--protocol", "--no_cmmd", "--pickscore_model"} & set(plain)
+
+
 def test_missing_settings_are_refused_before_any_work(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, OUTPUT_DIR=str(tmp_path / "eval"))
     result = _run(env)
