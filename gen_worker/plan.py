@@ -112,10 +112,14 @@ class SlurmTarget:
 Target = LocalTarget | SlurmTarget
 
 
-def run(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace, command: str) -> int:
-    """Plan the run the command line asks for, launch it and follow it; the exit status."""
+def run(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace, command: str,
+        record: Optional[Callable[[str], None]] = None) -> int:
+    """Plan the run the command line asks for, launch it and follow it; the exit status.
+    record: called with the run's folder (a sweep's top folder) once it is prepared, before any worker starts."""
     target: Target = SlurmTarget(args) if args.cluster == "slurm" else LocalTarget(args)
     with planned(parser, argv, args, command, target) as plan:
+        if record is not None:
+            record(plan.base)
         return target.launch(plan)
 
 
