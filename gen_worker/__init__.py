@@ -50,7 +50,8 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
     slurm_task.py     import shim: jobs queued before the layout change unpickle through it
     container/        --container: runtime.py (apptainer/docker/podman command lines,
                       checks), binds.py (paths inside), slurm_launcher.py (the python
-                      submitit runs in a SLURM task)
+                      submitit runs in a SLURM task), pyxis.py (--container_runtime pyxis:
+                      the srun --container-image line and its environment)
 
   Worker: each worker process, on its GPU (python -m gen_worker.worker, or a SLURM task)
     worker/           loop.py (the generation loop), pipeline.py (load diffusers, call it),

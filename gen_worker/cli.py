@@ -12,7 +12,7 @@ from typing import Callable, List, NoReturn, Optional, Sequence, Tuple, Type
 
 from gen_worker import flags, plan
 from gen_worker.campaign import CampaignRun, campaign_runs
-from gen_worker.container.runtime import ContainerOptions
+from gen_worker.container.runtime import ContainerOptions, check_cluster
 from gen_worker.errors import UsageError, one_line, run_cli
 from gen_worker.flags import add_flags
 from gen_worker.output.summary import command_line
@@ -102,6 +102,7 @@ def build_parser(optional: Sequence[str] = (),
 
 def check_mode_flags(args: argparse.Namespace) -> None:
     """A flag of the other mode is a mistake to point out, not to ignore."""
+    check_cluster(args.container_runtime, args.cluster)  # before the output folder is made
     if args.cluster == "slurm":
         if args.gpu_ids is not None:
             raise UsageError("--gpu_ids is for --cluster local; with --cluster slurm use --gpus N (the number of tasks)")

@@ -38,6 +38,9 @@ CANCEL_WAIT_SECONDS = 30
 # slurmstepd's line in a task's stderr when SLURM ends it, e.g.
 # "slurmstepd: error: *** JOB 12 ON node1 CANCELLED AT 2026-11-26T20:40:01 DUE TO TIME LIMIT ***"
 _SLURM_END = re.compile(r"\*\*\* (?:JOB|STEP) \S+ ON \S+ (.+?) \*\*\*")
+# srun refusing the task's own line, e.g. "srun: unrecognized option '--container-image=...'" where SLURM has no
+# Pyxis plugin (--container_runtime pyxis): the task never started.
+_SRUN_REFUSED = re.compile(r"^srun: (unrecognized option '--?([\w-]+)[^']*'|invalid option.*)$", re.M)
 
 
 def _schedule(submission: dict[str, Any]) -> Schedule:
@@ -67,6 +70,10 @@ def _ended_reason(task: dict[str, Any], progress: dict[str, Any]) -> str:
     found = _SLURM_END.findall(tail)
     if found:
         return f"SLURM: {found[-1]}"
+    refused = _SRUN_REFUSED.search(tail)
+    if refused:
+        hint = " (this cluster's srun has no Pyxis plugin)" if (refused.group(2) or "").startswith("container-") else ""
+        return f"srun refused the task's options: {refused.group(1)}{hint} (log: {task['stderr']})"
     last = next((line.strip() for line in reversed(tail.splitlines())
                  if line.strip() and not line.startswith(("srun:", "slurmstepd"))), "")
     said = f": {last[:200]}" if last else ""

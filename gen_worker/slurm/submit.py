@@ -26,7 +26,8 @@ from gen_worker.errors import UsageError
 from gen_worker.container.slurm_launcher import write_launcher
 from gen_worker.output.record import existing_images
 from gen_worker.output.prepare import PreparedRun
-from gen_worker.container.runtime import Container as ImageContainer
+from gen_worker.container.pyxis import srun_parameters
+from gen_worker.container.runtime import PYXIS, Container as ImageContainer
 from gen_worker.schedule import schedule_of
 from gen_worker.slurm.options import SlurmOptions
 from gen_worker.spec import JobSpec
@@ -141,9 +142,12 @@ def _queue(specs: Sequence[JobSpec], opts: SlurmOptions, workers: List[int], max
     task_specs, python = list(specs), None
     if container is not None:  # the image's python runs the task, given the paths as it sees them
         task_specs = [container.inside_spec(spec) for spec in specs]
-        python = write_launcher(container, base, os.path.join(base, layout.SUBMITIT_DIR))
+        python = "python" if container.runtime == PYXIS else \
+            write_launcher(container, base, os.path.join(base, layout.SUBMITIT_DIR))
     log_dir = container.path(base) if container is not None else base
     for chunk, params in _jobs_plan(opts, workers, max_array, time_min):
+        if container is not None and container.runtime == PYXIS:  # srun starts the container
+            params = {**params, **srun_parameters(container, params["setup"])}
         executor = _executor(base, params, python)
         try:
             with submitit.helpers.clean_env():  # from inside a job: do not inherit its allocation
