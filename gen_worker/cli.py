@@ -139,6 +139,8 @@ def parse(argv: Sequence[str],
     if args.config:
         raise UsageError("--config names a campaign file; a campaign file cannot name another one")
     check_mode_flags(args)
+    for options in (JobSpec, SlurmOptions, ContainerOptions):  # each flag's own checks, before anything runs
+        flags.checked_values(options, args)
     return parser, args
 
 

@@ -88,11 +88,13 @@ def test_bad_files_are_refused_in_one_line(tmp_path, capsys, text, message):
     assert message in error.replace(str(tmp_path) + os.sep, "")
 
 
-def test_a_run_the_parser_refuses_is_named_before_any_run_starts(tmp_path, capsys):
+@pytest.mark.parametrize("line, message", [('dtype = "fp8"', "invalid choice: 'fp8'"),
+                                           ("height = 60", "--height must be a multiple of 8 (got 60)")])
+def test_a_run_the_parser_refuses_is_named_before_any_run_starts(tmp_path, capsys, line, message):
     path = _file(tmp_path, '[[run]]\noutput_dir = "a"\nmodel_path = "m"\nprompts_csv = "p"\n'
-                           '[[run]]\noutput_dir = "b"\nmodel_path = "m"\nprompts_csv = "p"\ndtype = "fp8"\n')
+                           f'[[run]]\noutput_dir = "b"\nmodel_path = "m"\nprompts_csv = "p"\n{line}\n')
     error = _error(capsys, "--config", path)
-    assert f"{path} (run 2 of 2 (" in error and "invalid choice: 'fp8'" in error
+    assert f"{path} (run 2 of 2 (" in error and message in error
     assert not os.path.exists(tmp_path / "a")
 
 
