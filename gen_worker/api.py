@@ -10,20 +10,21 @@ SystemExit. The result is read from what the run wrote in its folder (summary.js
 not from printed lines. generate(..., cluster="slurm", wait=False) returns a SlurmRun once the tasks are
 queued: status(), wait(), cancel(), over slurm/status.py.
 """
+import argparse
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from gen_worker import cli, plan
 from gen_worker.atomic_files import read_json_if_any
-from gen_worker.campaign import campaign_runs
+from gen_worker.campaign import campaign_runs, together_or_why
 from gen_worker.errors import T2IError
 from gen_worker.named_settings import settings_argv
 from gen_worker.output import layout
 from gen_worker.output.summary import command_line
 from gen_worker.slurm.commands import queue_states
-from gen_worker.slurm.status import cancel_run, follow_run, follow_sweep, sweep_folders, task_views
+from gen_worker.slurm.status import cancel_run, follow, run_folders, task_views
 from gen_worker.slurm.record import latest_submission
 from gen_worker.output.sweep_record import read_sweep_record
 
@@ -91,7 +92,7 @@ class SlurmRun:
     folder: str
 
     def _folders(self) -> List[str]:
-        return sweep_folders(self.folder) or [self.folder]
+        return run_folders(self.folder) or [self.folder]
 
     def status(self) -> Dict[str, Any]:
         """{"finished": bool, "tasks": {folder: [{"worker", "slurm_id", "queue", "done", "total", "finished", "ok",
@@ -110,9 +111,7 @@ class SlurmRun:
 
     def wait(self) -> Result:
         """Follow the run (progress bars on stderr) until every task has ended; its Result."""
-        sweep = sweep_folders(self.folder) is not None
-        status = follow_sweep(self.folder) if sweep else follow_run(self.folder)
-        return Result.read(self.folder, status)
+        return Result.read(self.folder, follow(self.folder))
 
     def cancel(self) -> int:
         """Cancel every job of the run (as `submit.py cancel`); 0 once done."""
@@ -132,17 +131,30 @@ def generate(config: Optional[str] = None, **settings: Any) -> Union[Outcome, Li
     if config is None:
         return _run(argv)
     runs = campaign_runs(config, argv, cli.build_parser)
-    for run in runs:  # every run checked before the first starts, as on the command line
-        cli.parse(run.argv, cli.RaisingParser)
-    return [_run(run.argv, run) for run in runs]
+    parsed = [_parse(run.argv) for run in runs]  # every run checked before the first starts, as on the command line
+    command = command_line(["python", "submit.py", "--config", config, *argv])
+    if together_or_why(config, runs, [args for _, args in parsed]):
+        items = [(parser, run.argv, args) for run, (parser, args) in zip(runs, parsed)]
+        status = plan.run_together(items, command, runs[0].record)
+        return [_outcome(args, status) for _, args in parsed]
+    return [_outcome(args, plan.run(parser, run.argv, args, command, run.record))
+            for run, (parser, args) in zip(runs, parsed)]
 
 
-def _run(argv: List[str], campaign_run: Any = None) -> Outcome:
+def _run(argv: List[str]) -> Outcome:
+    parser, args = _parse(argv)
+    command = command_line(["python", "submit.py", *argv])  # what the summary's rerun hint shows
+    return _outcome(args, plan.run(parser, argv, args, command))
+
+
+def _parse(argv: List[str]) -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser, args = cli.parse(argv, cli.RaisingParser)
     if args.cluster == "slurm" and args.wait is None:
         args.wait = True  # not the terminal's guess: a notebook has none
-    command = command_line(["python", "submit.py", *argv])  # what the summary's rerun hint shows
-    status = plan.run(parser, argv, args, command, campaign_run.record if campaign_run else None)
+    return parser, args
+
+
+def _outcome(args: argparse.Namespace, status: int) -> Outcome:
     folder = os.path.abspath(args.output_dir)
     if args.cluster == "slurm" and not args.wait:
         if status != 0:

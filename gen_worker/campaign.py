@@ -4,7 +4,8 @@ A TOML file names submit.py's flags as keys (output_dir = "...", guidance_scale 
 [sweep] table gives lists (guidance_scale = [1.5, 3.0]), and each [[run]] table is one run with its own
 output folder: its keys over the file's top-level ones. Every run becomes the argv of a plain command line
 (named_settings.py: names and types checked against the parser's flags), with the flags given on the command
-line after it, so that they override the file. The file's text is copied into each run's logs/.
+line after it, so that they override the file. Runs that can share one SLURM submission go as one
+(plan.run_together), else one after another. The file's text is copied into each run's logs/.
 """
 import argparse
 import dataclasses
@@ -15,6 +16,7 @@ from typing import Any, Callable, Dict, List, Sequence
 from gen_worker.atomic_files import replace_file
 from gen_worker.errors import UsageError
 from gen_worker.output import layout
+from gen_worker.plan import shared_submission_problem
 from gen_worker.named_settings import SWEEP, flag_actions, refuse_unknown, settings_argv
 
 if sys.version_info >= (3, 11):
@@ -29,7 +31,8 @@ RECORD_NAME = "campaign.toml"  # its copy in each run's logs/
 
 @dataclasses.dataclass
 class CampaignRun:
-    label: str  # e.g. "run 2 of 3 (out/ckpt-2000)": the line printed before it starts
+    label: str  # e.g. "run 2 of 3 (/data/out/ckpt-2000)": the line printed before it starts
+    folder: str  # its output folder (absolute)
     argv: List[str]  # the command line that makes it, the overrides last
     text: bytes  # the campaign file, recorded in the run's logs/
 
@@ -38,6 +41,19 @@ class CampaignRun:
         logs = os.path.join(folder, layout.LOGS_DIR)
         os.makedirs(logs, exist_ok=True)
         replace_file(os.path.join(logs, RECORD_NAME), self.text)
+
+
+def together_or_why(config: str, runs: Sequence[CampaignRun], runs_args: Sequence[argparse.Namespace]) -> bool:
+    """Whether the runs go as one SLURM submission (plan.shared_submission_problem), said in one line."""
+    if len(runs) < 2:
+        return False
+    problem = shared_submission_problem(runs_args)
+    if problem is None:
+        folders = ", ".join(run.folder for run in runs)
+        print(f"== {config}: {len(runs)} runs in one SLURM submission, in this order: {folders}", file=sys.stderr)
+        return True
+    print(f"== {config}: {len(runs)} runs, one after another ({problem})", file=sys.stderr)
+    return False
 
 
 def read_file(path: str) -> tuple[bytes, Dict[str, Any]]:
@@ -82,7 +98,7 @@ def campaign_runs(path: str, overrides: Sequence[str],
             raise UsageError(f"{at}output_dir {folder} is also run {folders[folder]}'s: each run needs its own folder")
         folders[folder] = i + 1
         label = f"run {i + 1} of {len(runs)} ({folder})"
-        result.append(CampaignRun(label, argv, text))
+        result.append(CampaignRun(label, folder, argv, text))
     return result
 
 

@@ -6,12 +6,13 @@ Nothing here imports torch or diffusers: a bad input is refused in about a secon
 worker starts or any GPU is touched.
 """
 import argparse
+import functools
 import signal
 import sys
 from typing import Callable, List, NoReturn, Optional, Sequence, Tuple, Type
 
 from gen_worker import flags, plan
-from gen_worker.campaign import CampaignRun, campaign_runs
+from gen_worker.campaign import campaign_runs, together_or_why
 from gen_worker.container.runtime import ContainerOptions, check_cluster
 from gen_worker.errors import UsageError, one_line, run_cli
 from gen_worker.flags import add_flags
@@ -155,31 +156,39 @@ def config_file(argv: Sequence[str]) -> Tuple[Optional[str], List[str]]:
 def _submit(argv: Optional[Sequence[str]]) -> int:
     argv = list(argv or [])
     config, overrides = config_file(argv)
-    runs: List[Tuple[List[str], Optional[CampaignRun]]] = [(argv, None)]
-    if config is not None:
-        # every run checked by name, type and flag before the first starts
-        runs = [(run.argv, run) for run in campaign_runs(config, overrides, build_parser)]
+    if config is None:
+        parser, args = parse(argv)
+        command = _on_sigterm_stop(argv)
+        return _guarded(command, functools.partial(plan.run, parser, argv, args, command))
+    runs = campaign_runs(config, overrides, build_parser)
     parsed = []
-    for run_argv, run in runs:
+    for run in runs:  # every run checked by name, type and flag before the first starts
         try:
-            parsed.append(parse(run_argv, RaisingParser if run else argparse.ArgumentParser))
+            parsed.append(parse(run.argv, RaisingParser))
         except UsageError as err:
-            raise UsageError(f"{config} ({run.label}): {err}" if run else str(err)) from None
-    # A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    command = command_line(["python", sys.argv[0] or "submit.py", *argv])
+            raise UsageError(f"{config} ({run.label}): {err}") from None
+    command = _on_sigterm_stop(argv)
+    together = together_or_why(config, runs, [args for _, args in parsed])
+    if together:
+        items = [(parser, run.argv, args) for run, (parser, args) in zip(runs, parsed)]
+        return _guarded(command, functools.partial(plan.run_together, items, command, runs[0].record))
     worst = 0
-    for (run_argv, run), (parser, args) in zip(runs, parsed):
-        if run is not None:
+    for run, (parser, args) in zip(runs, parsed):
+        if len(runs) > 1:
             print(f"== {config}: {run.label}", file=sys.stderr)
-        worst = max(worst, _launch(parser, run_argv, args, command, run.record if run else None))
+        worst = max(worst, _guarded(command, functools.partial(plan.run, parser, run.argv, args, command, run.record)))
     return worst
 
 
-def _launch(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace, command: str,
-            record: Optional[Callable[[str], None]]) -> int:
+def _on_sigterm_stop(argv: Sequence[str]) -> str:
+    """A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does; the command line, for the records."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return command_line(["python", sys.argv[0] or "submit.py", *argv])
+
+
+def _guarded(command: str, launch: Callable[[], int]) -> int:
     try:
-        return plan.run(parser, argv, args, command, record)
+        return launch()
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return 130

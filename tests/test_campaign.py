@@ -13,6 +13,8 @@ from gen_worker.campaign import RECORD_NAME, campaign_runs
 from gen_worker.errors import UsageError
 
 EXAMPLE = os.path.join(REPO, "examples", "coco_campaign.toml")
+# The tiny model's fast settings (conftest.FAST), as campaign-file lines.
+TINY = "device = \"cpu\"\ndtype = \"fp32\"\nnum_inference_steps = 3\nheight = 64\nwidth = 64\n"
 
 
 def _file(tmp_path, text, name="campaign.toml"):
@@ -128,12 +130,7 @@ def test_a_campaign_runs_each_run_into_its_folder_and_records_the_file(tmp_path,
     text = f'''# two runs, the second a sweep
 prompts_csv = "{csv}"
 model_path = "{tiny_sd}"
-device = "cpu"
-dtype = "fp32"
-num_inference_steps = 3
-height = 64
-width = 64
-[[run]]
+{TINY}[[run]]
 output_dir = "{tmp_path / 'plain'}"
 seed_start = 7
 [[run]]
@@ -169,3 +166,63 @@ def test_generate_takes_a_campaign_file(tmp_path, tiny_sd):
     assert list(images_in(tmp_path / "o")) == ["000001_seed3.png"]
     assert (tmp_path / "o" / "logs" / RECORD_NAME).exists()
     shutil.rmtree(tmp_path / "o")
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ("", None),
+    ('cluster = "local"', "local runs"),
+    ('[[run]]\noutput_dir = "c"\ngpus = 4', "their --gpus differ"),
+    ('[[run]]\noutput_dir = "c"\nschedule = "static"', "their --schedule differ"),
+    ('[[run]]\noutput_dir = "c"\n[run.sweep]\nseed_start = [1, 2]', "a run is a sweep"),
+])
+def test_which_runs_can_be_one_slurm_submission(tmp_path, extra, problem):
+    from gen_worker.plan import shared_submission_problem
+    text = 'cluster = "slurm"\nprompts_csv = "p"\nmodel_path = "m"\n'
+    if extra.startswith("cluster"):
+        text = text.replace('cluster = "slurm"', extra)
+        extra = ""
+    text += '[[run]]\noutput_dir = "a"\n[[run]]\noutput_dir = "b"\nmodel_path = "m2"\n' + extra
+    assert shared_submission_problem(_args(_file(tmp_path, text))) == problem
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+@pytest.mark.usefixtures("slurm_cluster")
+def test_runs_that_share_their_slurm_settings_go_as_one_submission(tmp_path, tiny_sd):
+    import glob
+    from gen_worker.output import layout
+    csv = write_prompts(tmp_path / "p.csv", [("1", "a red bus"), ("2", "a cat"), ("3", "a dog")])
+    text = f'''prompts_csv = "{csv}"
+model_path = "{tiny_sd}"
+{TINY}cluster = "slurm"
+gpus = 2
+cpus_per_task = 1
+mem_gb = 1
+time = 15
+[[run]]
+output_dir = "{tmp_path / 'a'}"
+[[run]]
+output_dir = "{tmp_path / 'b'}"
+seed_start = 100
+'''
+    path = _file(tmp_path, text)
+    result = run_submit("--config", path, "--wait", timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folders = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert f"== {path}: 2 runs in one SLURM submission, in this order: {', '.join(folders)}" in result.stderr
+    assert sorted(images_in(tmp_path / "a")) == ["000001_seed42.png", "000002_seed43.png", "000003_seed44.png"]
+    assert sorted(images_in(tmp_path / "b")) == ["000001_seed100.png", "000002_seed101.png", "000003_seed102.png"]
+    records = [json.load(open(os.path.join(f, layout.SLURM_JOBS_FILE)))["submissions"] for f in folders]
+    assert len(records[0]) == len(records[1]) == 1
+    assert records[0][0]["job_ids"] == records[1][0]["job_ids"]  # one set of tasks for both
+    assert records[0][0]["together"] == records[1][0]["together"] == folders
+    assert len(glob.glob(str(tmp_path / "a" / "logs" / "submitit" / "*" / "*_submission.sh"))) == 1
+    assert not os.path.exists(tmp_path / "b" / "logs" / "submitit")
+    for folder in folders:
+        assert open(os.path.join(folder, "logs", RECORD_NAME), encoding="utf-8").read() == text
+        assert json.load(open(os.path.join(folder, "summary.json")))["missing"] == 0
+    status = run_submit("status", "--output_dir", folders[1], timeout=100)  # the second run's own view
+    assert status.returncode == 0 and "Finished. 3/3 images" in status.stdout, status.stdout + status.stderr
+    assert status.stdout.count(" done\n") == 2, status.stdout  # both tasks, done in this folder too
+    again = run_submit("--config", path, "--wait", timeout=200)  # a rerun finds everything there
+    assert again.returncode == 0 and "Nothing to submit" in again.stdout, again.stdout + again.stderr[-2000:]

@@ -28,7 +28,7 @@ from gen_worker.output.sweep_record import read_sweep_record
 from gen_worker.output.summary import exit_status, final_lines, missing_images, read_worker_summary, \
     write_run_summary
 from gen_worker.slurm.commands import SlurmError, cancel, kill_wait_seconds, queue_states
-from gen_worker.slurm.record import latest_submission
+from gen_worker.slurm.record import TOGETHER, latest_submission
 
 SQUEUE_EVERY_SECONDS = 3.0
 # Tasks report done a moment before their jobs leave squeue; wait that long (at most) so that a
@@ -258,12 +258,30 @@ def sweep_folders(top: str) -> list[str] | None:
     return [os.path.join(top, f) for f in relative]
 
 
-def follow_sweep(top: str) -> int:
-    """--wait over a sweep: each configuration's bars in turn (the tasks go through them in order)."""
-    folders = sweep_folders(top) or []
+def run_folders(output_dir: str) -> list[str] | None:
+    """The folders one set of tasks goes through in turn, where there are several: a sweep's configurations, or
+    the runs of a campaign queued together (recorded under TOGETHER); None for a plain run."""
+    folders = sweep_folders(output_dir)
+    if folders is not None:
+        return folders
+    submission = latest_submission(output_dir)
+    return list(submission[TOGETHER]) if submission and TOGETHER in submission else None
+
+
+def follow(output_dir: str) -> int:
+    """--wait: the run's bars, or each folder's in turn where its tasks go through several."""
+    folders = run_folders(output_dir)
+    if folders is None:
+        return follow_run(output_dir)
+    return follow_runs(folders, "configuration" if sweep_folders(output_dir) is not None else "run")
+
+
+def follow_runs(folders: Sequence[str], what: str) -> int:
+    """Each folder's bars in turn (the tasks go through them in order); only the last one's end stops tasks."""
     worst = 0
     for i, folder in enumerate(folders):
-        print(f"== configuration {os.path.basename(folder)} ({i + 1} of {len(folders)})", file=sys.stderr)
+        name = os.path.basename(folder) if what == "configuration" else folder
+        print(f"== {what} {name} ({i + 1} of {len(folders)})", file=sys.stderr)
         last = i == len(folders) - 1
         status = follow_run(folder, last, folders=folders[:i] if last else ())
         if status == 130:
@@ -384,7 +402,7 @@ def cancel_run(output_dir: str, workers: Sequence[int] | None = None) -> int:
     if workers and _schedule(submission).judged_by_folder:
         print("The run's other tasks take over the cancelled tasks' blocks once their leases expire.")
         return 0
-    missing = sum(len(missing_images(folder)[0]) for folder in sweep_folders(output_dir) or [output_dir])
+    missing = sum(len(missing_images(folder)[0]) for folder in run_folders(output_dir) or [output_dir])
     print(f"Rerun the submit command to make the {missing} image{'s' * (missing != 1)} still missing." if missing
           else "Every image is there: nothing to rerun.")
     return 0
@@ -408,7 +426,7 @@ def main(argv: Sequence[str]) -> int:
         if argv[0] == "cancel":
             return cancel_run(output_dir, args.task)
         if args.wait:
-            return follow_sweep(output_dir) if sweep_folders(output_dir) is not None else follow_run(output_dir)
+            return follow(output_dir)
         return show_status(output_dir)
     except T2IError as err:
         print(f"error: {err}", file=sys.stderr)
