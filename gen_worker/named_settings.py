@@ -87,8 +87,16 @@ def _sweep_argv(actions: Dict[str, List[argparse.Action]], axes: Any, where: str
         refuse_unknown(name, list(actions), f"{where}{SWEEP}: ")
         if not isinstance(values, (list, tuple)):
             raise UsageError(f"{where}{SWEEP}.{name} = {values!r}: expected a list of values, e.g. [1.5, 3.0]")
-        kind = _kind(actions[name][0])
-        texts = [_check_type(f"{SWEEP}.{name}", v, kind, where) for v in values]
+        texts = [_sweep_value(actions[name], f"{SWEEP}.{name}", v, where) for v in values]
         # A JSON list of text: each value is read by the flag, as on the command line.
         argv.append(f"--{SWEEP}={name}={json.dumps(texts, ensure_ascii=False)}")
     return argv
+
+
+def _sweep_value(actions: List[argparse.Action], name: str, value: Any, where: str) -> str:
+    """One swept value as --sweep reads it; a switch's (vae_tiling) is true or false."""
+    if any(a.nargs == 0 for a in actions):
+        if not isinstance(value, bool):
+            raise UsageError(f"{where}{name} = {value!r}: expected true or false, got {type(value).__name__}")
+        return "true" if value else "false"
+    return _check_type(name, value, _kind(actions[0]), where)

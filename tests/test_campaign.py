@@ -60,6 +60,14 @@ def test_runs_take_the_top_level_keys_and_their_own(tmp_path):
     assert two.sweep == ['guidance_scale=["1.5", "3.0"]', 'num_inference_steps=["2", "4"]']
 
 
+def test_a_recorded_switch_is_swept_with_true_and_false(tmp_path):
+    text = 'output_dir = "o"\nprompts_csv = "p"\nmodel_path = "m"\n[sweep]\nvae_tiling = [true, false]\n'
+    [args] = _args(_file(tmp_path, text))
+    assert args.sweep == ['vae_tiling=["true", "false"]']
+    with pytest.raises(UsageError, match="sweep.vae_tiling = 'yes': expected true or false, got str"):
+        _args(_file(tmp_path, 'output_dir = "o"\n[sweep]\nvae_tiling = ["yes"]\n'))
+
+
 def test_command_line_flags_override_the_file(tmp_path):
     overrides = ["--height", "128", "--container_bind", "/c", "--sweep", "seed_start=1,2"]
     one, two = _args(_file(tmp_path, TWO_RUNS), overrides)
