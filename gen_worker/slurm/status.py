@@ -331,6 +331,12 @@ def show_status(output_dir: str) -> int:
                                                                               RUN_FILE)):
         return show_local_status(output_dir)
     submission = _last_submission(output_dir)
+    if not submission["tasks"]:  # a rerun that found every image there
+        print(f"SLURM run in {output_dir}: nothing queued: every image was there at {submission['submitted_at']}")
+        print(f"  command: {submission['command']}")
+        summary, lines = summarize_run(output_dir, submission, [], finished_at=submission["submitted_unix"])
+        print("Finished. " + "\n".join(lines))
+        return exit_status(summary, True)
     states = _queue_or_none(submission)
     views = task_views(output_dir, submission, states)
     jobs = ("jobs " if len(submission["job_ids"]) > 1 else "job ") + ", ".join(submission["job_ids"])

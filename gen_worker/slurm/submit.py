@@ -189,6 +189,15 @@ def _print_submitted(out: str, opts: SlurmOptions, submission: Dict[str, Any]) -
     sys.stdout.flush()
 
 
+def _record(specs: Sequence[JobSpec], per_folder: Sequence[Dict[str, Any]], submission: Dict[str, Any],
+            together: Dict[str, Any], sweep_dir: Optional[str]) -> None:
+    """The submission in each folder's logs/slurm_jobs.json, and in a sweep's top folder with its folders."""
+    for s, own in zip(specs, per_folder):
+        add_submission(s.output_dir, {**submission, **own, **together})
+    if sweep_dir:
+        add_submission(sweep_dir, {**submission, "folders": [os.path.relpath(s.output_dir, sweep_dir) for s in specs]})
+
+
 def submit_to_slurm(runs: Sequence[PreparedRun], opts: SlurmOptions, limits: Tuple[int, int], command: str,
                     container: Optional[ImageContainer] = None, join: bool = False, wait: bool = False,
                     sweep_dir: Optional[str] = None) -> int:
@@ -220,9 +229,11 @@ def submit_to_slurm(runs: Sequence[PreparedRun], opts: SlurmOptions, limits: Tup
         to_start = {k for run, there in zip(runs, on_disk)
                     for k in schedule.workers_to_start([x.file_name not in there for x in run.samples],
                                                        run.spec.batch_size, opts.num_tasks)}
+        together = {TOGETHER: [s.output_dir for s in specs]} if len(specs) > 1 and not sweep_dir else {}
         if not to_start:
             print(f"Nothing to submit: every image is in {out}.")
-            if not join:
+            if not join:  # recorded, with no task: status judges this rerun, not the tasks before it
+                _record(specs, per_folder, submission, together, sweep_dir)
                 for s, own in zip(specs, per_folder):
                     print("\n".join(summarize_run(s.output_dir, {**submission, **own}, [])[1]), file=sys.stderr)
             return 0
@@ -238,13 +249,8 @@ def submit_to_slurm(runs: Sequence[PreparedRun], opts: SlurmOptions, limits: Tup
                     os.remove(layout.slurm_task_file(s.output_dir, k))
         tasks, error = _queue(specs, opts, workers, max_array, time_min, container, out)
         submission.update(job_ids=sorted({t["job_id"] for t in tasks}, key=int), tasks=tasks)
-        together = {TOGETHER: [s.output_dir for s in specs]} if len(specs) > 1 and not sweep_dir else {}
         if tasks:
-            for s, own in zip(specs, per_folder):
-                add_submission(s.output_dir, {**submission, **own, **together})
-            if sweep_dir:
-                add_submission(sweep_dir, {**submission, "folders": [os.path.relpath(s.output_dir, sweep_dir)
-                                                                     for s in specs]})
+            _record(specs, per_folder, submission, together, sweep_dir)
     finally:
         for run in runs:
             run.lock.release()  # the tasks take it shared while they run
