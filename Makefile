@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test]"
+	# metric oracles for tests/test_evaluation_protocols.py, outside site-packages: tests/_metric_oracles.py says why
+	$(PY) -m pip install -q --no-deps --target $(VENV)/metric-oracles clean-fid==0.1.35 torch-fidelity==0.4.0
 	touch $@
 
 install: $(VENV)/.installed

@@ -21,6 +21,9 @@
 #   INCEPTION_WEIGHTS   inception-2015-12-05.pt (FID) [required unless SKIP_FID=true]
 #   CLIP_MODEL          local transformers CLIP folder [required unless SKIP_CLIP=true]
 #   SKIP_FID, SKIP_CLIP true to leave a metric out [false]
+#   FID_PROTOCOL        FID/KID input: clean or legacy_tensorflow (metrics --protocol) [clean]
+#   SKIP_CMMD           true: no CMMD (metrics --no_cmmd) [false: CMMD with CLIP_MODEL against the reference]
+#   PICKSCORE_MODEL     local PickScore folder: per-image PickScore (metrics --pickscore_model) [none]
 #   CLUSTER             local or slurm [local]
 #   USE_MULTIGPU        local: true = every GPU in GPU_IDS (or every visible GPU), false = the first one [true]
 #   GPU_IDS             local: GPU ids, space-separated [every visible GPU]
@@ -32,8 +35,9 @@
 #                       IMAGES_PER_PROMPT NEGATIVE_PROMPT SCHEDULER BATCH_SIZE; a switch (ENABLE_HALF_FRAME,
 #                       COMPILE, ...) is set by true, 1 or yes, left off by false, 0 or no. The metrics and the
 #                       report read the settings from the images' folder
-#   SWEEP               settings to sweep, each NAME=V1,V2,... (space-separated for several), e.g.
-#                       SWEEP="guidance_scale=1.5,3,5,7.5": submit.py --sweep per setting; every configuration
+#   SWEEP               settings to sweep, each NAME=V1,V2,... or NAME=[JSON list] (space-separated for several),
+#                       e.g. SWEEP='guidance_scale=1.5,3,5,7.5 negative_prompt=["blurry, low quality", "ugly"]':
+#                       submit.py --sweep per setting (gen_worker/env_settings.py); every configuration
 #                       is scored against the same reference statistics and compared in the report
 #   GENERATE_ARGS       more submit.py flags, e.g. "--container IMAGE"
 #   METRICS_DEVICE METRICS_BATCH_SIZE  [auto 64]
@@ -91,8 +95,6 @@ gen_args+=("${setting_args[@]}")
 if [[ -n "${NUM_SAMPLES:-}" && -z "$REFERENCE_LIST" ]]; then gen_args+=(--num_samples "$NUM_SAMPLES"); fi
 # A sweep writes one run folder per configuration under IMAGES_DIR (and IMAGES_DIR/sweep.json): the
 # metrics and the report below read them all from IMAGES_DIR.
-read -r -a sweep_list <<< "${SWEEP:-}"
-for axis in "${sweep_list[@]}"; do gen_args+=(--sweep "$axis"); done
 if [[ "$CLUSTER" == "local" ]]; then
     if [[ -n "${GPU_IDS:-}" ]]; then
         read -r -a gpu_list <<< "$GPU_IDS"
@@ -132,6 +134,9 @@ else
     fi
 fi
 if is_true "$SKIP_CLIP"; then metric_args+=(--no_clip); else metric_args+=(--clip_model "$CLIP_MODEL"); fi
+[[ -n "${FID_PROTOCOL:-}" ]] && metric_args+=(--protocol "$FID_PROTOCOL")
+is_true "${SKIP_CMMD:-false}" && metric_args+=(--no_cmmd)
+[[ -n "${PICKSCORE_MODEL:-}" ]] && metric_args+=(--pickscore_model "$PICKSCORE_MODEL")
 # The metrics refuse a folder that lacks images unless told, as the generation step above does.
 is_true "${ALLOW_INCOMPLETE:-false}" && metric_args+=(--allow_incomplete)
 "$PYTHON" -m evaluation.metrics "${metric_args[@]}"

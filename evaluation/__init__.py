@@ -5,9 +5,14 @@ Modules (each usable as plain functions; those with a ``main`` are CLIs run with
 * :mod:`evaluation.coco_prompts` -- COCO captions JSON -> ``prompts.csv`` (+ reference file list)   [CLI]
 * :mod:`evaluation.generated`    -- find ``{image_id}_seed{seed}.png`` files, read the prompts CSV, match them
 * :mod:`evaluation.images`       -- image loading and the preprocessing the feature networks need
-* :mod:`evaluation.weights`      -- load the feature networks from local files only, with clear errors
+* :mod:`evaluation.weights`      -- load the feature networks from local files only; which network a file is (sha256)
 * :mod:`evaluation.fid`          -- FID and KID (torchmetrics) from one Inception pass, reference statistics I/O
-* :mod:`evaluation.clip_score`   -- CLIP score (torchmetrics) with a local transformers CLIP model
+* :mod:`evaluation.clip_score`   -- CLIP score (torchmetrics' convention) per image, and CLIP image embeddings
+* :mod:`evaluation.cmmd`         -- CMMD (RBF MMD of CLIP embeddings, the paper's constants)
+* :mod:`evaluation.uncertainty`  -- bootstrap intervals, paired differences, mean and std over seed sets
+* :mod:`evaluation.scores_file`  -- the per-image scores of a scored folder (scores.csv, scores.json)
+* :mod:`evaluation.slurm_scoring` -- --cluster slurm: array tasks extract slices of the images, joined here
+* :mod:`evaluation.compare`      -- two scored configurations of the same prompts and seeds, image by image [CLI]
 * :mod:`evaluation.metrics`      -- the metrics CLI, writes ``metrics.json`` (a run or a sweep folder)   [CLI]
 * :mod:`evaluation.report`       -- report.json / report.md / report.html: table, FID-CLIP plot, samples [CLI]
 * :mod:`evaluation.screenshot_report` -- the report as headless Chromium shows it (a PNG to look at)  [CLI]

@@ -1,16 +1,15 @@
-"""CLIP score with torchmetrics' ``CLIPScore`` and a local transformers CLIP model.
+"""CLIP score (torchmetrics' convention) and CLIP image embeddings (for CMMD) from one pass of a local
+transformers CLIP model.
 
-Convention (torchmetrics): per pair ``100 * cos(image_embedding, text_embedding)``, averaged over all pairs,
-and the *average* clamped at 0 (torchmetrics clamps the mean, not each pair; for real CLIP models the
-per-pair cosines are practically never negative, so this equals the mean of ``100 * max(cos, 0)``).
-
-Two thin adapters keep torchmetrics 1.9 working and correct:
+Convention (torchmetrics ``CLIPScore``): per pair ``100 * cos(image_embedding, text_embedding)``, averaged over
+all pairs, and the *average* clamped at 0 (torchmetrics clamps the mean, not each pair; for real CLIP models the
+per-pair cosines are practically never negative). The per-pair values are kept (scores.csv, intervals).
 
 * :class:`_TensorFeatures` -- transformers >= 5 returns a ``BaseModelOutputWithPooling`` from
-  ``get_image_features`` / ``get_text_features``; torchmetrics 1.9.0 expects a tensor (torchmetrics issue #3407,
-  fixed upstream after 1.9.0). We hand it ``pooler_output`` (the projected embedding).
-* :class:`_TruncatingProcessor` -- torchmetrics tokenizes without truncation and then cuts the ids at 77,
-  which drops the end-of-text token that CLIP pools on; we truncate in the tokenizer instead (keeps it).
+  ``get_image_features`` / ``get_text_features``; we take ``pooler_output`` (the projected embedding), as
+  torchmetrics after its issue #3407.
+* Prompts are truncated by the tokenizer to the text encoder's limit (77), which keeps the end-of-text token
+  CLIP pools on (torchmetrics 1.9 cuts the ids after tokenizing and loses it).
   Images arrive already preprocessed by :class:`ClipImagePreprocess` (the model folder's image processor, run
   per image in the DataLoader workers instead of in the main process) and are only stacked.
 """
@@ -20,7 +19,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torchmetrics.multimodal.clip_score import CLIPScore
 
 SCORE_CONVENTION = ("torchmetrics CLIPScore: 100 * cos(image, prompt) averaged over the images, the mean clamped "
                     "at 0; each image against its own prompt; prompts cut to the text encoder's token limit")
@@ -36,7 +34,7 @@ def _as_tensor(out: Any) -> torch.Tensor:
 
 
 class _TensorFeatures(torch.nn.Module):
-    """The subset of ``CLIPModel`` torchmetrics uses, with tensors as feature outputs."""
+    """The feature methods of ``CLIPModel``, with tensors as outputs whatever the transformers version."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -50,20 +48,54 @@ class _TensorFeatures(torch.nn.Module):
         return _as_tensor(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
 
-class _TruncatingProcessor:
-    """Called by torchmetrics as ``processor(text=...)`` or ``processor(images=...)``."""
+def tokenize(tokenizer: Any, prompts: Sequence[str], max_length: int) -> Any:
+    """Token ids cut to ``max_length`` by the tokenizer itself (the end-of-text token stays)."""
+    return tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=max_length)
 
-    def __init__(self, tokenizer: Any, image_processor: Any, max_length: int):
+
+class ClipScorer:
+    """Per-image ``scale * cos(image, prompt)`` and L2-normalised image embeddings, one model call per batch and
+    tower. CLIP score: scale 100 (torchmetrics). PickScore: the model's learned ``exp(logit_scale)``, as its
+    authors' code scores (Kirstain et al. 2023)."""
+
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device | str = "cpu", scale: float = 100.0):
+        self.model = _TensorFeatures(model)
         self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.max_length = max_length
+        self.max_length = text_max_length(model)
+        self.device = device
+        self.scale = scale
 
-    def __call__(self, text: Sequence[str] | None = None, images: Any = None, return_tensors: str = "pt", **_: Any):
-        if text is not None:
-            return self.tokenizer(
-                list(text), return_tensors=return_tensors, padding=True, truncation=True, max_length=self.max_length
-            )
-        return {"pixel_values": torch.stack([im.float() for im in images])}
+    def image_embeddings(self, pixel_values: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """``[N, D]`` float64, L2-normalised, on the CPU; ``pixel_values`` from :class:`ClipImagePreprocess`."""
+        batch = pixel_values if isinstance(pixel_values, torch.Tensor) else torch.stack(list(pixel_values))
+        with torch.inference_mode():
+            emb = self.model.get_image_features(batch.float().to(self.device)).double()
+        return (emb / emb.norm(dim=-1, keepdim=True)).cpu()
+
+    def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
+        tok = tokenize(self.tokenizer, prompts, self.max_length)
+        with torch.inference_mode():
+            emb = self.model.get_text_features(tok["input_ids"].to(self.device),
+                                               tok["attention_mask"].to(self.device)).double()
+        return (emb / emb.norm(dim=-1, keepdim=True)).cpu()
+
+    def scores(self, image_embeddings: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """``scale * cos(image, its prompt)`` per image, float64."""
+        return self.scale * (image_embeddings * self.text_embeddings(prompts)).sum(dim=-1)
+
+
+PICKSCORE_CONVENTION = ("PickScore (Kirstain et al. 2023): exp(logit_scale) * cos(image, prompt) with the PickScore_v1 "
+                        "CLIP model, each image against its own prompt; the mean over the images")
+
+
+def pickscore_scorer(model: Any, tokenizer: Any, device: torch.device | str = "cpu") -> ClipScorer:
+    return ClipScorer(model, tokenizer, device, scale=float(model.logit_scale.detach().exp()))
+
+
+def clip_score(per_image: Sequence[float] | torch.Tensor) -> float:
+    """The folder's CLIP score from the per-image values: their mean, clamped at 0 (torchmetrics)."""
+    values = torch.as_tensor(per_image, dtype=torch.float64)
+    return max(float(values.mean()), 0.0)
 
 
 class ClipImagePreprocess:
@@ -74,26 +106,6 @@ class ClipImagePreprocess:
 
     def __call__(self, img: Any) -> torch.Tensor:
         return self.image_processor(images=[img], return_tensors="pt")["pixel_values"][0]
-
-
-def make_clip_metric(model: Any, tokenizer: Any, image_processor: Any, device: torch.device | str = "cpu") -> CLIPScore:
-    adapted = _TensorFeatures(model)
-    processor = _TruncatingProcessor(tokenizer, image_processor, text_max_length(model))
-    return CLIPScore(model_name_or_path=lambda: (adapted, processor)).to(device)
-
-
-def update_clip(metric: CLIPScore, pixel_values: torch.Tensor | Sequence[torch.Tensor], prompts: Sequence[str]) -> None:
-    """``pixel_values`` from :class:`ClipImagePreprocess`, ``[N, 3, S, S]``; moved to the metric's device first,
-    because torchmetrics runs the model on the device the images are on."""
-    device = metric.score.device
-    imgs = [im.to(device) for im in pixel_values]
-    with torch.inference_mode():
-        metric.update(imgs, list(prompts))
-
-
-def compute_clip(metric: CLIPScore) -> float:
-    with torch.inference_mode():
-        return float(metric.compute())
 
 
 def text_max_length(model: Any) -> int:

@@ -81,11 +81,23 @@ class FeatureMetrics:
                                                reset_real_features=False, normalize=False).to(device)
         self.device = device
 
-    def update(self, images: torch.Tensor, real: bool) -> None:
+    def network_features(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """``[N, D]`` float64 features on the CPU; ``images``: a batch, or a list of ``[3, H, W]`` images of
+        different sizes (legacy protocol)."""
         with torch.inference_mode():
-            feats = self.features(images.to(self.device))
+            if isinstance(images, torch.Tensor):
+                return self.features(images.to(self.device)).cpu()
+            return torch.cat([self.features(x[None].to(self.device)) for x in images]).cpu()
+
+    def add(self, feats: torch.Tensor, real: bool) -> None:
+        """Add features already computed (by this process or by a SLURM task) to one side."""
+        with torch.inference_mode():
+            feats = torch.as_tensor(feats, dtype=torch.float64).to(self.device)
             self.fid.update(feats, real=real)
             self.kid.update(feats, real=real)
+
+    def update(self, images: torch.Tensor | list[torch.Tensor], real: bool) -> None:
+        self.add(self.network_features(images), real)
 
     def reset_generated(self) -> None:
         self.fid.reset()
@@ -122,6 +134,7 @@ class FeatureStats:
     num_images: int
     meta: dict[str, Any] = field(default_factory=dict)
     features: np.ndarray | None = None  # [N, D] float32 reference features, for KID (None: FID only)
+    clip_embeddings: np.ndarray | None = None  # [N, E] float32 CLIP image embeddings, for CMMD (None: no CMMD)
 
 
 def reference_stats(metrics: FeatureMetrics, meta: dict[str, Any] | None = None) -> FeatureStats:
@@ -162,6 +175,8 @@ def save_stats(path: str, stats: FeatureStats) -> None:
     os.makedirs(parent, exist_ok=True)
     meta = {f"meta_{k}": np.asarray(v) for k, v in stats.meta.items()}
     extra = {} if stats.features is None else {"features": stats.features}
+    if stats.clip_embeddings is not None:
+        extra["clip_embeddings"] = stats.clip_embeddings
     with open(path, "wb") as f:  # a file object keeps numpy from appending ".npz" to the name
         np.savez(f, format=np.asarray(STATS_FORMAT), mu=stats.mu, sigma=stats.sigma,
                  num_images=np.asarray(stats.num_images), **meta, **extra)
@@ -179,6 +194,7 @@ def load_stats(path: str) -> FeatureStats:
             n = int(data["num_images"]) if "num_images" in data else 0
             meta = {k[5:]: data[k].item() for k in data.files if k.startswith("meta_")}
             features = np.asarray(data["features"], np.float32) if "features" in data else None
+            clip = np.asarray(data["clip_embeddings"], np.float32) if "clip_embeddings" in data else None
     except EvaluationError:
         raise
     except Exception as exc:
@@ -187,7 +203,9 @@ def load_stats(path: str) -> FeatureStats:
         raise EvaluationError(f"reference statistics {path}: mu {mu.shape} and sigma {sigma.shape} do not fit")
     if features is not None and features.shape != (n, mu.shape[0]):
         raise EvaluationError(f"reference statistics {path}: features {features.shape} do not fit {n} images")
-    return FeatureStats(mu=mu, sigma=sigma, num_images=n, meta=meta, features=features)
+    if clip is not None and (clip.ndim != 2 or clip.shape[0] != n):
+        raise EvaluationError(f"reference statistics {path}: clip_embeddings {clip.shape} do not fit {n} images")
+    return FeatureStats(mu=mu, sigma=sigma, num_images=n, meta=meta, features=features, clip_embeddings=clip)
 
 
 def check_stats_compatible(stats: FeatureStats, expected: dict[str, Any], path: str) -> list[str]:

@@ -50,10 +50,29 @@ def clean_resize(img: Image.Image, size: int = INCEPTION_SIZE) -> np.ndarray:
 
 
 def inception_input(img: Image.Image, center_crop: bool = True) -> torch.Tensor:
-    """``[3, 299, 299]`` float32 in [0, 255]."""
+    """``[3, 299, 299]`` float32 in [0, 255] (the "clean" protocol)."""
     if center_crop:
         img = center_crop_square(img)
     return torch.from_numpy(clean_resize(img)).permute(2, 0, 1).contiguous()
+
+
+def legacy_inception_input(img: Image.Image, center_crop: bool = True) -> torch.Tensor:
+    """``[3, H, W]`` float32 of the 8-bit pixels at the image's own size (the "legacy_tensorflow" protocol):
+    the network resizes it to 299x299 inside, as torch-fidelity and the TensorFlow FID code feed it."""
+    if center_crop:
+        img = center_crop_square(img)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).astype(np.float32)).permute(2, 0, 1).contiguous()
+
+
+# --protocol NAME -> (transform, what it does to an image, what happens to a non-square one without the crop)
+PROTOCOLS = {
+    "clean": (inception_input, INCEPTION_RESIZE,
+              "squashed to 299x299 (aspect not kept), as clean-fid does"),
+    "legacy_tensorflow": (legacy_inception_input,
+                          "8-bit pixels at the image's own size into the network, which resizes to 299x299 inside "
+                          "(NVIDIA's inception-2015-12-05.pt: bilinear, as torch-fidelity's TF-compatible resize)",
+                          "stretched to 299x299 inside the network (aspect not kept), as torch-fidelity does"),
+}
 
 
 Transform = Callable[[Image.Image], torch.Tensor]

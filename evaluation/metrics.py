@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from evaluation.errors import EvaluationError, run_cli
 from evaluation.generated import has_manifest
+from evaluation.scores_file import SCORES_FILE, SUMMARY_FILE
 from gen_worker.atomic_files import replace_json
 from gen_worker.output.summary import missing_images
 from gen_worker.output.sweep_record import SweepRecord, read_sweep_record
@@ -58,19 +59,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="image loading processes")
     p.add_argument("--seed_start", type=int, default=None,
                    help="seed of CSV row 0, for folders another tool made (default: the folder's recorded one)")
+    p.add_argument("--protocol", choices=("clean", "legacy_tensorflow"), default="clean",
+                   help="FID/KID input: clean (clean-fid's resize to 299 before the network; default) or "
+                        "legacy_tensorflow (8-bit image at its own size, resized inside the network, as "
+                        "torch-fidelity and the TensorFlow FID code); recorded in metrics.json")
     p.add_argument("--no_center_crop", action="store_true",
                    help="FID: do not centre-crop non-square images to a square before resizing to 299")
     p.add_argument("--allow_incomplete", action="store_true",
                    help="score a folder (or configuration) that lacks some of the images its manifest lists, "
                         "instead of refusing it; recorded in metrics.json, with the count of missing images")
+    p.add_argument("--cluster", choices=("local", "slurm"), default="local",
+                   help="slurm: extract features and per-image scores as a job array of --gpus tasks over slices of "
+                        "the images (submit.py's SLURM flags), then score here; a rerun queues only missing slices")
+    from gen_worker.flags import add_flags
+    from gen_worker.slurm.options import SlurmOptions
+
+    slurm = p.add_argument_group("SLURM (--cluster slurm; as submit.py's)")
+    add_flags(SlurmOptions, {"run": slurm, "slurm": slurm})
     p.add_argument("--no_fid", action="store_true")
     p.add_argument("--no_clip", action="store_true")
+    p.add_argument("--pickscore_model", help="local folder of PickScore (the PickScore_v1 CLIP model with the "
+                                             "CLIP-ViT-H-14 processor): per-image PickScore, its mean and interval")
+    p.add_argument("--no_cmmd", action="store_true",
+                   help="no CMMD (default: computed with the CLIP model whenever there are reference images)")
     return p
 
 
+def _needs_prompts(args: argparse.Namespace) -> bool:
+    return not args.no_clip or bool(args.pickscore_model)
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    if args.no_fid and args.no_clip:
+    if args.no_fid and args.no_clip and not args.pickscore_model:
         raise EvaluationError("--no_fid and --no_clip together leave nothing to compute")
+    if args.pickscore_model:  # before any image is listed or read
+        from evaluation.weights import check_pickscore_folder
+
+        check_pickscore_folder(args.pickscore_model)
     if args.batch_size < 1:
         raise EvaluationError("--batch_size must be at least 1")
     if not args.no_fid:
@@ -106,17 +131,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any = None) -> dict[str, Any]:
     """Compute the metrics described by parsed CLI ``args``; return the metrics.json content.
 
     A sweep folder (sweep.json) is scored configuration by configuration against one reference side,
     computed (or loaded) once; a plain run folder is a sweep of one without the ``configurations`` list.
+    Each scored folder also gets its per-image scores (scores.csv, scores.json: evaluation/scores_file.py).
     """
     _check_args(args)
     started = time.time()
     from evaluation import generated as gen
     from evaluation import images as im
-    from evaluation.weights import resolve_device, sha256_file
+    from evaluation import uncertainty
+    from evaluation.weights import identify, resolve_device, sha256_file
 
     device = resolve_device(args.device)
     record, targets = find_targets(args.generated)
@@ -126,6 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warnings: list[str] = []
     for t in targets:
         images, ignored = gen.list_generated_images(t.folder)
+        ignored = [n for n in ignored if n not in (SCORES_FILE, SUMMARY_FILE)]  # our own files are not strays
         if not images:
             raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder}")
         # Scores of a part of the run would pass for the run's: only when asked, and said.
@@ -136,14 +164,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise EvaluationError(f"{what}; finish the run (rerun its submit.py command), or pass --allow_incomplete "
                                       f"to score the {len(images)} there")
             warnings.append(f"{what}: scored the {len(images)} there (--allow_incomplete)")
-        if not args.no_clip and not args.prompts_csv and not has_manifest(t.folder):
+        if _needs_prompts(args) and not args.prompts_csv and not has_manifest(t.folder):
             raise EvaluationError(f"CLIP score needs --prompts_csv, or a folder made by submit.py (its manifest.csv "
                                   f"names each image's prompt; none in {t.folder}); or pass --no_clip")
         rows, prompts, matched, seed_start = None, None, [], None
         if args.prompts_csv or gen.has_manifest(t.folder):
             matched, unmatched, rows, seed_start = gen.match_folder(
                 t.folder, images, args.prompts_csv, args.seed_start, args.id_column, args.prompt_column)
-            if not args.no_clip:
+            if _needs_prompts(args):
                 gen.require_all_matched(unmatched, len(images), seed_start)
                 prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
                 scored_prompts.update(prompts)
@@ -159,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     protocol: dict[str, Any] = {}
 
     # Load every network first, so that a missing weight fails before any image work.
-    features = clip_metric = None
+    features = clip = pickscore = None
     if not args.no_fid:
         from evaluation import fid as fidlib
         from evaluation.weights import load_inception
@@ -167,81 +195,138 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         net = load_inception(args.inception_weights, device)
         features = fidlib.FeatureMetrics(net, device)
         center_crop = not args.no_center_crop
-        stats_meta = {"inception_sha256": sha256_file(args.inception_weights), "center_crop": center_crop}
+        to_inception, resize, non_square = im.PROTOCOLS[args.protocol]
+        fid_transform = functools.partial(to_inception, center_crop=center_crop)
+        stats_meta = {"inception_sha256": sha256_file(args.inception_weights), "center_crop": center_crop,
+                      "protocol": args.protocol}
         protocol["fid"] = {
+            "protocol": args.protocol,
             "feature_network": os.path.abspath(args.inception_weights),
             "feature_network_sha256": stats_meta["inception_sha256"],
+            "feature_network_is": identify("fid", stats_meta["inception_sha256"]),
             "features": features.features.num_features,
-            "resize": ("centre crop to a square, then " if center_crop else "no crop, then ")
-                      + im.INCEPTION_RESIZE,
+            "resize": ("centre crop to a square, then " if center_crop else "no crop, then ") + resize,
+            "non_square": "centre-cropped to a square first (--no_center_crop: not)" if center_crop else non_square,
         }
-    if not args.no_clip:
+    if not args.no_clip or args.pickscore_model:
         from evaluation import clip_score as cliplib
         from evaluation.weights import load_clip
-
+    if not args.no_clip:
         model, tokenizer, image_processor = load_clip(args.clip_model, device)
-        clip_metric = cliplib.make_clip_metric(model, tokenizer, image_processor, device)
-        protocol["clip"] = {
-            "model": os.path.basename(os.path.normpath(args.clip_model)),
-            "model_path": os.path.abspath(args.clip_model),
-            "score": cliplib.SCORE_CONVENTION,
-            "resize": cliplib.describe_preprocessing(image_processor),
-            "max_tokens": cliplib.text_max_length(model),
-        }
+        clip = cliplib.ClipScorer(model, tokenizer, device)
+        protocol["clip"] = _model_record("clip", args.clip_model, cliplib.SCORE_CONVENTION, image_processor,
+                                         max_tokens=cliplib.text_max_length(model))
+    if args.pickscore_model:
+        pick_model, pick_tokenizer, pick_processor = load_clip(args.pickscore_model, device)
+        pickscore = cliplib.pickscore_scorer(pick_model, pick_tokenizer, device)
+        protocol["pickscore"] = _model_record("pickscore", args.pickscore_model, cliplib.PICKSCORE_CONVENTION,
+                                              pick_processor, scale=pickscore.scale)
+    # CMMD: the CLIP image embeddings of this pass against the reference images' (read, or saved in the stats)
+    cmmd_on = clip is not None and not args.no_cmmd and bool(args.reference_dir or args.reference_stats)
+    reference_clip = None
 
-    if features is not None:
-        reference: dict[str, Any] = {}
-        if args.reference_stats:
-            stats = fidlib.load_stats(args.reference_stats)
-            warnings += fidlib.check_stats_compatible(stats, stats_meta, args.reference_stats)
-            fidlib.set_reference_stats(features, stats)
-            reference.update(stats=os.path.abspath(args.reference_stats), images=stats.num_images or None)
-            if stats.features is None:
-                warnings.append(f"reference statistics {args.reference_stats} hold no features: no KID")
-        else:
-            ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
-            transform = {"fid": functools.partial(im.inception_input, center_crop=center_crop)}
-            for _, batch in im.iterate_batches(ref_paths, transform, args.batch_size, args.num_workers, "reference"):
-                features.update(batch["fid"], real=True)
-            reference.update(dir=os.path.abspath(args.reference_dir), images=len(ref_paths),
-                             list=os.path.abspath(args.reference_list) if args.reference_list else None)
-        if args.save_reference_stats:
-            fidlib.save_stats(args.save_reference_stats, fidlib.reference_stats(features, stats_meta))
-            reference["saved_to"] = os.path.abspath(args.save_reference_stats)
-        protocol["fid"]["reference"] = reference
-
+    # What each image goes through; every group of images is extracted here, or by SLURM tasks (slices).
     transforms: dict[str, Any] = {}
     if features is not None:
-        transforms["fid"] = functools.partial(im.inception_input, center_crop=center_crop)
-    if clip_metric is not None:
+        transforms["fid"] = fid_transform
+    if clip is not None:
         transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
+    if pickscore is not None:
+        transforms["pickscore"] = cliplib.ClipImagePreprocess(pick_processor)
+    extractor = Extractor(features, clip, pickscore, args.batch_size, args.num_workers)
+    groups: list[tuple[str, list[str], list[str] | None, dict[str, Any]]] = []
+    read_reference = bool(args.reference_dir) and not args.reference_stats and (features is not None or cmmd_on)
+    if read_reference:
+        ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
+        groups.append(("reference", ref_paths, None,
+                       {k: v for k, v in transforms.items() if k == "fid" or (k == "clip" and cmmd_on)}))
+    for i, (target, images, *_, prompts, _) in enumerate(folders):
+        groups.append((f"configuration-{i:03d}", [g.path for g in images], prompts, transforms))
+    if task is not None:  # a SLURM task: extract its slice of every group, save it, and stop
+        from evaluation import slurm_scoring
 
-    configurations = []
-    for target, images, ignored, missing_count, rows, matched, prompts, seed_start in folders:
+        slurm_scoring.extract_slice(task, groups, extractor)
+        return {}
+    if args.cluster == "slurm":
+        from evaluation import slurm_scoring
+
+        arrays = slurm_scoring.extract_on_slurm(args, argv, groups, _fingerprint(args, protocol))
+    else:
+        arrays = {name: extractor.extract(paths, prompts, group_transforms, name)
+                  for name, paths, prompts, group_transforms in groups}
+
+    reference: dict[str, Any] = {}
+    if args.reference_stats and (features is not None or cmmd_on):
+        from evaluation import fid as fidlib
+
+        stats = fidlib.load_stats(args.reference_stats)
+        reference.update(stats=os.path.abspath(args.reference_stats), images=stats.num_images or None)
+        if features is not None:
+            warnings += fidlib.check_stats_compatible(stats, stats_meta, args.reference_stats)
+            fidlib.set_reference_stats(features, stats)
+            if stats.features is None:
+                warnings.append(f"reference statistics {args.reference_stats} hold no features: no KID")
+        if cmmd_on:
+            if stats.clip_embeddings is None:
+                warnings.append(f"reference statistics {args.reference_stats} hold no CLIP embeddings: no CMMD")
+            elif stats.meta.get("clip_model_sha256") != protocol["clip"]["model_sha256"]:
+                warnings.append(f"reference statistics {args.reference_stats} hold the CLIP embeddings of another "
+                                f"CLIP model: no CMMD")
+            else:
+                reference_clip = torch_from(stats.clip_embeddings)
+    elif read_reference:
+        ref = arrays["reference"]
+        if features is not None:
+            features.add(torch_from(ref["fid"]), real=True)
+        if cmmd_on:
+            reference_clip = torch_from(ref["clip_embedding"])
+        reference.update(dir=os.path.abspath(args.reference_dir), images=len(ref_paths),
+                         list=os.path.abspath(args.reference_list) if args.reference_list else None)
+    if args.save_reference_stats:
+        ref_stats = fidlib.reference_stats(features, stats_meta)  # type: ignore[arg-type]
+        if reference_clip is not None:
+            ref_stats.clip_embeddings = reference_clip.float().numpy()
+            ref_stats.meta["clip_model_sha256"] = protocol["clip"]["model_sha256"]
+        fidlib.save_stats(args.save_reference_stats, ref_stats)
+        reference["saved_to"] = os.path.abspath(args.save_reference_stats)
+    if features is not None:
+        protocol["fid"]["reference"] = reference
+    if reference_clip is not None:
+        from evaluation import cmmd as cmmdlib
+
+        protocol["cmmd"] = {"description": cmmdlib.DESCRIPTION, "sigma": cmmdlib.SIGMA, "scale": cmmdlib.SCALE,
+                            "embeddings": f"CLIP model {protocol['clip']['model']} (the CLIP score's pass)",
+                            "reference": reference, "reference_images": len(reference_clip)}
+
+    configurations, per_image_rows = [], []
+    for i, (target, images, ignored, missing_count, rows, matched, prompts, seed_start) in enumerate(folders):
+        extracted = arrays[f"configuration-{i:03d}"]
         if features is not None:
             features.reset_generated()
-        if clip_metric is not None:
-            clip_metric.reset()
-        paths = [g.path for g in images]
-        for indices, batch in im.iterate_batches(paths, transforms, args.batch_size, args.num_workers, target.name):
-            if features is not None:
-                features.update(batch["fid"], real=False)
-            if clip_metric is not None:
-                cliplib.update_clip(clip_metric, batch["clip"], [prompts[i] for i in indices])  # type: ignore[index]
+            features.add(torch_from(extracted["fid"]), real=False)
+        per_image = {name: extracted[name].tolist() for name in ("clip_score", "pickscore") if name in extracted}
         scores: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None, "kid_subset_size": None,
-                                  "clip_score": None}
+                                  "clip_score": None, "cmmd": None, "pickscore": None}
         if features is not None:
             scores["fid"] = features.compute_fid()
             kid = features.compute_kid()
             if kid is not None:
                 scores["kid"], scores["kid_std"], scores["kid_subset_size"] = kid
-        if clip_metric is not None:
-            scores["clip_score"] = cliplib.compute_clip(clip_metric)
+        if clip is not None:
+            scores["clip_score"] = cliplib.clip_score(per_image["clip_score"])
+        if pickscore is not None:
+            scores["pickscore"] = sum(per_image["pickscore"]) / len(images)
+        if reference_clip is not None:
+            scores["cmmd"] = cmmdlib.cmmd(reference_clip, torch_from(extracted["clip_embedding"]))
+        intervals = {name: uncertainty.bootstrap_interval(values) for name, values in per_image.items()}
+        if "clip_score" in intervals and intervals["clip_score"]:  # the score's mean is clamped at 0: so is its interval
+            intervals["clip_score"] = [max(v, 0.0) for v in intervals["clip_score"]]
         configurations.append({
             "name": target.name,
             "folder": os.path.relpath(target.folder, args.generated) if record else ".",
             "overrides": target.overrides,
             **scores,
+            "intervals": intervals,
             "seed_start": seed_start,
             "counts": {
                 "generated_images": len(images),
@@ -251,6 +336,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "prompts_with_images": len({r.index for r in matched if r is not None}) if rows is not None else None,
             },
         })
+        per_image_rows.append([{"file": g.name or os.path.basename(g.path), "image_id": g.image_id,
+                                "prompt_row": matched[i].index if matched and matched[i] is not None else None,
+                                "seed": g.seed, **{name: values[i] for name, values in per_image.items()}}
+                               for i, g in enumerate(images)])
 
     if features is not None:
         protocol["fid"]["reference_images"] = protocol["fid"]["reference"].get("images")
@@ -260,18 +349,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "subset_rule": f"min({fidlib.KID_MAX_SUBSET_SIZE}, reference images, generated images)",
                                "seed": fidlib.KID_SEED, "kernel": "polynomial (x.y / D + 1)^3 (torchmetrics)",
                                "features": "the FID features (one pass over the images)"}
-    if clip_metric is not None:
+    if clip is not None:
         protocol["clip"].update(prompts=len(scored_prompts), prompts_over_max_tokens=cliplib.count_long_prompts(
             tokenizer, sorted(scored_prompts), protocol["clip"]["max_tokens"]))
         if protocol["clip"]["prompts_over_max_tokens"]:
             warnings.append(f"{protocol['clip']['prompts_over_max_tokens']} of {len(scored_prompts)} prompts are "
                             f"longer than {protocol['clip']['max_tokens']} CLIP tokens: scored on their beginning")
+    protocol["intervals"] = uncertainty.protocol()
 
     first = configurations[0]
-    result: dict[str, Any] = {k: first[k] for k in ("fid", "kid", "kid_std", "kid_subset_size", "clip_score")}
+    result: dict[str, Any] = {k: first[k] for k in ("fid", "kid", "kid_std", "kid_subset_size", "clip_score", "cmmd",
+                                                     "pickscore", "intervals")}
+    seed_sets = uncertainty.seed_sets(configurations, record.axes) if record is not None else []
     if record is not None:
         result = {k: None for k in result}  # a sweep has no single score: see "configurations"
         result.update(sweep={"axes": record.axes}, configurations=configurations)
+        if seed_sets:
+            result["seed_sets"] = seed_sets
     else:
         settings["seed_start"] = first["seed_start"]
     counts = dict(first["counts"]) if record is None else {"configurations": len(configurations)}
@@ -286,7 +380,86 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         elapsed_s=round(time.time() - started, 2),
     )
+    _write_scores_files(args, folders, configurations, per_image_rows, seed_sets)
     return result
+
+
+def _model_record(scorer: str, folder: str, score: str, image_processor: Any, **extra: Any) -> dict[str, Any]:
+    """What metrics.json records of a scoring model loaded from a local folder."""
+    from evaluation.clip_score import describe_preprocessing
+    from evaluation.weights import folder_weights_sha256, identify
+
+    sha = folder_weights_sha256(folder)
+    return {"model": os.path.basename(os.path.normpath(folder)), "model_path": os.path.abspath(folder),
+            "model_sha256": sha, "model_is": identify(scorer, sha), "score": score,
+            "resize": describe_preprocessing(image_processor), **extra}
+
+
+class Extractor:
+    """What the scores are made of, per image and in order: Inception features (``fid``), L2-normalised CLIP
+    image embeddings (``clip_embedding``), per-image scores (``clip_score``, ``pickscore``); numpy arrays. The
+    same code runs in this process or, on a slice of the images, in a SLURM task (evaluation/slurm_scoring.py)."""
+
+    def __init__(self, features: Any, clip: Any, pickscore: Any, batch_size: int, num_workers: int):
+        self.features, self.clip, self.pickscore = features, clip, pickscore
+        self.batch_size, self.num_workers = batch_size, num_workers
+
+    def extract(self, paths: Sequence[str], prompts: Sequence[str] | None, transforms: dict[str, Any],
+                desc: str) -> dict[str, Any]:
+        import torch
+
+        from evaluation import images as im
+
+        out: dict[str, list[Any]] = {}
+        for indices, batch in im.iterate_batches(paths, transforms, self.batch_size, self.num_workers, desc):
+            batch_prompts = [prompts[i] for i in indices] if prompts is not None else None
+            if "fid" in batch:
+                out.setdefault("fid", []).append(self.features.network_features(batch["fid"]))
+            if "clip" in batch:
+                embeddings = self.clip.image_embeddings(batch["clip"])
+                out.setdefault("clip_embedding", []).append(embeddings)
+                if batch_prompts is not None:
+                    out.setdefault("clip_score", []).append(self.clip.scores(embeddings, batch_prompts))
+            if "pickscore" in batch and batch_prompts is not None:
+                embeddings = self.pickscore.image_embeddings(batch["pickscore"])
+                out.setdefault("pickscore", []).append(self.pickscore.scores(embeddings, batch_prompts))
+        return {k: torch.cat(v).double().numpy() for k, v in out.items()}
+
+
+def _fingerprint(args: argparse.Namespace, protocol: dict[str, Any]) -> str:
+    """Everything that changes what the images are extracted into (SLURM slices are reused only under it)."""
+    import hashlib
+    import json
+
+    what = {k: getattr(args, k) for k in ("reference_dir", "reference_list", "prompts_csv", "id_column",
+                                          "prompt_column", "seed_start", "protocol", "no_center_crop", "no_cmmd",
+                                          "allow_incomplete")}
+    what.update(generated=os.path.abspath(args.generated),
+                networks=[(protocol.get("fid") or {}).get("feature_network_sha256"),
+                          (protocol.get("clip") or {}).get("model_sha256"),
+                          (protocol.get("pickscore") or {}).get("model_sha256")])
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def torch_from(array: Any) -> Any:
+    import torch
+
+    return torch.as_tensor(array, dtype=torch.float64)
+
+
+def _write_scores_files(args: argparse.Namespace, folders: list[Any], configurations: list[dict[str, Any]],
+                        per_image_rows: list[list[dict[str, Any]]], seed_sets: list[dict[str, Any]]) -> None:
+    """Each scored folder's scores.csv and scores.json (evaluation/scores_file.py), for evaluation.compare."""
+    from evaluation.scores_file import write_scores
+
+    group_of = {name: g for g in seed_sets for name in g["configurations"]}
+    for (target, *_), c, rows in zip(folders, configurations, per_image_rows):
+        columns = [k for k in ("clip_score", "pickscore") if rows and k in rows[0]]
+        summary = {k: c[k] for k in ("name", "overrides", "fid", "kid", "kid_std", "cmmd", "clip_score", "pickscore",
+                                     "intervals", "seed_start")}
+        summary["metrics"] = os.path.abspath(args.out)
+        summary["seed_set"] = group_of.get(c["name"])
+        write_scores(target.folder, rows, columns, summary)
 
 
 def write_json(data: dict[str, Any], path: str) -> None:
@@ -295,7 +468,7 @@ def write_json(data: dict[str, Any], path: str) -> None:
 
 
 def _scores_line(scores: dict[str, Any]) -> str:
-    parts = [f"{k}={scores[k]:.4f}" for k in ("fid", "clip_score") if scores.get(k) is not None]
+    parts = [f"{k}={scores[k]:.4f}" for k in ("fid", "clip_score", "cmmd", "pickscore") if scores.get(k) is not None]
     if scores.get("kid") is not None:
         parts.insert(1, f"kid={scores['kid']:.5f}+-{scores['kid_std']:.5f}")
     return " ".join(parts)
@@ -303,7 +476,7 @@ def _scores_line(scores: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = run(args)
+    result = run(args, argv)
     write_json(result, args.out)
     for w in result["warnings"]:
         print(f"warning: {w}", file=sys.stderr)

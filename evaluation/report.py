@@ -196,15 +196,21 @@ def _protocol_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     if fid:
         ref = fid.get("reference") or {}
-        rows += [("FID/KID resize", fid.get("resize", "?")),
+        rows += [("FID/KID protocol", f"{fid.get('protocol', 'clean')}; non-square images: {fid.get('non_square', '?')}"),
+                 ("FID/KID resize", fid.get("resize", "?")),
                  ("FID reference set", f"{ref.get('dir') or ref.get('stats')} ({fid.get('reference_images')} images)"),
-                 ("FID feature network", f"{fid.get('feature_network')} (sha256 {fid.get('feature_network_sha256')}, "
-                                         f"{fid.get('features')} features)")]
+                 ("FID feature network", f"{fid.get('feature_network_is', '?')}: {fid.get('feature_network')} (sha256 "
+                                         f"{fid.get('feature_network_sha256')}, {fid.get('features')} features)")]
     if kid:
         rows.append(("KID subsets", f"{kid['subsets']} subsets of {kid['subset_size']} images "
                                     f"({kid.get('subset_rule')}), seed {kid.get('seed')}, {kid.get('kernel')}"))
+    if p.get("pickscore"):
+        pick = p["pickscore"]
+        rows.append(("PickScore model", f"{pick.get('model')} ({pick.get('model_is')}); {pick.get('score')}"))
+    if p.get("cmmd"):
+        rows.append(("CMMD", f"{p['cmmd'].get('description')}; embeddings of {p['cmmd'].get('embeddings')}"))
     if clip:
-        rows += [("CLIP model", clip.get("model", "?")), ("CLIP score", clip.get("score", "?")),
+        rows += [("CLIP model", f"{clip.get('model', '?')} ({clip.get('model_is', '?')})"), ("CLIP score", clip.get("score", "?")),
                  ("CLIP resize", clip.get("resize", "?")),
                  ("prompts longer than the text encoder's limit",
                   f"{clip.get('prompts_over_max_tokens')} of {clip.get('prompts')} "
@@ -223,6 +229,72 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
+def uncertainty_section(metrics: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """Per configuration (report names, in order) its CMMD and each per-image mean with its bootstrap 95%
+    interval; and the seed-set groups (mean and std over seed_start) of a sweep over seed_start."""
+    scored = metrics.get("configurations") or [metrics]
+    rows = []
+    for name, m in zip(names, scored):
+        means = {key: {"value": m.get(key), "interval": interval}
+                 for key, interval in (m.get("intervals") or {}).items()}
+        rows.append({"name": name, "cmmd": m.get("cmmd"), "means": means})
+    return {"configurations": rows, "seed_sets": metrics.get("seed_sets") or [],
+            "intervals": (metrics.get("protocol") or {}).get("intervals")}
+
+
+def _interval_rows(report: dict[str, Any]) -> list[list[str]]:
+    """[configuration, score, value, 95% interval] rows: every per-image mean, then CMMD (one number)."""
+    rows = []
+    for c in (report.get("uncertainty") or {}).get("configurations", []):
+        for key, e in c["means"].items():
+            interval = e["interval"]
+            shown = "n/a" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+            rows.append([c["name"], key, _fmt(e["value"]), shown])
+        if c.get("cmmd") is not None:
+            rows.append([c["name"], "cmmd (lower is better)", _fmt(c["cmmd"], 4), "one number per set"])
+    return rows
+
+
+def _seed_set_rows(report: dict[str, Any]) -> list[list[str]]:
+    """[group, seed sets, FID, KID, CMMD, CLIP score] rows, each score as mean ± std over the seed sets."""
+    def spread(e: dict[str, Any] | None, digits: int) -> str:
+        if not e:
+            return "n/a"
+        return f"{e['mean']:.{digits}f}" + ("" if e.get("std") is None else f" ± {e['std']:.{digits}f}")
+
+    return [[g["name"], ", ".join(str(s) for s in g["seed_starts"]), spread(g.get("fid"), 3), spread(g.get("kid"), 5),
+             spread(g.get("cmmd"), 4), spread(g.get("clip_score"), 3)]
+            for g in (report.get("uncertainty") or {}).get("seed_sets", [])]
+
+
+_INTERVAL_HEADER = ["configuration", "score", "value", "95% interval (bootstrap over images)"]
+_SEED_SET_HEADER = ["configuration", "seed_start values", "FID mean ± std", "KID mean ± std", "CMMD mean ± std",
+                    "CLIP score mean ± std"]
+
+
+def _uncertainty_markdown(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for title, header, rows in (("Intervals", _INTERVAL_HEADER, _interval_rows(report)),
+                                ("Seed sets", _SEED_SET_HEADER, _seed_set_rows(report))):
+        if rows:
+            lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(html.escape(v, quote=False).replace("|", "\\|") for v in r) + " |" for r in rows]
+            lines.append("")
+    return lines
+
+
+def _uncertainty_html(report: dict[str, Any]) -> str:
+    e = html.escape
+    parts = []
+    for title, css, header, rows in (("Intervals", "intervals", _INTERVAL_HEADER, _interval_rows(report)),
+                                     ("Seed sets", "seed-sets", _SEED_SET_HEADER, _seed_set_rows(report))):
+        if rows:
+            body = "\n".join("<tr>" + "".join(f"<td>{e(v)}</td>" for v in r) + "</tr>" for r in rows)
+            parts.append(f"<h2>{title}</h2>\n<table class='{css}'>\n<tr>"
+                         + "".join(f"<th>{e(h)}</th>" for h in header) + f"</tr>\n{body}\n</table>")
+    return "\n".join(parts)
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     def cell(text: Any) -> str:
         return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
@@ -238,6 +310,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     protocol = _protocol_rows(report)
     if protocol:
         lines += ["## Protocol", "", "| | |", "|---|---|"] + [f"| {k} | {cell(v)} |" for k, v in protocol] + [""]
+    lines += _uncertainty_markdown(report)
     for w in report["warnings"]:
         lines.append(f"> warning: {w}")
     if report["warnings"]:
@@ -312,6 +385,7 @@ def render_html(report: dict[str, Any]) -> str:
 {plot}
 {warns}
 {f"<h2>Protocol</h2>{chr(10)}<table class='protocol'>{chr(10)}{protocol}{chr(10)}</table>" if protocol else ""}
+{_uncertainty_html(report)}
 <h2>Samples</h2>
 <table class="samples">
 {samples_head}
@@ -429,6 +503,7 @@ def build_report(
         "plot": PLOT_FILE if plot_png else None,
         "plot_png_base64": base64.b64encode(plot_png).decode("ascii") if plot_png else None,
         "samples": samples,
+        "uncertainty": uncertainty_section(metrics, [c["name"] for c in configurations]),
         "metrics_file": os.path.abspath(metrics_path),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -1,6 +1,6 @@
 """Tiny random-weight stand-ins for the real feature networks, made offline (tests, `make demo-sweep`).
 
-    python -m evaluation.tiny_networks DIR    # DIR/inception.pt and DIR/clip/
+    python -m evaluation.tiny_networks DIR    # DIR/inception.pt, DIR/clip/ and DIR/pickscore/
 
 * `save_tiny_inception` writes a TorchScript file with the calling convention of NVIDIA's
   `inception-2015-12-05.pt` (`net(img, return_features=True)`, float 0..255, resized to 299 inside), so the
@@ -93,15 +93,22 @@ def save_tiny_clip(folder: str, seed: int = 0) -> str:
     return folder
 
 
+def save_tiny_pickscore(folder: str, seed: int = 2) -> str:
+    """A tiny PickScore folder: a CLIP model (PickScore_v1 is one) with its tokenizer and image processor in one
+    folder, as the real one is saved; its learned temperature ``logit_scale`` is what PickScore scales by."""
+    return save_tiny_clip(folder, seed=seed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.tiny_networks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", help="writes FOLDER/inception.pt and FOLDER/clip/")
+    parser.add_argument("folder", help="writes FOLDER/inception.pt, FOLDER/clip/ and FOLDER/pickscore/")
     args = parser.parse_args(argv)
     os.makedirs(args.folder, exist_ok=True)
     save_tiny_inception(os.path.join(args.folder, "inception.pt"))
     save_tiny_clip(os.path.join(args.folder, "clip"))
-    print(f"tiny random-weight Inception and CLIP in {args.folder}")
+    save_tiny_pickscore(os.path.join(args.folder, "pickscore"))
+    print(f"tiny random-weight Inception, CLIP and PickScore in {args.folder}")
     return 0
 
 

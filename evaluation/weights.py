@@ -24,6 +24,24 @@ INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 CLIP_DEFAULT = "openai/clip-vit-large-patch14"
 
+# The sha256 of the public file each scorer expects, where one is published and was checked against
+# several independent sources (k-diffusion, clean-fid users' manifests): a report then says whether the
+# network used is the standard one. Scorers without an entry are "not checked", never "another network".
+KNOWN_SHA256 = {
+    "fid": {"f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4":
+            f"the standard Inception ({INCEPTION_FILE}, NVIDIA's TorchScript of the TensorFlow FID Inception)"},
+}
+
+
+def identify(scorer: str, sha256: str | None) -> str:
+    """In words, which network a file of this sha256 is for ``scorer`` (fid, clip, pickscore, ...)."""
+    known = KNOWN_SHA256.get(scorer)
+    if not known:
+        return "not checked: no published sha256 for this scorer is listed in evaluation/weights.py"
+    if sha256 in known:
+        return known[sha256]
+    return "another network: not the published file (sha256 differs), so scores are not comparable to published ones"
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -62,19 +80,37 @@ def load_inception(path: str | None, device: torch.device | str = "cpu") -> torc
     return net.eval()
 
 
+PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
+PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+
+
+def _require_model_folder(model_dir: str | None, what: str, get_it: str, flag: str) -> None:
+    if not model_dir or not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise EvaluationError(f"{what} model folder not found (no config.json): {model_dir} -- on a machine with "
+                              f"internet run {get_it}, and pass DIR with {flag}")
+
+
+def check_clip_folder(model_dir: str | None) -> None:
+    _require_model_folder(model_dir, "CLIP", f"CLIPModel.from_pretrained('{CLIP_DEFAULT}').save_pretrained(DIR) and "
+                          f"CLIPProcessor.from_pretrained('{CLIP_DEFAULT}').save_pretrained(DIR) (or download the Hub "
+                          f"repo {CLIP_DEFAULT})", "--clip_model")
+
+
+def check_pickscore_folder(model_dir: str | None) -> None:
+    """PickScore is a CLIP model (PickScore_v1) with the CLIP-ViT-H-14 processor, saved in one folder."""
+    _require_model_folder(model_dir, "PickScore", f"CLIPModel.from_pretrained('{PICKSCORE_MODEL}').save_pretrained(DIR) "
+                          f"and AutoProcessor.from_pretrained('{PICKSCORE_PROCESSOR}').save_pretrained(DIR)",
+                          "--pickscore_model")
+
+
 def load_clip(model_dir: str | None, device: torch.device | str = "cpu") -> tuple[Any, Any, Any]:
-    """``(CLIPModel, tokenizer, image_processor)`` from a local folder, offline.
+    """``(CLIPModel, tokenizer, image_processor)`` from a local folder, offline (a CLIP model or PickScore).
 
     The image processor is the PIL one on purpose (``CLIPImageProcessorPil`` in transformers >= 5, the classic
     ``CLIPImageProcessor`` before), so that scores do not depend on whether torchvision is installed.
     """
-    if not model_dir or not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise EvaluationError(
-            f"CLIP model folder not found (no config.json): {model_dir} -- on a machine with internet run "
-            f"CLIPModel.from_pretrained('{CLIP_DEFAULT}').save_pretrained(DIR) and "
-            f"CLIPProcessor.from_pretrained('{CLIP_DEFAULT}').save_pretrained(DIR) "
-            f"(or download the Hub repo {CLIP_DEFAULT}) and pass DIR with --clip_model"
-        )
+    check_clip_folder(model_dir)
+    assert model_dir is not None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from transformers import AutoTokenizer, CLIPModel
@@ -95,3 +131,18 @@ def load_clip(model_dir: str | None, device: torch.device | str = "cpu") -> tupl
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvaluationError(f"cannot load the CLIP model from {model_dir}: {first}") from None
     return model.to(device).eval(), tokenizer, image_processor
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def folder_weights_sha256(folder: str) -> str | None:
+    """The sha256 of a model folder's weights file (several shards: the sha256 of their "name sha256" lines);
+    None when it holds none."""
+    names = sorted(n for n in os.listdir(folder) if n.endswith(WEIGHT_SUFFIXES) and "training_args" not in n)
+    if not names:
+        return None
+    shas = [sha256_file(os.path.join(folder, n)) for n in names]
+    if len(shas) == 1:
+        return shas[0]
+    return hashlib.sha256("".join(f"{n} {h}\n" for n, h in zip(names, shas)).encode()).hexdigest()

@@ -4,7 +4,13 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
 
   Submit: the command line (never imports torch: bad input is refused in a second)
     __main__.py       python -m gen_worker: the same as submit.py
-    cli.py            submit.py's command line: the flags, the subcommands, the hand-over to plan.py
+    cli.py            submit.py's command line: the flags, the subcommands, --config, the hand-over to plan.py
+    api.py            generate(): the same settings as keyword arguments, the same checks and run; its
+                      Result read from the output folder; SlurmRun (status, wait, cancel) with wait=False
+    campaign.py       --config campaign.toml: flags by name, [sweep] lists, [[run]] tables -> one
+                      command line per run; the file recorded in each run's logs/
+    named_settings.py settings by name (keywords, a campaign file's keys) -> argv, names and types
+                      checked against the parser's flags
     spec.py           JobSpec: every setting, declared once (type, default, help, checks,
                       recorded or not, applied when the pipeline loads or not); the argparse
                       flags are made from it (flags.py)
@@ -46,7 +52,8 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
     slurm_task.py     import shim: jobs queued before the layout change unpickle through it
     container/        --container: runtime.py (apptainer/docker/podman command lines,
                       checks), binds.py (paths inside), slurm_launcher.py (the python
-                      submitit runs in a SLURM task)
+                      submitit runs in a SLURM task), pyxis.py (--container_runtime pyxis:
+                      the srun --container-image line and its environment)
 
   Worker: each worker process, on its GPU (python -m gen_worker.worker, or a SLURM task)
     worker/           loop.py (the generation loop), pipeline.py (load diffusers, call it),
@@ -79,3 +86,11 @@ worker.loop.run_worker (schedule's WorkerShare: its blocks) -> worker.pipeline.I
 (one generator per seed) -> worker.image_writer -> worker.png.save_png_once -> Sample.file_name
 ({image_id}_seed{seed}.png, or <row:05d>/samples/<k:04d>.png with --layout geneval).
 """
+
+
+def __getattr__(name: str) -> object:
+    """`from gen_worker import generate`, imported when asked for: `import gen_worker` stays light (no torch)."""
+    if name == "generate":
+        from gen_worker.api import generate
+        return generate
+    raise AttributeError(f"module 'gen_worker' has no attribute {name!r}")

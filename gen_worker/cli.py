@@ -6,12 +6,14 @@ Nothing here imports torch or diffusers: a bad input is refused in about a secon
 worker starts or any GPU is touched.
 """
 import argparse
+import functools
 import signal
 import sys
-from typing import Optional, Sequence
+from typing import Callable, List, NoReturn, Optional, Sequence, Tuple, Type
 
 from gen_worker import flags, plan
-from gen_worker.container.runtime import ContainerOptions
+from gen_worker.campaign import campaign_runs, together_or_why
+from gen_worker.container.runtime import ContainerOptions, check_cluster
 from gen_worker.errors import UsageError, one_line, run_cli
 from gen_worker.flags import add_flags
 from gen_worker.output.summary import command_line
@@ -43,9 +45,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
-def build_parser(optional: Sequence[str] = ()) -> argparse.ArgumentParser:
+class RaisingParser(argparse.ArgumentParser):
+    """For generate() and campaign files: a bad value is a UsageError (a T2IError), not SystemExit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser(optional: Sequence[str] = (),
+                 parser_class: Type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
     """optional: required flags that may be left out (--model_path when --sweep gives its values)."""
-    parser = argparse.ArgumentParser(
+    parser = parser_class(
         prog="submit.py", formatter_class=_HelpFormatter,
         description="Generate K images per prompt (CSV, TSV, JSONL or Parquet) with a diffusers pipeline, one "
                     "worker per GPU. Sample i (data row i // K) gets seed seed_start+i and is saved as "
@@ -57,6 +67,9 @@ def build_parser(optional: Sequence[str] = ()) -> argparse.ArgumentParser:
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
     groups["run"].add_argument("--cluster", choices=("local", "slurm"), default="local",
                                help="local: one subprocess per GPU on this machine; slurm: submit through submitit")
+    groups["run"].add_argument("--config", metavar="FILE.toml", default=None,
+                               help="a campaign file: any of these flags by name, [sweep] lists, [[run]] tables "
+                                    "(one output folder each; docs/usage.md); flags given here override it")
     groups["run"].add_argument("--gpu_ids", nargs="+", default=None, metavar="ID",
                                help="GPUs to use, one worker each (local mode): indices into the visible GPUs, as torch "
                                     "counts them (under CUDA_VISIBLE_DEVICES=4,5, 0 is GPU 4); default: every visible GPU. "
@@ -88,8 +101,9 @@ def build_parser(optional: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-def _check_mode_flags(args: argparse.Namespace) -> None:
+def check_mode_flags(args: argparse.Namespace) -> None:
     """A flag of the other mode is a mistake to point out, not to ignore."""
+    check_cluster(args.container_runtime, args.cluster)  # before the output folder is made
     if args.cluster == "slurm":
         if args.gpu_ids is not None:
             raise UsageError("--gpu_ids is for --cluster local; with --cluster slurm use --gpus N (the number of tasks)")
@@ -117,16 +131,64 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_cli(_submit, argv)
 
 
+def parse(argv: Sequence[str],
+          parser_class: Type[argparse.ArgumentParser] = argparse.ArgumentParser) -> Tuple[argparse.ArgumentParser,
+                                                                                           argparse.Namespace]:
+    """The parser (for a sweep's configurations) and the checked flags of a command line without --config."""
+    parser = build_parser(optional=swept_required_flags(argv), parser_class=parser_class)
+    args = parser.parse_args(argv)
+    if args.config:
+        raise UsageError("--config names a campaign file; a campaign file cannot name another one")
+    check_mode_flags(args)
+    for options in (JobSpec, SlurmOptions, ContainerOptions):  # each flag's own checks, before anything runs
+        flags.checked_values(options, args)
+    return parser, args
+
+
+def config_file(argv: Sequence[str]) -> Tuple[Optional[str], List[str]]:
+    """(--config's file or None, the rest of argv): a campaign's runs get their required flags from the file."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config")
+    known, rest = pre.parse_known_args(argv)
+    return known.config, rest
+
+
 def _submit(argv: Optional[Sequence[str]]) -> int:
     argv = list(argv or [])
-    parser = build_parser(optional=swept_required_flags(argv))
-    args = parser.parse_args(argv)
-    _check_mode_flags(args)
-    # A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does.
+    config, overrides = config_file(argv)
+    if config is None:
+        parser, args = parse(argv)
+        command = _on_sigterm_stop(argv)
+        return _guarded(command, functools.partial(plan.run, parser, argv, args, command))
+    runs = campaign_runs(config, overrides, build_parser)
+    parsed = []
+    for run in runs:  # every run checked by name, type and flag before the first starts
+        try:
+            parsed.append(parse(run.argv, RaisingParser))
+        except UsageError as err:
+            raise UsageError(f"{config} ({run.label}): {err}") from None
+    command = _on_sigterm_stop(argv)
+    together = together_or_why(config, runs, [args for _, args in parsed])
+    if together:
+        items = [(parser, run.argv, args) for run, (parser, args) in zip(runs, parsed)]
+        return _guarded(command, functools.partial(plan.run_together, items, command, runs[0].record))
+    worst = 0
+    for run, (parser, args) in zip(runs, parsed):
+        if len(runs) > 1:
+            print(f"== {config}: {run.label}", file=sys.stderr)
+        worst = max(worst, _guarded(command, functools.partial(plan.run, parser, run.argv, args, command, run.record)))
+    return worst
+
+
+def _on_sigterm_stop(argv: Sequence[str]) -> str:
+    """A SIGTERM (kill, timeout) stops the run as cleanly as Ctrl+C does; the command line, for the records."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    command = command_line(["python", sys.argv[0] or "submit.py", *argv])
+    return command_line(["python", sys.argv[0] or "submit.py", *argv])
+
+
+def _guarded(command: str, launch: Callable[[], int]) -> int:
     try:
-        return plan.run(parser, argv, args, command)
+        return launch()
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return 130

@@ -11,9 +11,10 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import sys
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from gen_worker import flags, local
 from gen_worker.container.runtime import Container, ContainerOptions, prepare
@@ -111,11 +112,66 @@ class SlurmTarget:
 Target = LocalTarget | SlurmTarget
 
 
-def run(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace, command: str) -> int:
-    """Plan the run the command line asks for, launch it and follow it; the exit status."""
+def run(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace, command: str,
+        record: Optional[Callable[[str], None]] = None) -> int:
+    """Plan the run the command line asks for, launch it and follow it; the exit status.
+    record: called with the run's folder (a sweep's top folder) once it is prepared, before any worker starts."""
     target: Target = SlurmTarget(args) if args.cluster == "slurm" else LocalTarget(args)
     with planned(parser, argv, args, command, target) as plan:
+        if record is not None:
+            record(plan.base)
         return target.launch(plan)
+
+
+def run_together(items: Sequence[Tuple[argparse.ArgumentParser, Sequence[str], argparse.Namespace]], command: str,
+                 record: Optional[Callable[[str], None]] = None) -> int:
+    """Several runs (a campaign's [[run]] tables that shared_submission_problem allows) as one SLURM submission:
+    one set of tasks goes through them in order, as through a sweep's configurations; the exit status."""
+    target = SlurmTarget(items[0][2])
+    with planned_together([args for _, _, args in items], command, target) as plan:
+        for prepared in plan.runs:
+            if record is not None:
+                record(prepared.spec.output_dir)
+        return target.launch(plan)
+
+
+def shared_submission_problem(runs: Sequence[argparse.Namespace]) -> Optional[str]:
+    """Why these runs cannot be one SLURM submission (None: they can). Its tasks are one set: the same SLURM and
+    container settings, the same way of running (the flags of the "run" group: device, schedule, ...)."""
+    first = runs[0]
+    if first.cluster != "slurm":
+        return "local runs"
+    if any(args.sweep for args in runs):
+        return "a run is a sweep"
+    if first.container and len({args.prompts_csv for args in runs}) > 1:
+        return "with --container, runs of different prompts files"
+    names = [f.name for options in (SlurmOptions, ContainerOptions) for f in flags.flag_fields(options)]
+    names += [f.name for f in flags.flag_fields(JobSpec) if f.metadata["group"] == "run"]
+    for name in ["cluster", "wait", *names]:
+        if any(getattr(args, name) != getattr(first, name) for args in runs):
+            return f"their --{name} differ"
+    return None
+
+
+@contextlib.contextmanager
+def planned_together(runs_args: Sequence[argparse.Namespace], command: str, target: Target) -> Iterator[Plan]:
+    """The Plan of several plain runs, each checked and its folder prepared as alone; a run under way in one of
+    them is refused (not joined), as a sweep's configuration is."""
+    runs: List[PreparedRun] = []
+    try:
+        configured = [(args, *build_spec(args, target.gpu_ids)) for args in runs_args]
+        specs = [spec for _, spec, _ in configured]
+        others = [*(spec.output_dir for spec in specs[1:]),
+                  *sorted({spec.model_path for spec in specs[1:] if os.path.isabs(spec.model_path)})]
+        container = container_for(runs_args[0], specs[0],
+                                  same_path=[*target.container_paths(specs[0].output_dir), *others])
+        target.check(specs[0])
+        for args, spec, samples in configured:
+            runs.append(_prepare(spec, samples, args, target, sweep=True)[0])
+        yield Plan(runs, command, container, None, False)
+    finally:
+        for prepared in runs:
+            prepared.lock.release()
 
 
 @contextlib.contextmanager
@@ -259,15 +315,43 @@ def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argp
                          "configurations into subfolders of a folder of its own")
     read = flag_reader(parser, argv)
     check_distinct(axes, read)
+    configs = keep_recorded(configurations(axes), read_sweep_record(top), read)
+    new_folders = [p for p in [top, *(os.path.join(top, c.name) for c in configs)] if not os.path.exists(p)]
     runs: List[Configured] = []
-    for config in keep_recorded(configurations(axes), read_sweep_record(top), read):
+    for config in configs:
         config_args = configuration_args(parser, argv, config, os.path.join(top, config.name))
         try:
             spec, samples = build_spec(config_args, gpu_ids)
         except T2IError as err:
+            _remove_empty(reversed(new_folders))  # the configurations checked before it made their folders
             raise UsageError(f"--sweep configuration {config.name}: {err}") from None
         runs.append((config, spec, samples))
+    try:
+        _check_not_one_run([(config.name, spec) for config, spec, _ in runs if config])
+    except UsageError:
+        _remove_empty(reversed(new_folders))
+        raise
     return runs
+
+
+def _check_not_one_run(specs: Sequence[Tuple[str, JobSpec]]) -> None:
+    """Values that differ as written but resolve to the same settings (dtype auto is fp32 on the CPU) would
+    make the same images twice."""
+    seen: Dict[str, str] = {}
+    for name, spec in specs:
+        settings = json.dumps(spec.recorded_settings(), sort_keys=True, default=str)
+        if settings in seen:
+            raise UsageError(f"--sweep: configurations {seen[settings]} and {name} are one run (the same settings "
+                             "once resolved): give one of them")
+        seen[settings] = name
+
+
+def _remove_empty(folders: Iterable[str]) -> None:
+    for folder in folders:
+        try:
+            os.rmdir(folder)  # only if empty: nothing is ever lost
+        except OSError:
+            pass
 
 
 def container_for(args: argparse.Namespace, spec: JobSpec, same_path: Sequence[str] = ()) -> Optional[Container]:

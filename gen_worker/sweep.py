@@ -19,6 +19,8 @@ from gen_worker.spec import JobSpec
 
 # Settings that decide what the images look like (recorded with each folder) may be swept.
 SWEEPABLE = flags.recorded_names(JobSpec)
+# Recorded switches (vae_tiling) are swept with the values true and false.
+SWITCHES = frozenset(flags.switches(JobSpec))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +92,18 @@ def configurations(axes: Dict[str, List[str]]) -> List[Configuration]:
 FlagReader = Callable[[str, str], Any]  # (setting, value as given) -> the value its flag reads
 
 
+def flag_words(name: str, text: str) -> List[str]:
+    """A swept value as the command line says it: --NAME=VALUE, or for a switch --NAME (true) or nothing (false)."""
+    if name not in SWITCHES:
+        return [f"--{name}={text}"]
+    if text.lower() not in ("true", "false"):
+        raise UsageError(f"--sweep {name}: {text!r} is not true or false (--{name} is a switch)")
+    return [f"--{name}"] if text.lower() == "true" else []
+
+
 def flag_reader(parser: argparse.ArgumentParser, argv: Sequence[str]) -> FlagReader:
     """What `--NAME=VALUE` gives on this command line: the value after its flag's own type and choices."""
-    return lambda name, text: getattr(parser.parse_args([*argv, f"--{name}={text}"]), name)
+    return lambda name, text: getattr(parser.parse_args([*argv, *flag_words(name, text)]), name)
 
 
 def check_distinct(axes: Dict[str, List[str]], read: FlagReader) -> None:
@@ -137,7 +148,7 @@ def check_not_given(args: argparse.Namespace, axes: Dict[str, List[str]]) -> Non
 def configuration_args(parser: argparse.ArgumentParser, argv: Sequence[str], config: Configuration,
                        output_dir: str) -> argparse.Namespace:
     """The command line of one configuration: argv with its values and subfolder appended (the last wins)."""
-    extra = [f"--{name}={value}" for name, value in config.overrides.items()]
+    extra = [word for name, value in config.overrides.items() for word in flag_words(name, value)]
     args = parser.parse_args([*argv, *extra])
     args.output_dir = output_dir
     return args

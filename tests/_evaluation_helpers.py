@@ -40,6 +40,14 @@ def write_generated(folder: str, images: list[Image.Image], image_ids: list[str]
     return paths
 
 
+def write_reference(folder: str, images: list[Image.Image]) -> str:
+    """Reference images r00.png, r01.png, ... in ``folder``; returns it."""
+    os.makedirs(folder, exist_ok=True)
+    for i, img in enumerate(images):
+        img.save(os.path.join(folder, f"r{i:02d}.png"))
+    return folder
+
+
 def make_sweep(root, pipe, model: str, guidance_scales: list[str], rows) -> str:
     """A sweep folder as the contract says: one plain run per guidance scale in root/sweep/<name>/ (same
     prompts and seeds), and sweep.json written with the shared writer. Returns the sweep's top folder."""

@@ -5,7 +5,7 @@ from PIL import Image
 
 from _evaluation_helpers import save_tiny_clip
 from evaluation import images as im
-from evaluation.clip_score import _TruncatingProcessor
+from evaluation.clip_score import tokenize
 from evaluation.errors import EvaluationError
 
 
@@ -49,7 +49,6 @@ def test_long_prompts_are_truncated_keeping_end_of_text(tmp_path):
 
     folder = save_tiny_clip(str(tmp_path / "clip"))
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    proc = _TruncatingProcessor(tok, None, max_length=77)
-    out = proc(text=["word " * 200, "short"], return_tensors="pt", padding=True)
+    out = tokenize(tok, ["word " * 200, "short"], max_length=77)
     assert out["input_ids"].shape == (2, 77)
     assert int(out["input_ids"][0, -1]) == tok.eos_token_id

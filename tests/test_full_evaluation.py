@@ -135,6 +135,19 @@ def test_sweep_and_images_per_prompt_reach_submit_py_only_when_set(tmp_path):
     assert "--sweep" not in plain and "--images_per_prompt" not in plain and "--model_path" in plain
 
 
+
+def test_a_swept_json_list_with_spaces_reaches_submit_py_whole(tmp_path):
+    args = _submit_args(tmp_path, SWEEP='negative_prompt=["blurry, low quality", "ugly"]  guidance_scale=[1.5, 3]')
+    pairs = list(zip(args, args[1:]))
+    assert [b for a, b in pairs if a == "--sweep"] == ['negative_prompt=["blurry, low quality", "ugly"]',
+                                                      "guidance_scale=[1.5, 3]"]
+
+
+def test_a_sweep_variable_that_is_not_name_equals_values_stops_the_script_before_any_work(tmp_path):
+    result, calls = _stand_in_calls(tmp_path, 0, SWEEP='guidance_scale=[1.5, 3 steps=2')
+    assert result.returncode == 2 and calls == []
+    assert result.stderr.strip().splitlines()[-1].startswith("error: SWEEP=")
+
 # Every setting variable the script has documented (passed when set), and some it never listed.
 SETTINGS = {"DEVICE": "cpu", "SEED_START": "7", "NUM_INFERENCE_STEPS": "2", "GUIDANCE_SCALE": "3.5", "HEIGHT": "64",
             "WIDTH": "64", "DTYPE": "fp32", "CFG_TRUNCATION_STEP": "1", "IMAGES_PER_PROMPT": "2",
@@ -177,6 +190,19 @@ def test_allow_incomplete_reaches_the_metrics_too(tmp_path, allow):
     assert result.returncode == 0, result.stderr
     metrics_args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
     assert ("--allow_incomplete" in metrics_args) == (allow == "true")
+
+
+def test_the_evaluation_options_reach_the_metrics_only_when_set(tmp_path):
+    result, calls = _stand_in_calls(tmp_path, 0, FID_PROTOCOL="legacy_tensorflow", SKIP_CMMD="true",
+                                    PICKSCORE_MODEL="weights/pickscore")
+    assert result.returncode == 0, result.stderr
+    args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
+    pairs = list(zip(args, args[1:]))
+    assert ("--protocol", "legacy_tensorflow") in pairs and ("--pickscore_model", "weights/pickscore") in pairs
+    assert "--no_cmmd" in args
+    _, calls = _stand_in_calls(tmp_path, 0)
+    plain = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
+    assert not {"--protocol", "--no_cmmd", "--pickscore_model"} & set(plain)
 
 
 def test_missing_settings_are_refused_before_any_work(tmp_path):

@@ -147,3 +147,12 @@ def test_run_full_evaluation_passes_the_levers_by_name() -> None:
     assert submit_args({"COMPILE": "regional", "CACHE": "first_block:0.1", "QUANTIZE": "int8wo"}) == \
         ["--compile", "regional", "--cache", "first_block:0.1", "--quantize", "int8wo"]
     assert submit_args({"COMPILE": "yes"}) == ["--compile"]
+
+
+def test_a_campaign_file_or_generate_takes_compile_as_a_switch_or_its_mode() -> None:
+    from gen_worker import cli
+    from gen_worker.named_settings import settings_argv
+    parser = cli.build_parser(parser_class=cli.RaisingParser)
+    assert [settings_argv(parser, {"compile": value}) for value in (True, False, "regional")] == \
+        [["--compile"], [], ["--compile=regional"]]
+    assert settings_argv(parser, {"cache": "first_block:0.1"}) == ["--cache=first_block:0.1"]

@@ -103,7 +103,16 @@ def test_array_of_8_split_by_max_array_size_matches_local_run(tiny_sd, reference
     # The same command again: nothing left, nothing queued.
     again = run_submit(*args, "--no_wait")
     assert again.returncode == 0 and "Nothing to submit" in again.stdout, again.stderr
-    assert len(_submissions(out)) == 1
+    assert [len(s["tasks"]) for s in _submissions(out)] == [8, 0]  # the rerun is the folder's last run now
+    # status judges that rerun, not the first run's tasks (whose summaries it moved to logs/previous/)
+    status = run_submit("status", "--output_dir", out)
+    assert status.returncode == 0, status.stdout + status.stderr[-3000:]
+    assert "nothing queued: every image was there" in status.stdout, status.stdout
+    assert "9/9 images" in status.stdout and "(0 generated, 9 already there)" in status.stdout, status.stdout
+    assert "warning" not in status.stderr and "stopped" not in status.stdout, status.stdout + status.stderr
+    run = json.load(open(os.path.join(out, layout.RUN_SUMMARY_FILE)))
+    assert (run["missing"], run["generated"], run["skipped"]) == (0, 0, 9)
+    assert {w["state"] for w in run["workers"]} == {"nothing left"}
 
 
 def test_tasks_mode_submitted_from_inside_a_job(tiny_sd, reference, tmp_path):

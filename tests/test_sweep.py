@@ -112,6 +112,7 @@ def test_a_value_that_fails_its_flag_check_names_the_configuration(tmp_path, tin
     parser, args = _args(argv)
     with pytest.raises(UsageError, match="configuration num_inference_steps-0: --num_inference_steps"):
         build_sweep(parser, argv, args)
+    assert not (tmp_path / "sweep").exists()  # the first configuration's checks left no folder behind
 
 
 def _sweep_argv(tmp_path, tiny_sd, prompts_csv, *sweep):
@@ -133,8 +134,10 @@ def test_json_values_reach_each_configuration_verbatim(tmp_path, tiny_sd, prompt
     ("guidance_scale=7.5,7.50,7.5e0", "7.5, 7.50 and 7.5e0 are one value to --guidance_scale"),
     ("guidance_scale=[7.5, 7.50]", "7.5 and 7.50 are one value"),
     ("num_inference_steps=4,04", "4 and 04 are one value"),
+    ("vae_tiling=true,True", "true and True are one value to --vae_tiling"),
+    ("vae_tiling=yes,no", "--sweep vae_tiling: 'yes' is not true or false"),
 ])
-def test_values_equal_once_read_by_their_flag_are_refused(tmp_path, tiny_sd, prompts_csv, axis, words):
+def test_values_equal_once_read_by_their_flag_or_unreadable_are_refused(tmp_path, tiny_sd, prompts_csv, axis, words):
     argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, axis)
     parser, args = _args(argv)
     with pytest.raises(UsageError, match=words) as err:
@@ -358,3 +361,22 @@ def test_a_sweeps_last_lines_name_the_log_where_its_workers_wrote(tmp_path):
     assert line.endswith(f"log: {tmp_path}/logs/worker_gpu0.log")
     plain = write_run_summary(str(folder), ["a_seed1.png"], workers, 0.0, "cmd")
     assert next(x for x in final_lines(plain) if "boom" in x).endswith(f"log: {folder}/logs/worker_gpu0.log")
+
+
+def test_a_recorded_switch_is_swept_with_true_and_false(tmp_path, tiny_sd, prompts_csv):
+    # vae_tiling changes the pixels at the seams: it is recorded, so a sweep over it must work
+    argv = _sweep_argv(tmp_path, tiny_sd, prompts_csv, "vae_tiling=false,true")
+    parser, args = _args(argv)
+    runs = build_sweep(parser, argv, args)
+    assert [(c.name, s.vae_tiling) for c, s, _ in runs] == [("vae_tiling-false", False), ("vae_tiling-true", True)]
+
+
+
+def test_configurations_that_resolve_to_one_run_are_refused(tmp_path, tiny_sd, prompts_csv):
+    # --dtype auto is fp32 on the CPU: the two would make the same images twice
+    argv = [a for a in _sweep_argv(tmp_path, tiny_sd, prompts_csv, "dtype=auto,fp32") if a not in ("--dtype", "fp32")]
+    parser, args = _args(argv)
+    with pytest.raises(UsageError, match="configurations dtype-auto and dtype-fp32 are one run") as err:
+        build_sweep(parser, argv, args)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "sweep").exists()

@@ -19,6 +19,8 @@ from gen_worker.flags import flag
 from gen_worker.spec import JobSpec
 
 RUNTIMES = ("apptainer", "singularity", "docker", "podman")
+# SLURM's Pyxis plugin: srun itself starts the container, with Enroot (container/pyxis.py); nothing to install here.
+PYXIS = "pyxis"
 APPTAINER_URIS = ("docker://", "docker-archive://", "docker-daemon://", "library://", "oras://", "shub://")
 IMAGE_WORKDIR = "/opt/t2i-batch"  # where the recipe installs the project (containers/Dockerfile)
 # Passed by name only (docker/podman): a token never shows in `ps`, an unset one stays unset.
@@ -35,9 +37,11 @@ class ContainerOptions:
                                     help="image to run the workers in: an Apptainer .sif file or a docker/podman "
                                          "image (e.g. t2i-batch:latest, built by containers/build_image.sh); "
                                          "default: no container")
-    container_runtime: str = flag("auto", group="container", choices=("auto", *RUNTIMES),
+    container_runtime: str = flag("auto", group="container", choices=("auto", *RUNTIMES, PYXIS),
                                   help="auto: apptainer (or singularity) for a .sif file, else podman if installed, "
-                                       "else docker")
+                                       "else docker; pyxis (--cluster slurm only): srun --container-image, for a "
+                                       "registry image (nvcr.io#nvidia/pytorch:24.05-py3), an Enroot .sqsh file "
+                                       "or an image already on the nodes (docs/containers.md)")
     container_bind: List[str] = flag(group="container", repeatable=True, metavar="SRC[:DST]",
                                      help="one more host path to show inside the container (repeatable); the output "
                                           "dir, the prompts CSV, the model folder and the Hugging Face cache are "
@@ -59,9 +63,21 @@ def choose_runtime(image: str, runtime: str = "auto", which: Callable[[str], str
     return "docker" if which("docker") and not which("podman") else "podman"
 
 
+def check_cluster(runtime: str, cluster: str) -> None:
+    if runtime == PYXIS and cluster != "slurm":
+        raise ContainerError("--container_runtime pyxis starts the image through srun (SLURM's Pyxis plugin): "
+                             "use it with --cluster slurm, or another runtime for local runs")
+
+
 def check_runtime(runtime: str, image: str, cluster: str, which: Callable[[str], str | None] = shutil.which,
                   run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> None:
     """Clear errors before anything starts: runtime missing, image file missing or not pulled."""
+    check_cluster(runtime, cluster)
+    if runtime == PYXIS:
+        if image.endswith(".sqsh") and not os.path.isfile(image):
+            raise ContainerError(f"--container {image}: no such squashfs file (make one with enroot import, "
+                                 "docs/containers.md)")
+        return
     if not which(runtime):
         other = [r for r in RUNTIMES if r != runtime and which(r)]
         hint = f"; installed: {', '.join(other)} (see --container_runtime)" if other else ""
@@ -183,6 +199,8 @@ def prepare(image: str, runtime: str, bind_args: Iterable[str] | None, spec: Job
     names it), whatever --container_bind moves."""
     runtime = choose_runtime(image, runtime)
     check_runtime(runtime, image, cluster)
+    if runtime == PYXIS and image.endswith(".sqsh"):
+        image = os.path.abspath(image)  # srun runs in the checkout's folder on the nodes
     try:
         user = [parse_bind(text) for text in bind_args or ()]
         for path in same_path:

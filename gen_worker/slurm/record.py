@@ -18,6 +18,11 @@ from gen_worker.slurm.commands import SlurmError, queue_states
 from gen_worker.errors import T2IError
 
 
+# A submission's key, in each of its folders' records: every folder its tasks go through, in order (the runs of
+# a campaign file queued as one submission); absent for one run or a sweep (whose top folder lists its own).
+TOGETHER = "together"
+
+
 class SlurmJobsAlive(T2IError):
     pass
 

@@ -28,7 +28,7 @@ from gen_worker.output.sweep_record import read_sweep_record
 from gen_worker.output.summary import exit_status, final_lines, missing_images, read_worker_summary, \
     write_run_summary
 from gen_worker.slurm.commands import SlurmError, cancel, kill_wait_seconds, queue_states
-from gen_worker.slurm.record import latest_submission
+from gen_worker.slurm.record import TOGETHER, latest_submission
 
 SQUEUE_EVERY_SECONDS = 3.0
 # Tasks report done a moment before their jobs leave squeue; wait that long (at most) so that a
@@ -38,6 +38,9 @@ CANCEL_WAIT_SECONDS = 30
 # slurmstepd's line in a task's stderr when SLURM ends it, e.g.
 # "slurmstepd: error: *** JOB 12 ON node1 CANCELLED AT 2026-11-26T20:40:01 DUE TO TIME LIMIT ***"
 _SLURM_END = re.compile(r"\*\*\* (?:JOB|STEP) \S+ ON \S+ (.+?) \*\*\*")
+# srun refusing the task's own line, e.g. "srun: unrecognized option '--container-image=...'" where SLURM has no
+# Pyxis plugin (--container_runtime pyxis): the task never started.
+_SRUN_REFUSED = re.compile(r"^srun: (unrecognized option '--?([\w-]+)[^']*'|invalid option.*)$", re.M)
 
 
 def _schedule(submission: dict[str, Any]) -> Schedule:
@@ -67,6 +70,10 @@ def _ended_reason(task: dict[str, Any], progress: dict[str, Any]) -> str:
     found = _SLURM_END.findall(tail)
     if found:
         return f"SLURM: {found[-1]}"
+    refused = _SRUN_REFUSED.search(tail)
+    if refused:
+        hint = " (this cluster's srun has no Pyxis plugin)" if (refused.group(2) or "").startswith("container-") else ""
+        return f"srun refused the task's options: {refused.group(1)}{hint} (log: {task['stderr']})"
     last = next((line.strip() for line in reversed(tail.splitlines())
                  if line.strip() and not line.startswith(("srun:", "slurmstepd"))), "")
     said = f": {last[:200]}" if last else ""
@@ -251,12 +258,30 @@ def sweep_folders(top: str) -> list[str] | None:
     return [os.path.join(top, f) for f in relative]
 
 
-def follow_sweep(top: str) -> int:
-    """--wait over a sweep: each configuration's bars in turn (the tasks go through them in order)."""
-    folders = sweep_folders(top) or []
+def run_folders(output_dir: str) -> list[str] | None:
+    """The folders one set of tasks goes through in turn, where there are several: a sweep's configurations, or
+    the runs of a campaign queued together (recorded under TOGETHER); None for a plain run."""
+    folders = sweep_folders(output_dir)
+    if folders is not None:
+        return folders
+    submission = latest_submission(output_dir)
+    return list(submission[TOGETHER]) if submission and TOGETHER in submission else None
+
+
+def follow(output_dir: str) -> int:
+    """--wait: the run's bars, or each folder's in turn where its tasks go through several."""
+    folders = run_folders(output_dir)
+    if folders is None:
+        return follow_run(output_dir)
+    return follow_runs(folders, "configuration" if sweep_folders(output_dir) is not None else "run")
+
+
+def follow_runs(folders: Sequence[str], what: str) -> int:
+    """Each folder's bars in turn (the tasks go through them in order); only the last one's end stops tasks."""
     worst = 0
     for i, folder in enumerate(folders):
-        print(f"== configuration {os.path.basename(folder)} ({i + 1} of {len(folders)})", file=sys.stderr)
+        name = os.path.basename(folder) if what == "configuration" else folder
+        print(f"== {what} {name} ({i + 1} of {len(folders)})", file=sys.stderr)
         last = i == len(folders) - 1
         status = follow_run(folder, last, folders=folders[:i] if last else ())
         if status == 130:
@@ -306,6 +331,12 @@ def show_status(output_dir: str) -> int:
                                                                               RUN_FILE)):
         return show_local_status(output_dir)
     submission = _last_submission(output_dir)
+    if not submission["tasks"]:  # a rerun that found every image there
+        print(f"SLURM run in {output_dir}: nothing queued: every image was there at {submission['submitted_at']}")
+        print(f"  command: {submission['command']}")
+        summary, lines = summarize_run(output_dir, submission, [], finished_at=submission["submitted_unix"])
+        print("Finished. " + "\n".join(lines))
+        return exit_status(summary, True)
     states = _queue_or_none(submission)
     views = task_views(output_dir, submission, states)
     jobs = ("jobs " if len(submission["job_ids"]) > 1 else "job ") + ", ".join(submission["job_ids"])
@@ -377,7 +408,7 @@ def cancel_run(output_dir: str, workers: Sequence[int] | None = None) -> int:
     if workers and _schedule(submission).judged_by_folder:
         print("The run's other tasks take over the cancelled tasks' blocks once their leases expire.")
         return 0
-    missing = sum(len(missing_images(folder)[0]) for folder in sweep_folders(output_dir) or [output_dir])
+    missing = sum(len(missing_images(folder)[0]) for folder in run_folders(output_dir) or [output_dir])
     print(f"Rerun the submit command to make the {missing} image{'s' * (missing != 1)} still missing." if missing
           else "Every image is there: nothing to rerun.")
     return 0
@@ -401,7 +432,7 @@ def main(argv: Sequence[str]) -> int:
         if argv[0] == "cancel":
             return cancel_run(output_dir, args.task)
         if args.wait:
-            return follow_sweep(output_dir) if sweep_folders(output_dir) is not None else follow_run(output_dir)
+            return follow(output_dir)
         return show_status(output_dir)
     except T2IError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -26,12 +26,13 @@ from gen_worker.errors import UsageError
 from gen_worker.container.slurm_launcher import write_launcher
 from gen_worker.output.record import existing_images
 from gen_worker.output.prepare import PreparedRun
-from gen_worker.container.runtime import Container as ImageContainer
+from gen_worker.container.pyxis import srun_parameters
+from gen_worker.container.runtime import PYXIS, Container as ImageContainer
 from gen_worker.schedule import schedule_of
 from gen_worker.slurm.options import SlurmOptions
 from gen_worker.spec import JobSpec
 from gen_worker.slurm.commands import SlurmError, max_array_size, partition_time_limit, test_submission
-from gen_worker.slurm.record import add_submission
+from gen_worker.slurm.record import TOGETHER, add_submission
 from gen_worker.slurm.task import SlurmTask
 
 # The checkout (the folder holding gen_worker/), put first on the tasks' PYTHONPATH.
@@ -141,9 +142,12 @@ def _queue(specs: Sequence[JobSpec], opts: SlurmOptions, workers: List[int], max
     task_specs, python = list(specs), None
     if container is not None:  # the image's python runs the task, given the paths as it sees them
         task_specs = [container.inside_spec(spec) for spec in specs]
-        python = write_launcher(container, base, os.path.join(base, layout.SUBMITIT_DIR))
+        python = "python" if container.runtime == PYXIS else \
+            write_launcher(container, base, os.path.join(base, layout.SUBMITIT_DIR))
     log_dir = container.path(base) if container is not None else base
     for chunk, params in _jobs_plan(opts, workers, max_array, time_min):
+        if container is not None and container.runtime == PYXIS:  # srun starts the container
+            params = {**params, **srun_parameters(container, params["setup"])}
         executor = _executor(base, params, python)
         try:
             with submitit.helpers.clean_env():  # from inside a job: do not inherit its allocation
@@ -185,15 +189,25 @@ def _print_submitted(out: str, opts: SlurmOptions, submission: Dict[str, Any]) -
     sys.stdout.flush()
 
 
+def _record(specs: Sequence[JobSpec], per_folder: Sequence[Dict[str, Any]], submission: Dict[str, Any],
+            together: Dict[str, Any], sweep_dir: Optional[str]) -> None:
+    """The submission in each folder's logs/slurm_jobs.json, and in a sweep's top folder with its folders."""
+    for s, own in zip(specs, per_folder):
+        add_submission(s.output_dir, {**submission, **own, **together})
+    if sweep_dir:
+        add_submission(sweep_dir, {**submission, "folders": [os.path.relpath(s.output_dir, sweep_dir) for s in specs]})
+
+
 def submit_to_slurm(runs: Sequence[PreparedRun], opts: SlurmOptions, limits: Tuple[int, int], command: str,
                     container: Optional[ImageContainer] = None, join: bool = False, wait: bool = False,
                     sweep_dir: Optional[str] = None) -> int:
     """Queue what is missing in the prepared folders (plan.py), then follow it (`wait`) or return; the exit status.
-    runs: the run, or every configuration of the sweep in `sweep_dir`: one set of tasks goes through them all.
+    runs: the run, every configuration of the sweep in `sweep_dir`, or the runs of a campaign queued together (each
+    folder's record names them all): one set of tasks goes through them all.
     limits: check_with_cluster's (MaxArraySize, time limit). `container`: every task runs inside it.
     join: the (one) run is under way: its queue gets more tasks. The folders are let go once the tasks are queued:
     the tasks hold them while they run."""
-    from gen_worker.slurm.status import follow_hints, follow_run, follow_sweep, summarize_run
+    from gen_worker.slurm.status import follow, follow_hints, summarize_run
 
     specs = [run.spec for run in runs]
     spec, samples = runs[0].spec, runs[0].samples
@@ -215,9 +229,11 @@ def submit_to_slurm(runs: Sequence[PreparedRun], opts: SlurmOptions, limits: Tup
         to_start = {k for run, there in zip(runs, on_disk)
                     for k in schedule.workers_to_start([x.file_name not in there for x in run.samples],
                                                        run.spec.batch_size, opts.num_tasks)}
+        together = {TOGETHER: [s.output_dir for s in specs]} if len(specs) > 1 and not sweep_dir else {}
         if not to_start:
             print(f"Nothing to submit: every image is in {out}.")
-            if not join:
+            if not join:  # recorded, with no task: status judges this rerun, not the tasks before it
+                _record(specs, per_folder, submission, together, sweep_dir)
                 for s, own in zip(specs, per_folder):
                     print("\n".join(summarize_run(s.output_dir, {**submission, **own}, [])[1]), file=sys.stderr)
             return 0
@@ -234,11 +250,7 @@ def submit_to_slurm(runs: Sequence[PreparedRun], opts: SlurmOptions, limits: Tup
         tasks, error = _queue(specs, opts, workers, max_array, time_min, container, out)
         submission.update(job_ids=sorted({t["job_id"] for t in tasks}, key=int), tasks=tasks)
         if tasks:
-            for s, own in zip(specs, per_folder):
-                add_submission(s.output_dir, {**submission, **own})
-            if sweep_dir:
-                add_submission(sweep_dir, {**submission, "folders": [os.path.relpath(s.output_dir, sweep_dir)
-                                                                     for s in specs]})
+            _record(specs, per_folder, submission, together, sweep_dir)
     finally:
         for run in runs:
             run.lock.release()  # the tasks take it shared while they run
@@ -255,4 +267,4 @@ def submit_to_slurm(runs: Sequence[PreparedRun], opts: SlurmOptions, limits: Tup
     if not wait:
         print("\n".join(follow_hints(out)))
         return 0
-    return follow_sweep(out) if sweep_dir else follow_run(out)
+    return follow(out)
