@@ -184,9 +184,10 @@ def _configuration_rows(report: dict[str, Any]) -> tuple[list[str], list[list[st
     """Header and rows of the configurations table (name, each swept setting, FID, KID, CLIP, images)."""
     axes = report["swept"]
     header = ["configuration", *axes, "FID (lower is better)", "KID ± std (lower is better)",
-              "CLIP score (higher is better)", "images"]
+              "CLIP score (higher is better)", "images/s", "images"]
     rows = [[c["name"], *(c["overrides"].get(a, "") for a in axes), _fmt(c.get("fid")), _kid(c),
-             _fmt(c.get("clip_score")), str(c["images"])] for c in report["configurations"]]
+             _fmt(c.get("clip_score")), _fmt(c.get("images_per_second")), str(c["images"])]
+            for c in report["configurations"]]
     return header, rows
 
 
@@ -307,6 +308,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines.append("")
     if report["plot"]:
         lines += [f"![FID versus CLIP score]({report['plot']})", ""]
+    speed = report.get("speed") or {}
+    if speed.get("plot"):
+        lines += [f"![quality against speed]({speed['plot']})", ""]
+    if speed.get("table"):
+        lines += [f"Speed per configuration: [{speed['table']}]({speed['table']}).", ""]
     protocol = _protocol_rows(report)
     if protocol:
         lines += ["## Protocol", "", "| | |", "|---|---|"] + [f"| {k} | {cell(v)} |" for k, v in protocol] + [""]
@@ -355,6 +361,10 @@ def render_html(report: dict[str, Any]) -> str:
     if report["plot_png_base64"]:
         plot = (f"<h2>FID versus CLIP score</h2>\n<img class='plot' alt='FID versus CLIP score, one point per "
                 f"configuration' src='data:image/png;base64,{report['plot_png_base64']}'>")
+    speed_plot = (report.get("speed") or {}).get("plot")
+    if speed_plot:
+        plot += (f"\n<h2>Quality against speed</h2>\n<img class='plot' alt='FID and CLIP score against images per "
+                 f"second, one point per configuration' src='{e(speed_plot)}'>")
     protocol = "\n".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in _protocol_rows(report))
     warns = "\n".join(f"<p class='warn'>warning: {e(w)}</p>" for w in report["warnings"])
     names = [c["name"] for c in report["configurations"]]

@@ -50,7 +50,7 @@ def test_report_is_written(setup):
     assert (out / "grid.jpg").is_file()
     assert data["plot"] is None and not (out / "fid_clip.png").exists()  # one configuration: no curve
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "| gen | 12.346 | 0.01230 ± 0.00450 | 30.500 | 20 |" in md and "grid.jpg" in md
+    assert "| gen | 12.346 | 0.01230 ± 0.00450 | 30.500 | n/a | 20 |" in md and "grid.jpg" in md
     assert '| `0_seed42.png` | a &lt;b&gt;bold&lt;/b&gt; "cat" \\| pipe &amp; 猫 |' in md
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "12.346" in page and "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page

@@ -90,6 +90,9 @@ def test_the_sweep_report(sweep, sweep_metrics, tmp_path):
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text(json.dumps(result))
     out = tmp_path / "report"
+    for i, name in enumerate(NAMES):  # each configuration's speed, as its run's summary records it
+        with open(os.path.join(sweep["top"], name, "summary.json"), "w") as f:
+            json.dump({"images_per_second": 0.5 + i}, f)
     assert report.main(["--generated", sweep["top"], "--metrics", str(metrics_file), "--out_dir", str(out)]) == 0
     data = json.loads((out / "report.json").read_text())
     assert data["swept"] == ["guidance_scale"] and [c["name"] for c in data["configurations"]] == NAMES
@@ -115,6 +118,12 @@ def test_the_sweep_report(sweep, sweep_metrics, tmp_path):
     c0 = data["configurations"][0]
     assert f"| guidance_scale-1.5 | 1.5 | {c0['fid']:.3f} | {c0['kid']:.5f} ± {c0['kid_std']:.5f} |" in md
     assert "![FID versus CLIP score](fid_clip.png)" in md
+    # speed beside quality: each configuration's images/s in the table, the quality-versus-speed plot
+    speeds = [c["images_per_second"] for c in data["configurations"]]
+    assert speeds == [0.5, 1.5, 2.5]
+    assert "| images/s |" in md and f"| {c0['clip_score']:.3f} | {speeds[0]:.3f} |" in md
+    assert "![quality against speed](speed.png)" in md and "[speed.md](speed.md)" in md
+    assert (out / "speed.png").is_file() and "src='speed.png'" in page
 
 
 def test_a_report_of_a_sweep_needs_the_sweeps_metrics(sweep, tmp_path):
