@@ -4,7 +4,8 @@ Block b is samples [b*batch_size, (b+1)*batch_size): the blocks of the static sc
 sample's image is the same whichever worker makes it.
 
     claims/block{b:06d}           the claim: holds the claiming worker's id
-    claims/block{b:06d}.done      every image of the block is written or recorded as failed
+    claims/block{b:06d}.done      every image of the block is written or recorded as failed (the claim,
+                                  renamed)
     claims/workers/<worker id>    the worker's heartbeat: a counter it rewrites every lease/4 s while
                                   its generation makes progress (worker/watch.py)
     claims/index{k}               worker index k is taken (it names summary_gpu{k}, progress_gpu{k}, ...)
@@ -274,8 +275,12 @@ class BlockQueue:
 
     def done(self, block: int) -> None:
         """Every image of the block is written or recorded as failed."""
+        path = self.claim_path(block)
         if not os.path.exists(os.path.join(self.folder, ALL_DONE_FILE)):  # a late copy leaves no marker
-            create_name(self.claim_path(block) + ".done", self.worker + "\n")
+            try:  # the claim becomes the marker: one rename, not a create, a link and an unlink
+                os.rename(path, path + ".done")  # (a taker's claim too: the block is done, the taker's copy idles)
+            except FileNotFoundError:  # a taker set it aside just now
+                create_name(path + ".done", self.worker + "\n")
         self._marked.add(block)
 
     def blocks(self, skip: Collection[int] = ()) -> Iterator[int]:
