@@ -1,6 +1,6 @@
 """File-system metadata operations per image: what a run costs a shared file system's metadata server.
 
-    .venv/bin/python bench/metadata.py                       # tiny model on CPU, 2 workers, about 5 minutes
+    .venv/bin/python bench/metadata.py                       # tiny model on CPU, 2 workers, about 10 minutes
     .venv/bin/python bench/metadata.py --images 16 --batch_sizes 8 --schedules dynamic   # one quick case
 
 Each case is one whole run (submit.py, local mode, the tiny SD model on CPU, 2 workers) into a fresh folder
@@ -8,8 +8,8 @@ under `strace -f` (every process and thread of the run: submitter and workers). 
 calls that name a path inside the output folder (creates: opens with O_CREAT; links; renames; unlinks and
 rmdirs; mkdirs; stats: stat/lstat/statx/access; opens for reading) and every fsync/fdatasync of the run
 (they take a file descriptor, not a path: the workers fsync nothing but their output). A run's fixed costs
-(records, logs, the resume check) are spread over its images: per image at a campaign's size is a little
-lower. "renames+links+creates+unlinks+mkdirs" is the number of name-changing operations per image (the
+(records, logs, the resume check) are spread over its images; "per image more" leaves them out: the
+operations of a run of 2N images less those of a run of N, per extra image (what a campaign's size costs). "renames+links+creates+unlinks+mkdirs" is the number of name-changing operations per image (the
 issue's target at batch 8: at most 4).
 """
 import argparse
@@ -59,25 +59,37 @@ def count_calls(trace: str, folder: str) -> collections.Counter:
     return counts
 
 
-def one_case(root: str, model: str, csv_path: str, images: int, batch: int, schedule: str,
-             extra: list[str]) -> dict[str, object]:
-    label = f"b{batch}-{schedule}" + ("-" + "-".join(extra).replace("--", "") if extra else "")
-    out = os.path.join(root, label)
-    log = os.path.join(root, label + ".strace")
+def traced_run(root: str, model: str, csv_path: str, images: int, batch: int, schedule: str,
+               extra: list[str], label: str) -> tuple[collections.Counter, int]:
+    """(operation counts, files in the folder) of one run of `images` samples."""
+    out = os.path.join(root, f"{label}-{images}")
+    log = out + ".strace"
     command = ["strace", "-f", "-qq", "-o", log, "-e",
                "trace=%file,fsync,fdatasync", sys.executable, os.path.join(REPO, "submit.py"),
                "--cluster", "local", "--gpu_ids", "0", "1", "--prompts_csv", csv_path, "--output_dir", out,
-               "--model_path", model, "--batch_size", str(batch), "--schedule", schedule, *SETTINGS, *extra]
+               "--model_path", model, "--batch_size", str(batch), "--schedule", schedule, "--num_samples", str(images),
+               *SETTINGS, *extra]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
         raise SystemExit(f"{label}: the run failed:\n{result.stderr[-2000:]}")
     with open(log, encoding="utf-8", errors="replace") as f:
         counts = count_calls(f.read(), out)
-    files = sum(len(names) for _, _, names in os.walk(out))
-    per_image = {k: round(counts[k] / images, 2) for k in (*NAME_CHANGING, "fsync", "stat", "open")}
-    name_changing = round(sum(counts[k] for k in NAME_CHANGING) / images, 2)
-    return {"case": label, "images": images, "files_in_folder": files, "name_changing_per_image": name_changing,
-            "per_image": per_image}
+    return counts, sum(len(names) for _, _, names in os.walk(out))
+
+
+def one_case(root: str, model: str, csv_path: str, images: int, batch: int, schedule: str,
+             extra: list[str]) -> dict[str, object]:
+    """Per image of a run of `images`, and per image more (a run of 2x`images` less one of `images`: what a
+    campaign's size costs, without the fixed costs of a run)."""
+    label = f"b{batch}-{schedule}" + ("-" + "-".join(extra).replace("--", "") if extra else "")
+    small, files = traced_run(root, model, csv_path, images, batch, schedule, extra, label)
+    large, _ = traced_run(root, model, csv_path, 2 * images, batch, schedule, extra, label)
+    kinds = (*NAME_CHANGING, "fsync", "stat", "open")
+    return {"case": label, "images": images, "files_in_folder": files,
+            "name_changing_per_image": round(sum(small[k] for k in NAME_CHANGING) / images, 2),
+            "name_changing_per_image_more": round(sum(large[k] - small[k] for k in NAME_CHANGING) / images, 2),
+            "per_image": {k: round(small[k] / images, 2) for k in kinds},
+            "per_image_more": {k: round((large[k] - small[k]) / images, 2) for k in kinds}}
 
 
 def main() -> None:
@@ -97,7 +109,7 @@ def main() -> None:
         build(model, "sd")
         csv_path = os.path.join(root, "prompts.csv")
         with open(csv_path, "w", encoding="utf-8") as f:
-            f.write("image_id,prompt\n" + "".join(f"{i},a photo of object {i}\n" for i in range(args.images)))
+            f.write("image_id,prompt\n" + "".join(f"{i},a photo of object {i}\n" for i in range(2 * args.images)))
         rows = [one_case(root, model, csv_path, args.images, b, s, args.extra)
                 for b in args.batch_sizes for s in args.schedules]
     finally:
@@ -106,7 +118,11 @@ def main() -> None:
     for row in rows:
         print(f"{row['case']:<22}{row['files_in_folder']:>7}{row['name_changing_per_image']:>9}"
               + "".join(f"{v:>8}" for v in row["per_image"].values()))
-    print(f"(per image, {args.images} images, 2 workers; name-chg = creates+links+renames+unlinks+mkdirs)")
+        print(f"{'  per image more':<29}{row['name_changing_per_image_more']:>9}"
+              + "".join(f"{v:>8}" for v in row["per_image_more"].values()))
+    print(f"(per image of a run of {args.images} images with 2 workers, files in its folder; per image more: "
+          f"a run of {2 * args.images} less one of {args.images}, per extra image. "
+          "name-chg = creates+links+renames+unlinks+mkdirs)")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=2)
