@@ -242,7 +242,9 @@ class BlockQueue:
 
     def claim(self, block: int) -> bool:
         """Claim a block no one claimed yet."""
-        if self.is_done(block) or not create_name(self.claim_path(block), self.worker + "\n"):
+        # A stat first: a lost race costs one look, not create_name's create, link and unlink.
+        if self.is_done(block) or os.path.lexists(self.claim_path(block)) \
+                or not create_name(self.claim_path(block), self.worker + "\n"):
             return False
         if self.is_done(block):  # done (and compacted) while claiming: give the claim back
             _remove_if_there(self.claim_path(block))
