@@ -30,7 +30,11 @@ class PromptsError(T2IError):
     pass
 
 
-@dataclass(frozen=True)
+# One encoder for every row (json.dumps with options builds one per call: a tenth of planning a million rows).
+_ROW_JSON = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False)
+
+
+@dataclass(frozen=True, slots=True)  # slots: a million samples in less memory
 class Sample:
     index: int  # i = row * K + k
     image_id: str  # as written in the prompts file
@@ -249,7 +253,7 @@ def load_samples(path: str, seed_start: int, num_samples: int | None = None, id_
             raise PromptsError(
                 f"{path}: image ids {other!r} and {image_id!r} map to the same file name stem {stem!r}")
         extra = tuple(_extra_columns(fields, (id_col, prompt_col)))
-        metadata = json.dumps(fields, ensure_ascii=False, default=str, allow_nan=False)
+        metadata = _ROW_JSON.encode(fields)
         for k in range(per_row):
             index = row * per_row + k
             if index < num_samples:

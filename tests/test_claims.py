@@ -234,3 +234,55 @@ def test_a_failed_heartbeat_write_is_a_warning_and_the_worker_finishes(queues, c
         q.close()
     assert "heartbeat" in caplog.text and "not written" in caplog.text and "not removed" in caplog.text
     assert done_blocks(os.path.dirname(q.folder)) == {0}
+
+
+def _block_files(tmp_path):
+    return sorted(n for n in os.listdir(tmp_path / "claims") if n.startswith("block"))
+
+
+def test_the_last_worker_to_end_compacts_the_queue_into_one_file(queues, tmp_path):
+    a, b = queues(4, worker="a"), queues(4, worker="b")
+    got_a, got_b = a.blocks(skip={3}), b.blocks()
+    assert next(got_a) == 0 and next(got_b) == 1 and next(got_a) == 2
+    a.done(0), a.done(2), b.done(1)
+    assert list(got_a) == []
+    a.close()  # a ends with block 3 skipped: b's marker is there, so every block is done
+    assert _block_files(tmp_path) == [] and done_blocks(str(tmp_path)) == {0, 1, 2, 3}
+    assert list(b.blocks()) == [] and not b.claim(1)  # a worker still looking sees every block done
+    b.close()
+    assert leases(str(tmp_path)) == [] and _block_files(tmp_path) == []
+    assert sorted(os.listdir(tmp_path / "claims")) == ["all_done.json", "workers"]
+
+
+def test_a_worker_ending_before_the_others_leaves_the_queue_as_it_is(queues, tmp_path):
+    a, b = queues(2, worker="a"), queues(2, worker="b")
+    assert a.claim(0) and b.claim(1)
+    a.done(0)
+    a.close()
+    assert "all_done.json" not in os.listdir(tmp_path / "claims")
+    assert [lease["block"] for lease in leases(str(tmp_path))] == [1]
+
+
+def test_a_crash_in_the_middle_of_the_compaction_reads_as_all_done(queues, tmp_path):
+    a = queues(3, worker="a")
+    for block in a.blocks():
+        a.done(block)
+    (tmp_path / "claims" / "block000009").write_text("a\n")  # a claim the crash left (any block file)
+    (tmp_path / "claims" / "all_done.json").write_text('{"blocks": 3}')
+    os.remove(a.claim_path(1) + ".done")  # the crash came after this one went
+    assert done_blocks(str(tmp_path)) == {0, 1, 2} and leases(str(tmp_path)) == []
+    late = queues(3, worker="late")
+    assert list(late.blocks()) == [] and not late.claim(1)
+    late.close()
+    assert _block_files(tmp_path) == []
+
+
+def test_a_claim_made_while_the_queue_is_compacted_is_given_back(queues, tmp_path, monkeypatch):
+    a, joiner = queues(1, worker="a"), queues(1, worker="joiner")
+    assert a.claim(0)
+    a.done(0)
+    looks = []  # the joiner looked just before the compaction (its first look says not done) ...
+    real = joiner.is_done
+    monkeypatch.setattr(joiner, "is_done", lambda block: bool(looks.append(block) or len(looks) > 1) and real(block))
+    a.close()  # ... which runs now and removes the block's files: the joiner's claim goes through
+    assert not joiner.claim(0) and len(looks) == 2 and _block_files(tmp_path) == []

@@ -158,3 +158,17 @@ def test_a_worker_stuck_past_its_watchdog_says_where_and_exits(tiny_sd, tmp_path
                      r"its GPU is freed; .*The main thread is at:\n.*sitecustomize.py", log, re.S), log[-3000:]
     assert json.load(open(layout.progress_file(out, 0)))["state"] == "error"
     assert not os.path.exists(os.path.join(out, "claims", "block000007"))  # released: another worker need not wait
+
+
+def test_a_finished_dynamic_run_leaves_no_per_block_files(tiny_sd, tmp_path):
+    prompts = [(str(i), f"prompt number {i}, a photo") for i in range(40)]
+    csv = write_prompts(tmp_path / "p.csv", prompts)
+    out = str(tmp_path / "out")
+    result = run_submit(*_args(tiny_sd, csv, out, ["0", "1"], FAST, "--batch_size", "1", "--schedule", "dynamic"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = [os.path.join(d, n) for d, _, names in os.walk(out) for n in names]
+    assert len(images_in(out)) == len(prompts)
+    assert len(files) <= len(prompts) + 30, sorted(os.path.relpath(f, out) for f in files)
+    assert not [f for f in os.listdir(os.path.join(out, layout.CLAIMS_DIR)) if f.startswith("block")]
+    status = subprocess.run([sys.executable, SUBMIT, "status", "--output_dir", out], capture_output=True, text=True)
+    assert "Blocks: 40 done, 0 being made" in status.stdout + status.stderr, status.stdout + status.stderr

@@ -16,7 +16,8 @@
                                         (output/verification_cache.py)
       logs/slurm_jobs.json              SLURM mode: the jobs each submission queued
       logs/submitit/<job id>/           SLURM mode: submitit's files and logs, one folder per job
-      claims/                           --schedule dynamic: the block queue, leases and heartbeats (schedule/claims.py)
+      claims/                           --schedule dynamic: the block queue, leases and heartbeats (schedule/claims.py);
+                                        once every block is done, all_done.json instead of the per-block files
 """
 import os
 

@@ -87,8 +87,10 @@ def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool
     return [new] + [h["settings"] for h in reversed(history)]
 
 
-def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_change: bool = False) -> None:
-    """Refuse prompts that differ from what earlier runs generated; then record the samples."""
+def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_change: bool = False
+                             ) -> list[dict[str, str]]:
+    """Refuse prompts that differ from what earlier runs generated; then record the samples. Returns the rows
+    written, as read_manifest would read them back."""
     old = read_manifest(output_dir)
     made_for = old or _samples_said_by_images(output_dir)  # a deleted manifest: the images still say
     changes = []
@@ -109,6 +111,7 @@ def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_c
     writer.writeheader()
     writer.writerows(rows)
     replace_file(os.path.join(output_dir, layout.MANIFEST_FILE), buffer.getvalue().encode("utf-8"))
+    return [{k: str(v) for k, v in row.items()} for row in rows]  # as the manifest reads back: text
 
 
 def _samples_said_by_images(output_dir: str) -> dict[int, dict[str, str]]:
@@ -182,7 +185,8 @@ def _adoption_holds(adopted: dict[str, Any], name: str, row_key: str) -> bool:
     return rows is None or rows.get(name) == row_key
 
 
-def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]) -> dict[str, Any]:
+def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]],
+                          manifest_rows: Sequence[dict[str, str]] | None = None) -> dict[str, Any]:
     """Keep only images this folder's run would make: every file under an image name must be a whole
     PNG whose provenance matches its own pixels, its manifest sample, the model and the recorded
     settings (or be one that --adopt_existing took in for that sample). Anything else is moved to
@@ -195,7 +199,9 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
     --adopt_existing) thus re-reads the images it concerns; a resume over 30,000 unchanged images takes a
     second, not a disk's read of them all."""
     out = spec.output_dir
-    rows = {row["file_name"]: row for row in read_manifest(out).values()}
+    # manifest_rows: the manifest just written (not read back: a million rows take seconds).
+    rows = {row["file_name"]: row for row in (read_manifest(out).values() if manifest_rows is None
+                                                   else manifest_rows)}
     manifest = verification_cache.manifest_digest(out)
     cached = verification_cache.load(out, manifest)
     settings_record = read_settings_record(out)
@@ -290,10 +296,10 @@ def prepare_output_dir(spec: JobSpec, samples: Sequence[Sample], allow_settings_
         if check is not None:
             check()
         accepted = check_and_record_settings(spec.output_dir, spec, allow_settings_change, adopt_existing, samples)
-        check_and_write_manifest(spec.output_dir, samples, allow_settings_change)
+        manifest_rows = check_and_write_manifest(spec.output_dir, samples, allow_settings_change)
         if spec.layout == "geneval":
             write_prompt_folders(spec.output_dir, samples)
-        check_existing_images(spec, accepted)
+        check_existing_images(spec, accepted, manifest_rows)
         remove_stale_temp_files(spec.output_dir)
         archive_previous_reports(spec.output_dir)
         clear_progress(spec.output_dir)

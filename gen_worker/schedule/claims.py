@@ -4,12 +4,20 @@ Block b is samples [b*batch_size, (b+1)*batch_size): the blocks of the static sc
 sample's image is the same whichever worker makes it.
 
     claims/block{b:06d}           the claim: holds the claiming worker's id
-    claims/block{b:06d}.done      every image of the block is written or recorded as failed
+    claims/block{b:06d}.done      every image of the block is written or recorded as failed (the claim,
+                                  renamed)
     claims/workers/<worker id>    the worker's heartbeat: a counter it rewrites every lease/4 s while
                                   its generation makes progress (worker/watch.py)
     claims/index{k}               worker index k is taken (it names summary_gpu{k}, progress_gpu{k}, ...)
     claims/run.json               the run's samples and batch size (a joining submitter must match them)
                                   and its lease, which every worker of the run uses, joiners' included
+    claims/all_done.json          every block is done (the compaction, compact()): the per-block files
+                                  above are gone or going, and every reader counts all blocks done
+
+No per-block litter: the worker that ends and finds every block done writes all_done.json (atomically,
+first) and then removes the block files. A crash in between leaves all_done.json and some block files,
+which every reader reads as all done; a worker still looking (a joiner's) asks for a block's .done file
+first and all_done.json next, so it never misses both, and a claim made in that race is given back.
 
 Claiming creates a name only if it does not exist, with os.link() of a private temporary file:
 link is atomic on the server on NFS v2/v3/v4, Lustre and GPFS (the classic NFS-safe lock; O_EXCL
@@ -34,12 +42,13 @@ import uuid
 from typing import Collection, Iterator
 
 from gen_worker.output import layout
-from gen_worker.atomic_files import replace_file
+from gen_worker.atomic_files import read_json_if_any, replace_file, replace_json
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # how often a worker with nothing to claim looks at the others' blocks
 RUN_FILE = "run.json"  # what the run's workers make: a joining submitter must make the same
+ALL_DONE_FILE = "all_done.json"  # every block is done: the per-block files were compacted into this one
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # what worker_id() makes; "." and ".." excepted
 
 
@@ -72,13 +81,46 @@ def create_name(path: str, content: str) -> bool:
         os.remove(temp)
 
 
+def _all_done_count(folder: str) -> int | None:
+    """The number of blocks all_done.json says are all done (None: no compaction yet)."""
+    found = read_json_if_any(os.path.join(folder, ALL_DONE_FILE))
+    count = found.get("blocks") if isinstance(found, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
+
 def done_blocks(output_dir: str) -> set[int]:
-    """The blocks marked done (one listing, not a stat per block)."""
+    """The blocks marked done (one listing, not a stat per block), every block once compacted."""
+    folder = claims_dir(output_dir)
     try:
-        names = os.listdir(claims_dir(output_dir))
+        names = os.listdir(folder)
     except FileNotFoundError:
         return set()
-    return {int(n[5:-5]) for n in names if n.startswith("block") and n.endswith(".done") and n[5:-5].isdigit()}
+    done = {int(n[5:-5]) for n in names if n.startswith("block") and n.endswith(".done") and n[5:-5].isdigit()}
+    count = _all_done_count(folder) if ALL_DONE_FILE in names else None
+    return done | set(range(count)) if count is not None else done
+
+
+def _remove_if_there(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def compact(output_dir: str, num_blocks: int, skipped: Collection[int] = ()) -> bool:
+    """Once every block is done (marked, or in `skipped`: complete on disk when the run started), replace the
+    per-block files by all_done.json. Safe to run by several workers at once and to crash in. True if done."""
+    folder = claims_dir(output_dir)
+    done = done_blocks(output_dir)
+    if any(b not in done and b not in skipped for b in range(num_blocks)):
+        return False
+    replace_json(os.path.join(folder, ALL_DONE_FILE), {"blocks": num_blocks})  # first: then the files may go
+    for name in os.listdir(folder):
+        # Claims, .done markers, claims set aside by take-overs; not a temporary file another worker's
+        # create_name is about to link (it removes its own).
+        if name.startswith("block") and not name.endswith(".tmp"):
+            _remove_if_there(os.path.join(folder, name))
+    return True
 
 
 def reserve_worker_indices(output_dir: str, count: int) -> list[int]:
@@ -184,6 +226,7 @@ class BlockQueue:
         self._mine: set[int] = set()  # claimed by this worker
         self._marked: set[int] = set()  # ... and marked done
         self._finished: set[int] = set()  # done, or claimed by this worker
+        self._skipped: set[int] = set()  # complete on disk when this worker started
         self._heartbeat = Heartbeat(output_dir, self.worker)
 
     def beat(self) -> None:
@@ -193,11 +236,18 @@ class BlockQueue:
         return os.path.join(self.folder, f"block{block:06d}")
 
     def is_done(self, block: int) -> bool:
-        return os.path.exists(self.claim_path(block) + ".done")
+        # The block's marker first, then the compaction's (written before any marker goes): never neither.
+        return os.path.exists(self.claim_path(block) + ".done") \
+            or os.path.exists(os.path.join(self.folder, ALL_DONE_FILE))
 
     def claim(self, block: int) -> bool:
         """Claim a block no one claimed yet."""
-        if self.is_done(block) or not create_name(self.claim_path(block), self.worker + "\n"):
+        # A stat first: a lost race costs one look, not create_name's create, link and unlink.
+        if self.is_done(block) or os.path.lexists(self.claim_path(block)) \
+                or not create_name(self.claim_path(block), self.worker + "\n"):
+            return False
+        if self.is_done(block):  # done (and compacted) while claiming: give the claim back
+            _remove_if_there(self.claim_path(block))
             return False
         self.claimed += 1
         self._mine.add(block)
@@ -214,9 +264,9 @@ class BlockQueue:
         if _holder(aside) != holder:  # renamed the claim a faster taker had just made: give it back
             try:
                 os.link(aside, path)
-            except FileExistsError:
+            except (FileExistsError, FileNotFoundError):  # FileNotFoundError: compacted meanwhile
                 pass
-            os.remove(aside)
+            _remove_if_there(aside)
             return False
         if self.is_done(block) or not self.claim(block):
             return False
@@ -227,7 +277,12 @@ class BlockQueue:
 
     def done(self, block: int) -> None:
         """Every image of the block is written or recorded as failed."""
-        create_name(self.claim_path(block) + ".done", self.worker + "\n")
+        path = self.claim_path(block)
+        if not os.path.exists(os.path.join(self.folder, ALL_DONE_FILE)):  # a late copy leaves no marker
+            try:  # the claim becomes the marker: one rename, not a create, a link and an unlink
+                os.rename(path, path + ".done")  # (a taker's claim too: the block is done, the taker's copy idles)
+            except FileNotFoundError:  # a taker set it aside just now
+                create_name(path + ".done", self.worker + "\n")
         self._marked.add(block)
 
     def blocks(self, skip: Collection[int] = ()) -> Iterator[int]:
@@ -235,6 +290,7 @@ class BlockQueue:
         images are all on disk). Once nothing is left unclaimed, waits for the other workers' blocks,
         taking over those of dead workers; ends when every block is done or claimed by this worker."""
         self._finished.update(skip)
+        self._skipped.update(skip)
         self._finished.update(done_blocks(os.path.dirname(self.folder)))
         try:  # one listing, not a failed link per block, for a worker that starts late
             taken = {int(n[5:]) for n in os.listdir(self.folder) if n.startswith("block") and n[5:].isdigit()}
@@ -270,14 +326,16 @@ class BlockQueue:
             time.sleep(self.poll_seconds)
 
     def close(self) -> None:
-        """Stop: release this worker's claims of blocks not done (others take them at once), stop beating."""
+        """Stop: release this worker's claims of blocks not done (others take them at once), stop beating;
+        the last to end compacts the queue (every block done: no per-block file stays)."""
         for block in self._mine - self._marked:
             if _holder(self.claim_path(block)) == self.worker:
-                try:
-                    os.remove(self.claim_path(block))
-                except FileNotFoundError:
-                    pass
+                _remove_if_there(self.claim_path(block))
         self._heartbeat.stop()
+        try:
+            compact(os.path.dirname(self.folder), self.num_blocks, self._skipped)
+        except OSError as err:  # the run's images are made: the litter stays, a rerun clears it
+            log.warning("block queue %s not compacted: %s", self.folder, err)
 
 
 def leases(output_dir: str, observer: Observer | None = None) -> list[dict[str, object]]:
@@ -287,6 +345,8 @@ def leases(output_dir: str, observer: Observer | None = None) -> list[dict[str, 
     try:
         names = sorted(os.listdir(folder))
     except FileNotFoundError:
+        return []
+    if ALL_DONE_FILE in names:  # compacted: claims left by a crash in the compaction are of done blocks
         return []
     now = _server_now(folder)
     found = []
