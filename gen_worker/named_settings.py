@@ -53,7 +53,9 @@ def _check_type(name: str, value: Any, kind: type, where: str) -> str:
     """The value as its flag reads it on a command line, once its type is the flag's."""
     if isinstance(value, os.PathLike) and kind is str:
         value = os.fspath(value)
-    fits = (kind is float and isinstance(value, (int, float))) or isinstance(value, kind)
+    # a whole number is also text as a command line writes it (--gpu_ids 0 1 in Python: gpu_ids=[0, 1])
+    fits = (kind is float and isinstance(value, (int, float))) or (kind is str and isinstance(value, int)) \
+        or isinstance(value, kind)
     if isinstance(value, bool) or not fits:
         wanted = {int: "a whole number", float: "a number", str: "text"}.get(kind, kind.__name__)
         raise UsageError(f"{where}{name} = {value!r}: expected {wanted}, got {type(value).__name__}")

@@ -85,3 +85,14 @@ def test_slurm_without_waiting_then_wait(tmp_path, tiny_sd):
     assert result.counts["generated"] == 3 and result.counts["missing"] == 0
     assert len(images_in(out)) == 3
     assert run.status()["finished"] is True
+
+
+def test_whole_numbers_are_text_where_a_flag_takes_text():
+    # GPU ids are text on the command line (UUIDs, MIG names) but numbers in Python and TOML
+    from gen_worker.cli import build_parser
+    from gen_worker.named_settings import settings_argv
+    assert settings_argv(build_parser(), {"gpu_ids": [2, 3]}) == ["--gpu_ids", "2", "3"]
+    assert settings_argv(build_parser(), {"gpu_ids": ["GPU-1f2e", 0]}) == ["--gpu_ids", "GPU-1f2e", "0"]
+    for value, kind in ((True, "bool"), (1.5, "float")):  # a switch or a number's rounding is no id
+        with pytest.raises(UsageError, match=f"negative_prompt = {value!r}: expected text, got {kind}"):
+            settings_argv(build_parser(), {"negative_prompt": value})
