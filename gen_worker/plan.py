@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import sys
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -26,6 +25,7 @@ from gen_worker.model_source import check_model_path
 from gen_worker.output import layout
 from gen_worker.output.lock import OutputDirBusy, RunLock
 from gen_worker.output.prepare import PreparedRun, prepare_output_dir
+from gen_worker.output.provenance import settings_key
 from gen_worker.output.sweep_record import SWEEP_FILE, read_sweep_record
 from gen_worker.prompts import Sample, fingerprint, load_samples
 from gen_worker.schedule import CannotJoin, schedule_of
@@ -336,10 +336,11 @@ def build_sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argp
 
 def _check_not_one_run(specs: Sequence[Tuple[str, JobSpec]]) -> None:
     """Values that differ as written but resolve to the same settings (dtype auto is fp32 on the CPU) would
-    make the same images twice."""
+    make the same images twice. "The same" as the resume check judges an image: provenance's settings key
+    (the model by its content fingerprint, so two paths to one model are one model)."""
     seen: Dict[str, str] = {}
     for name, spec in specs:
-        settings = json.dumps(spec.recorded_settings(), sort_keys=True, default=str)
+        settings = settings_key(spec.recorded_settings(), spec.model_identity.get("fingerprint"))
         if settings in seen:
             raise UsageError(f"--sweep: configurations {seen[settings]} and {name} are one run (the same settings "
                              "once resolved): give one of them")

@@ -380,3 +380,15 @@ def test_configurations_that_resolve_to_one_run_are_refused(tmp_path, tiny_sd, p
         build_sweep(parser, argv, args)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "sweep").exists()
+
+
+def test_two_paths_to_one_model_are_one_run(tmp_path, tiny_sd, prompts_csv):
+    # the model is judged by its content, as the resume check judges an image: a link to it is the same model
+    link = tmp_path / "same_model"
+    link.symlink_to(tiny_sd)
+    argv = [a for a in _sweep_argv(tmp_path, tiny_sd, prompts_csv, f"model_path={tiny_sd},{link}")
+            if a not in ("--model_path", tiny_sd)]
+    parser, args = _args(argv)
+    with pytest.raises(UsageError, match="are one run"):
+        build_sweep(parser, argv, args)
+    assert not (tmp_path / "sweep").exists()
