@@ -378,13 +378,20 @@ class _Speed:
     def __init__(self, summary: dict[str, Any]) -> None:
         self.summary = summary
         self.per_image: list[tuple[float, float]] = []  # (seconds, denoiser seconds) per image, block by block
+        self.blocks = 0
         if summary.get("device") == "cuda":  # this run's peak, not an earlier configuration's of a sweep
             import torch
             torch.cuda.reset_peak_memory_stats()
 
     def block(self, images: int, seconds: float, denoiser_seconds: float) -> None:
+        self.blocks += 1
         if images:
             self.per_image.append((seconds / images, denoiser_seconds / images))
+
+    def record(self) -> None:
+        """Into the summary, once the loop ends (medians per block would cost a sort of every block so far)."""
+        if not self.blocks:
+            return
         after_first = self.per_image[1:]
         self.summary.update(
             seconds_per_image=round(statistics.median(s for s, _ in after_first), 6) if after_first else None,
@@ -456,3 +463,4 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list
                 raise  # else the error that stopped the loop is the one to report
         summary.update(generate_seconds=round(time.time() - generate_start, 3),
                        writer_wait_seconds=round(writer.wait_seconds, 3))
+        speed.record()
