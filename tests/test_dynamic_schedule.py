@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 SLOW = ["--device", "cpu", "--num_inference_steps", "12", "--height", "64", "--width", "64", "--dtype", "fp32"]
 PROMPTS = [(str(i), f"prompt number {i}, a photo") for i in range(7)]
-FAULTS = os.path.join(REPO, "tests", "fault_injection")  # its sitecustomize hangs a HANG_HERE block's call
+FAULTS = os.path.join(REPO, "tests", "fault_injection")  # its sitecustomize hangs a HANG_HERE block's call, and more
 
 
 def _args(model, csv, out, gpu_ids, settings, *extra):
@@ -25,9 +25,9 @@ def _args(model, csv, out, gpu_ids, settings, *extra):
             "--model_path", model, *settings, *extra]
 
 
-def _start(*args):
+def _start(*args, env=None):
     return subprocess.Popen([sys.executable, SUBMIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env=env)
 
 
 def _summary(out, k):
@@ -79,9 +79,14 @@ def test_a_killed_workers_blocks_are_taken_over_and_the_run_succeeds(tiny_sd, tm
 
 
 def test_a_second_submitter_joins_a_dynamic_run_and_other_settings_are_refused(tiny_sd, tmp_path):
-    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt number {i}, a photo") for i in range(24)])
+    # The first worker, claiming blocks in order at batch 1, stops before sample 6 until image 7 exists: only the
+    # joiner can make it, so the joiner has work whatever the machine's load (it once found every block taken).
+    csv = write_prompts(tmp_path / "p.csv", [(str(i), f"prompt number {i}, a photo" + " WAIT_HERE" * (i == 6))
+                                             for i in range(24)])
     out = str(tmp_path / "out")
-    first = _start(*_args(tiny_sd, csv, out, ["0"], SLOW))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, FAULTS]),
+               T2I_TEST_WAIT_FOR=os.path.join(out, "7_seed49.png"))
+    first = _start(*_args(tiny_sd, csv, out, ["0"], SLOW), env=env)
     try:
         wait_for(lambda: _progress_shows(out, 0, 1), what="the first run's first image")
         status = run_submit("status", "--output_dir", out)

@@ -9,6 +9,10 @@ the denoiser's second step (the file's mtime: when), while the process's other t
 call never returns to Python, where the handler would run): only SIGKILL does. T2I_TEST_HANG_SECONDS=N
 ends the hang after N seconds instead (a stall that passes). T2I_TEST_WATCHDOG_SECONDS=N lowers the
 watchdog's floor (worker/loop.py WATCHDOG_MIN_SECONDS, minutes) to N seconds.
+
+Two workers in a set order: a block with a WAIT_HERE prompt waits, before its pipeline call, until the file
+T2I_TEST_WAIT_FOR names exists (at most 100 s, under the default 120 s lease), e.g. an image only another
+worker can make.
 """
 import os
 import time
@@ -42,10 +46,18 @@ def _hang(marker):
             pass
 
 
+def _wait_for_file(path, seconds=100.0):
+    until = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < until:
+        time.sleep(0.2)
+
+
 def _make_or_fail(self, samples):
     for sample in samples:
         if "FAIL_HERE" in sample.prompt:
             raise RuntimeError(f"injected failure for sample {sample.index}")
+    if any("WAIT_HERE" in s.prompt for s in samples) and os.environ.get("T2I_TEST_WAIT_FOR"):
+        _wait_for_file(os.environ["T2I_TEST_WAIT_FOR"])
     marker = any("HANG_HERE" in s.prompt for s in samples) and _first_to_hang()
     if not marker:
         return _make(self, samples)
