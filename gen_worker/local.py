@@ -190,9 +190,12 @@ def run_local(runs: Sequence[PreparedRun], gpu_ids: Sequence[str], command: str,
         worker_spec = container.inside_spec(spec) if container else spec
         replace_file(spec_path, worker_spec.to_json().encode("utf-8"))
         spec_paths.append(spec_path)
+    on_disk = [existing_images(run.spec.output_dir) for run in runs]
+    if not join and all(s.file_name in there for run, there in zip(runs, on_disk) for s in run.samples):
+        # A no-op rerun: no worker to start (each would read the prompts again only to find nothing to make).
+        return _nothing_left(runs, on_disk, command, started)
     names = [container.new_name(k) for k in indices] if container else []
     labels = [f"GPU {g}" if g else "CPU" for g in gpu_ids]
-    on_disk = [existing_images(run.spec.output_dir) for run in runs]
     counts = [_bar_counts(run, num_workers, there) for run, there in zip(runs, on_disk)]
     totals = [sum(c[0][k] for c in counts) for k in range(num_workers)]
     done = [sum(c[1][k] for c in counts) for k in range(num_workers)]
@@ -259,6 +262,17 @@ def run_local(runs: Sequence[PreparedRun], gpu_ids: Sequence[str], command: str,
         return 130
     workers_ok = all(w["exit_code"] == 0 for w in workers)
     return max(exit_status(summary, workers_ok) for summary in summaries)
+
+
+def _nothing_left(runs: Sequence[PreparedRun], on_disk: Sequence[set[str]], command: str, started: float) -> int:
+    """Every image of every run is on disk (the resume check kept them): the summaries, with no worker."""
+    summaries = [write_run_summary(run.spec.output_dir, [s.file_name for s in run.samples], [], started, command,
+                                   schedule=run.spec.schedule, judged_by_folder=schedule_of(run.spec).judged_by_folder,
+                                   already_there=len(run.samples), on_disk=there)
+                 for run, there in zip(runs, on_disk)]
+    for line in _final_lines(summaries, len(runs) > 1):
+        print(line, file=sys.stderr)
+    return max(exit_status(summary, True) for summary in summaries)
 
 
 def _stop_stragglers(procs: Sequence[subprocess.Popen[bytes]]) -> dict[int, str]:

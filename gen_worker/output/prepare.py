@@ -5,13 +5,15 @@ file names: refused unless allowed. Every file under an image name must be one t
 resume check, check_existing_images); anything else is quarantined and made again. In the GenEval layout each
 prompt row's folder holds its metadata.jsonl.
 """
-import io
 import csv
+import hashlib
+import io
 import json
+import operator
 import os
 import shutil
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from gen_worker.atomic_files import replace_file, replace_json
 from gen_worker.errors import T2IError
@@ -87,10 +89,71 @@ def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool
     return [new] + [h["settings"] for h in reversed(history)]
 
 
+class ManifestRows:
+    """The manifest as just written, by image name: this run's samples (no dict per row: a million rows as dicts
+    take gigabytes), and the rows a larger earlier run made, as text. `digest`: manifest.csv's sha256."""
+
+    def __init__(self, samples: Sequence[Sample], kept: Iterable[dict[str, str]], digest: str) -> None:
+        self.samples = {s.file_name: s for s in samples}
+        self.kept = {row["file_name"]: row for row in kept}
+        self.digest = digest
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.samples or name in self.kept
+
+    def row_key(self, name: str) -> str:
+        s = self.samples.get(name)
+        return provenance.row_key(manifest_row(s) if s is not None else self.kept[name])
+
+    def sample(self, name: str) -> Sample:
+        s = self.samples.get(name)
+        return s if s is not None else manifest_sample(self.kept[name])
+
+
+def _manifest_bytes(samples: Sequence[Sample], kept: Sequence[dict[str, Any]]) -> bytes:
+    """manifest.csv: a row per sample (manifest_row's columns, without a dict per sample), then the kept rows."""
+    base = operator.attrgetter(*SAMPLE_COLUMNS)
+    extra_names: dict[tuple[str, ...], tuple[str, ...]] = {}  # a sample's extra columns -> their manifest names
+    for s in samples:
+        names = tuple(n for n, _ in s.extra)
+        if names not in extra_names:
+            extra_names[names] = tuple(manifest_row(s))[len(SAMPLE_COLUMNS):]
+    columns = list(dict.fromkeys([*SAMPLE_COLUMNS, *(c for names in extra_names.values() for c in names),
+                                  *(c for row in kept for c in row)]))
+    extra_columns = columns[len(SAMPLE_COLUMNS):]
+    positions = {names: [extra_columns.index(c) for c in named] for names, named in extra_names.items()}
+
+    def sample_rows() -> Iterator[Sequence[Any]]:
+        for s in samples:
+            cells = [""] * len(extra_columns)
+            for position, (_, value) in zip(positions[tuple(n for n, _ in s.extra)], s.extra):
+                cells[position] = value
+            yield (*base(s), *cells)
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    if extra_columns:
+        writer.writerows(sample_rows())
+    else:  # the usual prompts file: id and prompt only
+        writer.writerows(map(base, samples))
+    writer.writerows([row.get(c, "") for c in columns] for row in kept)
+    return buffer.getvalue().encode("utf-8")
+
+
 def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_change: bool = False
-                             ) -> list[dict[str, str]]:
+                             ) -> ManifestRows:
     """Refuse prompts that differ from what earlier runs generated; then record the samples. Returns the rows
-    written, as read_manifest would read them back."""
+    written (not read back: a million rows take seconds)."""
+    path = os.path.join(output_dir, layout.MANIFEST_FILE)
+    new = _manifest_bytes(samples, [])
+    try:
+        with open(path, "rb") as f:
+            same = f.read() == new  # a rerun of the same prompts: nothing to compare row by row
+    except (FileNotFoundError, IsADirectoryError):
+        same = False
+    if same:
+        return ManifestRows(samples, [], hashlib.sha256(new).hexdigest())
     old = read_manifest(output_dir)
     made_for = old or _samples_said_by_images(output_dir)  # a deleted manifest: the images still say
     changes = []
@@ -103,15 +166,10 @@ def check_and_write_manifest(output_dir: str, samples: Sequence[Sample], allow_c
         raise SettingsMismatch(
             f"the prompts differ from those {output_dir} was generated with ({_describe(changes, 2)}); "
             "use another --output_dir, or pass --allow_settings_change to add to it anyway")
-    rows = [manifest_row(s) for s in samples]
-    rows += [old[i] for i in sorted(old) if i >= len(samples)]  # keep rows a larger earlier run made
-    columns = list(SAMPLE_COLUMNS) + list(dict.fromkeys(c for row in rows for c in row if c not in SAMPLE_COLUMNS))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    replace_file(os.path.join(output_dir, layout.MANIFEST_FILE), buffer.getvalue().encode("utf-8"))
-    return [{k: str(v) for k, v in row.items()} for row in rows]  # as the manifest reads back: text
+    kept = [old[i] for i in sorted(old) if i >= len(samples)]  # keep rows a larger earlier run made
+    new = _manifest_bytes(samples, kept) if kept else new
+    replace_file(path, new)
+    return ManifestRows(samples, kept, hashlib.sha256(new).hexdigest())
 
 
 def _samples_said_by_images(output_dir: str) -> dict[int, dict[str, str]]:
@@ -186,7 +244,7 @@ def _adoption_holds(adopted: dict[str, Any], name: str, row_key: str) -> bool:
 
 
 def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]],
-                          manifest_rows: Sequence[dict[str, str]] | None = None) -> dict[str, Any]:
+                          manifest_rows: ManifestRows | None = None) -> dict[str, Any]:
     """Keep only images this folder's run would make: every file under an image name must be a whole
     PNG whose provenance matches its own pixels, its manifest sample, the model and the recorded
     settings (or be one that --adopt_existing took in for that sample). Anything else is moved to
@@ -200,9 +258,8 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
     second, not a disk's read of them all."""
     out = spec.output_dir
     # manifest_rows: the manifest just written (not read back: a million rows take seconds).
-    rows = {row["file_name"]: row for row in (read_manifest(out).values() if manifest_rows is None
-                                                   else manifest_rows)}
-    manifest = verification_cache.manifest_digest(out)
+    rows = manifest_rows or ManifestRows([], read_manifest(out).values(), verification_cache.manifest_digest(out))
+    manifest = rows.digest
     cached = verification_cache.load(out, manifest)
     settings_record = read_settings_record(out)
     adopted = settings_record.get("adopted", {})
@@ -213,23 +270,23 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
     accepted = set(keys.values()) | {UNBOUND + key for key in keys.values()}
     started, rejected, names, good, read, unbound = time.time(), [], folder_images(out), [], 0, 0
     for name in names:
-        row, entry = rows.get(name), cached.get(name)
+        listed, entry = name in rows, cached.get(name)
         state = verification_cache.file_state(out, name)
-        row_key = "" if row is None else entry.row_key if entry and entry.same_manifest else provenance.row_key(row)
+        row_key = "" if not listed else entry.row_key if entry and entry.same_manifest else rows.row_key(name)
         settings_keys = accepted | ({ADOPTED} if _adoption_holds(adopted, name, row_key) else set())
-        if row is not None and verification_cache.vouches(entry, state, row_key, settings_keys):
+        if listed and verification_cache.vouches(entry, state, row_key, settings_keys):
             assert entry is not None
             key = entry.settings_key
         else:
             read += 1
             try:
                 found, image = provenance.inspect(os.path.join(out, name))
-                if row is None:
+                if not listed:
                     raise provenance.NotThisRun("not a sample of this folder's manifest")
                 if found is None and ADOPTED in settings_keys:
                     key = ADOPTED
                 else:
-                    key = keys[provenance.made_with(found, image, manifest_sample(row), fingerprints, accepted_settings)]
+                    key = keys[provenance.made_with(found, image, rows.sample(name), fingerprints, accepted_settings)]
                     key = key if found and "image" in found else UNBOUND + key
             except DamagedPng as err:
                 rejected.append((name, f"not a whole PNG: {err}"))

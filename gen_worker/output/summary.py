@@ -25,7 +25,7 @@ def read_worker_summary(output_dir: str, worker_index: int) -> dict[str, Any] | 
 def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Sequence[dict[str, Any]], started: float,
                       command: str, interrupted: bool = False, finished: float | None = None,
                       schedule: str = "static", judged_by_folder: bool = False, already_there: int | None = None,
-                      logs_in: str | None = None) -> dict[str, Any]:
+                      logs_in: str | None = None, on_disk: set[str] | None = None) -> dict[str, Any]:
     """file_names: every sample's image name; workers: one dict per worker with at least 'label'
     and 'exit_code' (None while unknown), and 'worker_index' when not its position.
     schedule: its name, recorded; judged_by_folder: the schedule's (schedule/interface.py): the folder decides
@@ -33,8 +33,10 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
 
     finished: when the run ended (default: now), for a summary written after the fact.
     logs_in: the folder whose logs/ holds the workers' logs, when not output_dir (a sweep's top folder).
+    on_disk: the images on disk now, when the caller knows (no worker ran: a million names are not listed twice).
+    An empty `workers`: none was started, every image was there (already_there, whatever the schedule).
     """
-    on_disk = existing_images(output_dir)
+    on_disk = existing_images(output_dir) if on_disk is None else on_disk
     missing = [name for name in file_names if name not in on_disk]
     per_worker = []
     for position, info in enumerate(workers):
@@ -43,7 +45,7 @@ def write_run_summary(output_dir: str, file_names: Sequence[str], workers: Seque
         per_worker.append({**info, **summary})
     totals = {key: sum(w.get(key) or 0 for w in per_worker)
               for key in ("generated", "skipped", "failed", "constant_images", "nsfw_flagged", "blocks_taken_over")}
-    if judged_by_folder and already_there is not None:
+    if (judged_by_folder or not workers) and already_there is not None:
         totals["skipped"] = already_there
     indices = [w["worker_index"] for w in per_worker]
     resume_check = read_json_if_any(os.path.join(output_dir, layout.RESUME_CHECK_FILE)) or {}

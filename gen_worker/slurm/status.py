@@ -309,6 +309,10 @@ def show_local_status(output_dir: str) -> int:
     workers = sorted(int(n[len("progress_gpu"):-5]) for n in os.listdir(os.path.join(output_dir, layout.LOGS_DIR))
                      if n.startswith("progress_gpu") and n.endswith(".json") and n[len("progress_gpu"):-5].isdigit())
     print(f"Local run in {output_dir} (dynamic schedule): {len(workers)} workers")
+    summary = read_json_if_any(os.path.join(output_dir, layout.RUN_SUMMARY_FILE)) or {}
+    if not workers and summary.get("num_workers") == 0:  # a rerun that found every image there (local.py)
+        print(f"Finished, no worker started: {final_lines(summary)[0]}")
+        return exit_status(summary, True)
     labels = {}
     for k in workers:
         p = read_progress(output_dir, k) or {}
