@@ -268,16 +268,17 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
         h.get("model", {}).get("fingerprint") for h in settings_record.get("history", [])]
     keys = {(i, f): provenance.settings_key(s, f) for i, s in enumerate(accepted_settings) for f in fingerprints}
     accepted = set(keys.values()) | {UNBOUND + key for key in keys.values()}
+    accepted_or_adopted = accepted | {ADOPTED}
     started, rejected, names, good, read, unbound = time.time(), [], folder_images(out), [], 0, 0
-    for name in names:
+    for name, state in zip(names, verification_cache.file_states(out, names)):
         listed, entry = name in rows, cached.get(name)
-        state = verification_cache.file_state(out, name)
         row_key = "" if not listed else entry.row_key if entry and entry.same_manifest else rows.row_key(name)
-        settings_keys = accepted | ({ADOPTED} if _adoption_holds(adopted, name, row_key) else set())
+        settings_keys = accepted_or_adopted if _adoption_holds(adopted, name, row_key) else accepted
         if listed and verification_cache.vouches(entry, state, row_key, settings_keys):
             assert entry is not None
-            key = entry.settings_key
+            key, same_line = entry.settings_key, entry.text
         else:
+            same_line = None
             read += 1
             try:
                 found, image = provenance.inspect(os.path.join(out, name))
@@ -298,7 +299,7 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
                 rejected.append((name, str(err)))
                 continue
         unbound += key == ADOPTED or key.startswith(UNBOUND)
-        good.append(verification_cache.line(state, row_key, key))
+        good.append(same_line or verification_cache.text(state, row_key, key))  # (the same line: no new string)
     report = {"checked": len(names), "read": read, "seconds": round(time.time() - started, 3),
               "pixels_unchecked": unbound, "quarantined": _quarantine(out, rejected)}
     verification_cache.save(out, manifest, good)

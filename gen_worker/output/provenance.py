@@ -116,8 +116,11 @@ def mismatch(found: Optional[Dict[str, Any]], image: Dict[str, Any], sample: Sam
     return None
 
 
+_KEY_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)  # one for every key (json.dumps makes one per call)
+
+
 def _short_hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()[:24]
+    return hashlib.sha256(_KEY_JSON.encode(value).encode("utf-8")).hexdigest()[:24]
 
 
 def row_key(manifest_row: Dict[str, Any]) -> str:

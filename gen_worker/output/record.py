@@ -34,17 +34,18 @@ def damaged(path: str, what: str, fix: str = "restore it or move it away (it gua
     return DamagedOutputDir(f"{path} {what}; {fix}, or use another --output_dir")
 
 
-def prompt_folders(output_dir: str) -> list[str]:
-    """The GenEval layout's <row:05d> folders (relative names)."""
-    return sorted(n for n in os.listdir(output_dir) if n.isascii() and n.isdigit() and len(n) >= 5
-                  and os.path.isdir(os.path.join(output_dir, n)))
+def prompt_folders(output_dir: str, listing: list[str] | None = None) -> list[str]:
+    """The GenEval layout's <row:05d> folders (relative names); listing: the folder's, if listed already."""
+    return sorted(n for n in (os.listdir(output_dir) if listing is None else listing)
+                  if n.isascii() and n.isdigit() and len(n) >= 5 and os.path.isdir(os.path.join(output_dir, n)))
 
 
 def folder_images(output_dir: str) -> list[str]:
     """Every finished image, as a path relative to the folder: flat ones directly in it, GenEval ones in
     <row>/samples/ (both are looked for: a folder holds one layout, its recorded one)."""
-    names = [n for n in os.listdir(output_dir) if n.endswith(".png") and not n.startswith(".")]
-    for folder in prompt_folders(output_dir):
+    listing = os.listdir(output_dir)  # once: a million names take seconds to list
+    names = [n for n in listing if n.endswith(".png") and not n.startswith(".")]
+    for folder in prompt_folders(output_dir, listing):
         samples = os.path.join(output_dir, folder, GENEVAL_SAMPLES)
         if os.path.isdir(samples):
             names += [path for path in (f"{folder}/{GENEVAL_SAMPLES}/{n}" for n in os.listdir(samples))

@@ -13,7 +13,7 @@ folder accepts: a verification never outlives the records it was checked against
 """
 import hashlib
 import os
-from typing import Dict, Iterable, NamedTuple, Optional
+from typing import Dict, Iterable, Iterator, NamedTuple, Optional, Sequence
 
 from gen_worker.output import layout
 from gen_worker.atomic_files import replace_file
@@ -24,20 +24,43 @@ UNBOUND = "unbound:"  # before the settings key of an image whose provenance has
 
 
 class Entry(NamedTuple):
-    state: str
-    row_key: str
-    settings_key: str
+    text: str  # the line, without its newline: a million lines are kept whole, not split into fields
     # True when the line was checked against the manifest that is there now (its row_key needs no recomputing).
     same_manifest: bool
 
+    @property
+    def row_key(self) -> str:
+        return self.text.rsplit("\t", 2)[1]
 
-def file_state(output_dir: str, name: str) -> str:
-    st = os.stat(os.path.join(output_dir, name))
+    @property
+    def settings_key(self) -> str:
+        return self.text.rsplit("\t", 2)[2]
+
+
+def _state(name: str, st: os.stat_result) -> str:
     return f"{name}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\t{st.st_ino}"
 
 
+def file_state(output_dir: str, name: str) -> str:
+    return _state(name, os.stat(os.path.join(output_dir, name)))
+
+
+def file_states(output_dir: str, names: Iterable[str]) -> Iterator[str]:
+    """file_state of each name in turn (each looked up from the open folder: no path built per file)."""
+    folder = os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in names:
+            yield _state(name, os.stat(name, dir_fd=folder))
+    finally:
+        os.close(folder)
+
+
+def text(state: str, row_key: str, settings_key: str) -> str:
+    return f"{state}\t{row_key}\t{settings_key}"
+
+
 def line(state: str, row_key: str, settings_key: str) -> str:
-    return f"{state}\t{row_key}\t{settings_key}\n"
+    return text(state, row_key, settings_key) + "\n"
 
 
 def manifest_digest(output_dir: str) -> str:
@@ -58,12 +81,8 @@ def _entries(path: str, same_manifest: bool, manifest: str) -> Dict[str, Entry]:
     if lines and lines[0].startswith("#"):
         same_manifest = same_manifest and lines[0] == HEADER + manifest
         lines = lines[1:]
-    found = {}
-    for text in lines:
-        fields = text.split("\t")
-        if len(fields) == 7:  # older formats (4 fields: no binding) are read again once
-            found[fields[0]] = Entry("\t".join(fields[:5]), fields[5], fields[6], same_manifest)
-    return found
+    # 7 fields (older formats, 4 fields: no binding, are read again once)
+    return {text[:text.index("\t")]: Entry(text, same_manifest) for text in lines if text.count("\t") == 6}
 
 
 def load(output_dir: str, manifest: str) -> Dict[str, Entry]:
@@ -78,14 +97,17 @@ def load(output_dir: str, manifest: str) -> Dict[str, Entry]:
 
 def vouches(entry: Optional[Entry], state: str, row_key: str, settings_keys: Iterable[str]) -> bool:
     """Whether a cached line still vouches for a file now in `state` whose manifest row has row_key."""
-    return entry is not None and entry.state == state and entry.row_key == row_key \
-        and entry.settings_key in settings_keys
+    if entry is None:
+        return False
+    vouched = f"{state}\t{row_key}\t"  # the line's start; its settings key follows
+    return entry.text.startswith(vouched) and entry.text[len(vouched):] in settings_keys
 
 
-def save(output_dir: str, manifest: str, lines: Iterable[str]) -> None:
-    """The check's verdicts replace the last ones; the workers' lines are folded in (call with the lock held)."""
+def save(output_dir: str, manifest: str, texts: Sequence[str]) -> None:
+    """The check's verdicts (lines without their newline) replace the last ones; the workers' lines are folded
+    in (call with the lock held)."""
     replace_file(os.path.join(output_dir, layout.VERIFIED_FILE),
-                 (HEADER + manifest + "\n" + "".join(lines)).encode("utf-8"))
+                 "\n".join([HEADER + manifest, *texts, ""]).encode("utf-8"))
     logs = os.path.join(output_dir, layout.LOGS_DIR)
     for name in os.listdir(logs):
         if name.startswith("written_gpu"):
