@@ -210,11 +210,13 @@ def write_prompt_folders(output_dir: str, samples: Sequence[Sample]) -> None:
 
 def remove_stale_temp_files(output_dir: str) -> None:
     """Delete temporary files left by killed workers (call only while holding the lock exclusively)."""
-    nested = [os.path.join(output_dir, f, sub) for f in prompt_folders(output_dir) for sub in ("", GENEVAL_SAMPLES)]
+    listing = os.listdir(output_dir)  # once: a million names take a second to list
+    nested = [os.path.join(output_dir, f, sub) for f in prompt_folders(output_dir, listing)
+              for sub in ("", GENEVAL_SAMPLES)]
     for folder in [output_dir, os.path.join(output_dir, layout.LOGS_DIR)] + nested:
         if not os.path.isdir(folder):
             continue
-        for name in os.listdir(folder):
+        for name in listing if folder == output_dir else os.listdir(folder):
             if is_temp_name(name):
                 os.remove(os.path.join(folder, name))
 
@@ -273,7 +275,7 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
     for name, state in zip(names, verification_cache.file_states(out, names)):
         listed, entry = name in rows, cached.get(name)
         row_key = "" if not listed else entry.row_key if entry and entry.same_manifest else rows.row_key(name)
-        settings_keys = accepted_or_adopted if _adoption_holds(adopted, name, row_key) else accepted
+        settings_keys = accepted_or_adopted if adopted and _adoption_holds(adopted, name, row_key) else accepted
         if listed and verification_cache.vouches(entry, state, row_key, settings_keys):
             assert entry is not None
             key, same_line = entry.settings_key, entry.text
