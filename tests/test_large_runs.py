@@ -73,3 +73,13 @@ def test_a_damaged_image_or_manifest_is_still_caught(recorded):
         f.write(text.replace("a photo of object 7\n", "a photo of something else\n"))
     with pytest.raises(SettingsMismatch, match="sample 7 was"):
         prepare_output_dir(spec, samples).release()
+
+
+def test_the_workers_records_do_not_vouch_for_a_changed_prompt(recorded, tmp_path):
+    argv, out, read = recorded
+    csv_path = tmp_path / "prompts.csv"
+    csv_path.write_text(csv_path.read_text().replace("7,a photo of object 7\n", "7,a photo of something else\n"))
+    spec, samples = build_spec(build_parser().parse_args([*argv, "--allow_settings_change"]))
+    prepare_output_dir(spec, samples, allow_settings_change=True).release()
+    report = _report(out)
+    assert report["read"] == 1 and [q["file"] for q in report["quarantined"]] == [samples[7].file_name]

@@ -3,7 +3,8 @@ only the files that may have changed (prepare.check_existing_images).
 
     logs/verified_images.tsv    the last check's verdicts; its first line names the manifest.csv they were
                                 checked against (a sha256 of its bytes)
-    logs/written_gpu{k}.tsv     what worker k wrote since (each image right by construction)
+    logs/written_gpu{k}.tsv     what worker k wrote since (each image right by construction), against the
+                                manifest the verdicts' first line names
 
 A line is a file's state (path, size, mtime, ctime, inode: any write changes the ctime, even one that restores
 the size and mtime) and what it was verified against: provenance.row_key of its manifest row and
@@ -13,7 +14,7 @@ folder accepts: a verification never outlives the records it was checked against
 """
 import hashlib
 import os
-from typing import Dict, Iterable, Iterator, NamedTuple, Optional, Sequence
+from typing import Dict, Iterable, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 from gen_worker.output import layout
 from gen_worker.atomic_files import replace_file
@@ -72,26 +73,30 @@ def manifest_digest(output_dir: str) -> str:
         return ""
 
 
-def _entries(path: str, same_manifest: bool, manifest: str) -> Dict[str, Entry]:
+def _entries(path: str, manifest: str, bound: Optional[bool] = None) -> Tuple[Dict[str, Entry], bool]:
+    """A file's lines, and whether they are bound to the manifest that is there now: `bound`, else whether the
+    file's first line names it."""
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().split("\n")
     except (OSError, UnicodeDecodeError):
-        return {}
-    if lines and lines[0].startswith("#"):
-        same_manifest = same_manifest and lines[0] == HEADER + manifest
-        lines = lines[1:]
+        return {}, False
+    same_manifest = bool(lines) and lines[0] == HEADER + manifest if bound is None else bound
+    lines = lines[1:] if lines and lines[0].startswith("#") else lines
     # 7 fields (older formats, 4 fields: no binding, are read again once)
-    return {text[:text.index("\t")]: Entry(text, same_manifest) for text in lines if text.count("\t") == 6}
+    return {text[:text.index("\t")]: Entry(text, same_manifest) for text in lines if text.count("\t") == 6}, same_manifest
 
 
 def load(output_dir: str, manifest: str) -> Dict[str, Entry]:
-    """{relative path: Entry} of the last check's verdicts and the workers' lines since (those win: newer)."""
+    """{relative path: Entry} of the last check's verdicts and the workers' lines since (those win: newer).
+    The workers wrote theirs after the last check, against the manifest it names (a manifest changes only under
+    the folder's exclusive lock, with no worker running; save() removes their files before it names another):
+    their lines are bound to it too, their row keys need no recomputing while it is still the manifest."""
     logs = os.path.join(output_dir, layout.LOGS_DIR)
-    entries = _entries(os.path.join(output_dir, layout.VERIFIED_FILE), True, manifest)
+    entries, same_manifest = _entries(os.path.join(output_dir, layout.VERIFIED_FILE), manifest)
     for name in sorted(os.listdir(logs)):
         if name.startswith("written_gpu") and name.endswith(".tsv"):
-            entries.update(_entries(os.path.join(logs, name), False, manifest))
+            entries.update(_entries(os.path.join(logs, name), manifest, same_manifest)[0])
     return entries
 
 
@@ -106,9 +111,9 @@ def vouches(entry: Optional[Entry], state: str, row_key: str, settings_keys: Ite
 def save(output_dir: str, manifest: str, texts: Sequence[str]) -> None:
     """The check's verdicts (lines without their newline) replace the last ones; the workers' lines are folded
     in (call with the lock held)."""
+    logs = os.path.join(output_dir, layout.LOGS_DIR)
+    for name in os.listdir(logs):  # first: a crash in between loses their lines (images read again), never
+        if name.startswith("written_gpu"):  # leaves lines of an older manifest under a newer one's name
+            os.remove(os.path.join(logs, name))
     replace_file(os.path.join(output_dir, layout.VERIFIED_FILE),
                  "\n".join([HEADER + manifest, *texts, ""]).encode("utf-8"))
-    logs = os.path.join(output_dir, layout.LOGS_DIR)
-    for name in os.listdir(logs):
-        if name.startswith("written_gpu"):
-            os.remove(os.path.join(logs, name))
