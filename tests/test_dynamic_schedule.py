@@ -162,6 +162,9 @@ def test_a_worker_stuck_past_its_watchdog_says_where_and_exits(tiny_sd, tmp_path
     assert re.search(r"ERROR no progress for 6 s in a pipeline call \(a hung GPU call\?\): the worker exits so that "
                      r"its GPU is freed; .*The main thread is at:\n.*sitecustomize.py", log, re.S), log[-3000:]
     assert json.load(open(layout.progress_file(out, 0)))["state"] == "error"
+    summary = _summary(out, 0)  # written by the watchdog too: what the worker made, and why it ended
+    assert summary["state"] == "error" and "no progress for 6 s" in summary["message"], summary
+    assert summary["generated"] == 7 and summary["seconds"] > 0, summary
     assert not os.path.exists(os.path.join(out, "claims", "block000007"))  # released: another worker need not wait
 
 

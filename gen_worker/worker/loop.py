@@ -170,13 +170,19 @@ def run_worker(spec: JobSpec, worker_index: int, num_workers: int, pipe: Any = N
         progress.update(state="error", message=one_line(err))
         raise
     finally:
-        counts = {k: progress[k] for k in ("total", "generated", "skipped", "failed", "state", "message")}
-        summary.update(counts, seconds=round(time.time() - started, 3))
-        summary["images_per_second"] = (round(progress["generated"] / summary["generate_seconds"], 4)
-                                        if summary["generate_seconds"] else None)
-        replace_json(layout.summary_file(output_dir, worker_index), summary)
+        _write_summary(output_dir, worker_index, progress, summary, started)
         lock.release()
     return summary
+
+
+def _write_summary(output_dir: str, worker_index: int, progress: WorkerProgress, summary: dict[str, Any],
+                   started: float) -> None:
+    """summary_gpu{k}.json: the summary so far with the progress counts (when the worker ends, or its watchdog)."""
+    counts = {k: progress[k] for k in ("total", "generated", "skipped", "failed", "state", "message")}
+    summary.update(counts, seconds=round(time.time() - started, 3))
+    summary["images_per_second"] = (round(progress["generated"] / summary["generate_seconds"], 4)
+                                    if summary["generate_seconds"] else None)
+    replace_json(layout.summary_file(output_dir, worker_index), summary)
 
 
 def run_specs(specs: Sequence[JobSpec], worker_index: int, num_workers: int) -> list[dict[str, Any]]:
@@ -322,8 +328,11 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     if "worker_id" in opened:
         progress.update(worker_id=opened["worker_id"])
     outcomes.blocks.on_done = share.block_done
+    def write_summary() -> None:
+        _write_summary(spec.output_dir, worker_index, progress, summary, started)
     maker.watch = ProgressWatch(share.lease, max(WATCHDOG_LEASES * share.lease, WATCHDOG_MIN_SECONDS),
-                                on_progress=share.beat, on_stall=lambda seconds: _stuck(progress, share, seconds))
+                                on_progress=share.beat,
+                                on_stall=lambda seconds: _stuck(progress, share, seconds, write_summary))
     from gen_worker.worker.levers import switched
     from gen_worker.worker.pipeline import denoisers
     try:
@@ -336,22 +345,24 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
         progress.update(total=share.total)
 
 
-def _stuck(progress: WorkerProgress, share: WorkerShare, seconds: float) -> None:
+def _stuck(progress: WorkerProgress, share: WorkerShare, seconds: float, write_summary: Callable[[], None]) -> None:
     """The watchdog, on the progress watch's thread: the main thread has been stuck in a pipeline call for
-    `seconds` (a hung CUDA call, a GPU fault). Say where, release the block, and end the process, so that
-    its GPU is freed even when no one waits for the run (a SLURM task). The main thread cannot be unwound."""
+    `seconds` (a hung CUDA call, a GPU fault). Say where, release the block, write the summary, and end the
+    process, so that its GPU is freed even when no one waits for the run (a SLURM task). The main thread
+    cannot be unwound."""
     try:
         frame = sys._current_frames().get(threading.main_thread().ident or 0)
         where = "".join(traceback.format_stack(frame)[-8:]).rstrip() if frame else "(unknown)"
         message = (f"no progress for {seconds:.0f} s in a pipeline call (a hung GPU call?): the worker exits so that "
                    "its GPU is freed; if a denoising step can take this long, raise --lease_seconds")
         log.error("%s. The main thread is at:\n%s", message, where)
+        share.close(made=0)  # others may take its block at once
         if progress.lock.acquire(timeout=10):  # a writer thread stuck on the disk would hold it
             try:
                 progress.update(state="error", message=message)
+                write_summary()
             finally:
                 progress.lock.release()
-        share.close(made=0)  # others may take its block at once
     except Exception:  # best effort: nothing may keep the process from ending
         log.exception("while stopping after no progress")
     finally:
