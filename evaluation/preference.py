@@ -34,7 +34,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's, used by open_c
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 NAMES = PREFERENCE_SCORES  # score columns; flag --NAME_model
-TITLES = {"pickscore": "PickScore", "hps": "HPS v2.1", "imagereward": "ImageReward"}
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:

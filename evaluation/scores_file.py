@@ -21,7 +21,9 @@ from gen_worker.atomic_files import replace_file, replace_json
 SCORES_FILE = "scores.csv"
 SUMMARY_FILE = "scores.json"
 KEY_COLUMNS = ("file", "image_id", "prompt_row", "seed")
-PREFERENCE_SCORES = ("pickscore", "hps", "imagereward")  # per-image columns of evaluation/preference.py's scorers
+# per-image columns of evaluation/preference.py's scorers, with their names in words
+PREFERENCE_TITLES = {"pickscore": "PickScore", "hps": "HPS v2.1", "imagereward": "ImageReward"}
+PREFERENCE_SCORES = tuple(PREFERENCE_TITLES)
 
 
 def write_scores(folder: str, rows: Sequence[dict[str, Any]], score_columns: Sequence[str],

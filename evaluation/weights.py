@@ -27,6 +27,9 @@ CLIP_DEFAULT = "openai/clip-vit-large-patch14"
 # The sha256 of the public file each scorer expects, where one is published and was checked against
 # several independent sources (k-diffusion, clean-fid users' manifests): a report then says whether the
 # network used is the standard one. Scorers without an entry are "not checked", never "another network".
+# Not known (no sha256 found in a source that can be cited, so none is listed and reports say "not checked"):
+# CLIP ViT-L/14 and ViT-L/14-336 model.safetensors, PickScore_v1 model.safetensors, HPS_v2.1_compressed.pt,
+# ImageReward.pt. metrics.json still records each file's sha256 (protocol.NAME.model_sha256) for comparison.
 KNOWN_SHA256 = {
     "fid": {"f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4":
             f"the standard Inception ({INCEPTION_FILE}, NVIDIA's TorchScript of the TensorFlow FID Inception)"},
