@@ -135,8 +135,7 @@ def test_hps_per_image_mean_interval_and_report(scored):
     low, high = result["intervals"]["hps"]
     assert low < result["hps"] < high
     assert result["protocol"]["hps"]["score"].startswith("HPS v2.1")
-    # no citable sha256 of HPS_v2.1_compressed.pt is listed (evaluation/weights.py): said, never guessed
-    assert result["protocol"]["hps"]["model_is"].startswith("not checked")
+    assert result["protocol"]["hps"]["model_is"].startswith("another network")  # not the published file
     assert result["protocol"]["hps"]["model_sha256"] and result["protocol"]["hps"]["weights_file"] == preference.HPS_FILE
     out = scored["dir"] / "report"
     report.write_report(report.build_report(scored["gen"], scored["metrics"], scored["csv"], str(out)), str(out))
@@ -172,3 +171,13 @@ def test_missing_hps_weights_refused_in_one_line_before_any_image_is_read(scored
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: HPS v2.1 folder not found")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_the_published_file_is_named_so_in_metrics_json(scored, monkeypatch):
+    from evaluation import weights
+
+    sha = weights.sha256_file(os.path.join(scored["model"], preference.HPS_FILE))
+    assert scored["result"]["protocol"]["hps"]["model_sha256"] == sha
+    monkeypatch.setitem(weights.KNOWN_SHA256, "hps", {sha: "the standard HPS v2.1 (here: the tiny one)"})
+    record = preference.load("hps", scored["model"]).record
+    assert record["model_is"] == "the standard HPS v2.1 (here: the tiny one)"

@@ -140,7 +140,7 @@ def test_imagereward_per_image_mean_interval_and_report(scored):
     low, high = result["intervals"]["imagereward"]
     assert low < result["imagereward"] < high
     assert result["protocol"]["imagereward"]["score"].startswith("ImageReward v1.0")
-    assert result["protocol"]["imagereward"]["model_is"].startswith("not checked")  # no citable sha256 listed
+    assert result["protocol"]["imagereward"]["model_is"].startswith("another network")  # not the published file
     out = scored["dir"] / "report"
     report.write_report(report.build_report(scored["gen"], scored["metrics"], scored["csv"], str(out)), str(out))
     md = (out / "report.md").read_text(encoding="utf-8")
