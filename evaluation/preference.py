@@ -9,6 +9,9 @@ HPS (open_clip) and ImageReward (BLIP) checkpoints are mapped onto transformers'
   ``hpsv2.score()`` returns the cosine itself, ours / 100). Preprocess as hpsv2 ``img_score.py``
   (``light_augmentation=True`` -> ``ResizeMaxSize``): RGB to float, longest side resized to 224 (torch bicubic
   with antialias on the float tensor), zero padding to a square (before normalising), OpenAI CLIP mean/std.
+  Differences from the hpsv2 package, both small: it runs under fp16 autocast (we compute in the model's float32),
+  and it tokenises with open_clip's tokenizer (ftfy text fixing) where we use the folder's transformers CLIP
+  tokenizer of the same vocabulary (the same ids for ordinary text; context 77, end-of-text kept when cut).
 * ImageReward v1.0 (Xu et al. 2023): BLIP ViT-L/16 + BERT-base with cross-attention to the image, the [CLS]
   state through a linear 768-1024-128-64-16-1 head (no activations: ImageReward.py comments them out),
   normalised by the constants of ImageReward.py. Prompt: bert-base-uncased tokens, padded/cut to 35.
@@ -329,7 +332,7 @@ def load_imagereward_model(folder: str) -> tuple[ImageRewardNet, Any]:
         raise EvaluationError(f"{path} is not an ImageReward checkpoint (no {exc.args[0]})") from None
     width = patch.shape[0]
     vision = BlipVisionConfig(
-        hidden_size=width, intermediate_size=fc1.shape[0], num_attention_heads=max(1, width // 64),
+        hidden_size=width, intermediate_size=fc1.shape[0], num_attention_heads=width // 64,
         num_hidden_layers=len({k.split(".")[3] for k in state if k.startswith("vision.encoder.layers.")}),
         patch_size=patch.shape[-1], image_size=int(round((positions - 1) ** 0.5)) * patch.shape[-1],
         layer_norm_eps=1e-6, hidden_act="gelu")

@@ -223,10 +223,11 @@ def save_tiny_imagereward(folder: str, seed: int = 4) -> str:
     med = {"architectures": ["BertModel"], "hidden_act": "gelu", "hidden_size": 32, "intermediate_size": 64,
            "layer_norm_eps": 1e-12, "max_position_embeddings": 64, "model_type": "bert", "num_attention_heads": 2,
            "num_hidden_layers": 2, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": len(vocab) + 2,
-           "encoder_width": 64, "add_cross_attention": True}  # + 2: BLIP adds [DEC] and [ENC] to the vocabulary
+           "encoder_width": 128, "add_cross_attention": True}  # + 2: BLIP adds [DEC] and [ENC] to the vocabulary
     with open(os.path.join(folder, IMAGEREWARD_MED_CONFIG), "w", encoding="utf-8") as f:
         json.dump(med, f, indent=1)
-    torch.save(tiny_imagereward_state_dict(64, 2, 8, 32, med, seed), os.path.join(folder, IMAGEREWARD_FILE))
+    # ViT width 128: two heads of 64, as BLIP's ViTs have (the loader infers heads = width // 64)
+    torch.save(tiny_imagereward_state_dict(128, 2, 8, 32, med, seed), os.path.join(folder, IMAGEREWARD_FILE))
     return folder
 
 

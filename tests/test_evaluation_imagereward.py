@@ -48,7 +48,7 @@ def imagereward_direct(sd, med, pixels, ids, mask):
     w = sd[f"{v}.patch_embed.proj.weight"]
     x = F.conv2d(pixels, w, sd[f"{v}.patch_embed.proj.bias"], stride=w.shape[-1]).flatten(2).transpose(1, 2)
     x = torch.cat([sd[f"{v}.cls_token"].expand(len(x), -1, -1), x], dim=1) + sd[f"{v}.pos_embed"]
-    heads_v = w.shape[0] // 64 or 1
+    heads_v = w.shape[0] // 64  # BLIP's ViTs: 64-wide heads (ViT-L: 16, the tiny one: 2)
     i = 0
     while f"{v}.blocks.{i}.norm1.weight" in sd:
         b = f"{v}.blocks.{i}"
