@@ -25,8 +25,7 @@ from typing import Any, Sequence
 
 from evaluation.errors import EvaluationError, run_cli
 from evaluation.generated import has_manifest
-from evaluation.scores_file import PREFERENCE_SCORES as PREFERENCE_NAMES
-from evaluation.scores_file import SCORES_FILE, SUMMARY_FILE
+from evaluation.scores_file import PREFERENCE_SCORES, SCORES_FILE, SUMMARY_FILE
 from gen_worker.atomic_files import replace_json
 from gen_worker.output.summary import missing_images
 from gen_worker.output.sweep_record import SweepRecord, read_sweep_record
@@ -92,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _preference(args: argparse.Namespace) -> dict[str, str]:
     """The preference scorers asked for (evaluation/preference.py): name -> local folder."""
-    from evaluation.preference import NAMES
-
-    return {name: getattr(args, f"{name}_model") for name in NAMES if getattr(args, f"{name}_model", None)}
+    return {name: getattr(args, f"{name}_model") for name in PREFERENCE_SCORES if getattr(args, f"{name}_model", None)}
 
 
 def _needs_prompts(args: argparse.Namespace) -> bool:
@@ -315,9 +312,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
         if features is not None:
             features.reset_generated()
             features.add(torch_from(extracted["fid"]), real=False)
-        per_image = {name: extracted[name].tolist() for name in ("clip_score", *PREFERENCE_NAMES) if name in extracted}
+        per_image = {name: extracted[name].tolist() for name in ("clip_score", *PREFERENCE_SCORES) if name in extracted}
         scores: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None, "kid_subset_size": None,
-                                  "clip_score": None, "cmmd": None, **{name: None for name in PREFERENCE_NAMES}}
+                                  "clip_score": None, "cmmd": None, **{name: None for name in PREFERENCE_SCORES}}
         if features is not None:
             scores["fid"] = features.compute_fid()
             kid = features.compute_kid()
@@ -370,7 +367,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
 
     first = configurations[0]
     result: dict[str, Any] = {k: first[k] for k in ("fid", "kid", "kid_std", "kid_subset_size", "clip_score", "cmmd",
-                                                     *PREFERENCE_NAMES, "intervals")}
+                                                     *PREFERENCE_SCORES, "intervals")}
     seed_sets = uncertainty.seed_sets(configurations, record.axes) if record is not None else []
     if record is not None:
         result = {k: None for k in result}  # a sweep has no single score: see "configurations"
@@ -448,7 +445,7 @@ def _fingerprint(args: argparse.Namespace, protocol: dict[str, Any]) -> str:
     what.update(generated=os.path.abspath(args.generated),
                 networks=[(protocol.get("fid") or {}).get("feature_network_sha256"),
                           (protocol.get("clip") or {}).get("model_sha256"),
-                          *((protocol.get(name) or {}).get("model_sha256") for name in PREFERENCE_NAMES)])
+                          *((protocol.get(name) or {}).get("model_sha256") for name in PREFERENCE_SCORES)])
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -465,9 +462,9 @@ def _write_scores_files(args: argparse.Namespace, folders: list[Any], configurat
 
     group_of = {name: g for g in seed_sets for name in g["configurations"]}
     for (target, *_), c, rows in zip(folders, configurations, per_image_rows):
-        columns = [k for k in ("clip_score", *PREFERENCE_NAMES) if rows and k in rows[0]]
+        columns = [k for k in ("clip_score", *PREFERENCE_SCORES) if rows and k in rows[0]]
         summary = {k: c[k] for k in ("name", "overrides", "fid", "kid", "kid_std", "cmmd", "clip_score",
-                                     *PREFERENCE_NAMES, "intervals", "seed_start")}
+                                     *PREFERENCE_SCORES, "intervals", "seed_start")}
         summary["metrics"] = os.path.abspath(args.out)
         summary["seed_set"] = group_of.get(c["name"])
         write_scores(target.folder, rows, columns, summary)
@@ -479,7 +476,7 @@ def write_json(data: dict[str, Any], path: str) -> None:
 
 
 def _scores_line(scores: dict[str, Any]) -> str:
-    parts = [f"{k}={scores[k]:.4f}" for k in ("fid", "clip_score", "cmmd", *PREFERENCE_NAMES)
+    parts = [f"{k}={scores[k]:.4f}" for k in ("fid", "clip_score", "cmmd", *PREFERENCE_SCORES)
              if scores.get(k) is not None]
     if scores.get("kid") is not None:
         parts.insert(1, f"kid={scores['kid']:.5f}+-{scores['kid_std']:.5f}")
