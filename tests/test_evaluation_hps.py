@@ -181,3 +181,19 @@ def test_the_published_file_is_named_so_in_metrics_json(scored, monkeypatch):
     monkeypatch.setitem(weights.KNOWN_SHA256, "hps", {sha: "the standard HPS v2.1 (here: the tiny one)"})
     record = preference.load("hps", scored["model"]).record
     assert record["model_is"] == "the standard HPS v2.1 (here: the tiny one)"
+
+
+def test_compare_pairs_the_hps_of_two_configurations(scored, tmp_path):
+    from evaluation import compare
+
+    rng = np.random.default_rng(5)
+    other = str(tmp_path / "other")
+    write_generated(other, [smooth_image(rng) for _ in range(N)], [str(i) for i in range(N)], [7 + i for i in range(N)])
+    assert metrics.main(["--generated", other, "--prompts_csv", scored["csv"], "--hps_model", scored["model"],
+                         "--no_fid", "--no_clip", "--out", str(tmp_path / "m.json"), "--num_workers", "0",
+                         "--seed_start", "7"]) == 0
+    assert compare.main([scored["gen"], other, "--out", str(tmp_path / "c.json")]) == 0
+    hps = json.loads((tmp_path / "c.json").read_text())["per_image"]["hps"]
+    b = json.loads((tmp_path / "m.json").read_text())["hps"]
+    assert hps["difference"]["mean"] == pytest.approx(b - scored["result"]["hps"], rel=1e-9)
+    assert hps["difference"]["pairs"] == N
