@@ -205,9 +205,13 @@ def _protocol_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     if kid:
         rows.append(("KID subsets", f"{kid['subsets']} subsets of {kid['subset_size']} images "
                                     f"({kid.get('subset_rule')}), seed {kid.get('seed')}, {kid.get('kernel')}"))
-    if p.get("pickscore"):
-        pick = p["pickscore"]
-        rows.append(("PickScore model", f"{pick.get('model')} ({pick.get('model_is')}); {pick.get('score')}"))
+    from evaluation.scores_file import PREFERENCE_TITLES
+
+    for key, title in PREFERENCE_TITLES.items():
+        if p.get(key):
+            m = p[key]
+            rows += [(f"{title} model", f"{m.get('model')} ({m.get('model_is')}); {m.get('score')}"),
+                     (f"{title} resize", m.get("resize", "?"))]
     if p.get("cmmd"):
         rows.append(("CMMD", f"{p['cmmd'].get('description')}; embeddings of {p['cmmd'].get('embeddings')}"))
     if clip:

@@ -23,7 +23,7 @@ import numpy as np
 from evaluation.errors import EvaluationError
 
 PATH_ARGS = ("generated", "reference_dir", "reference_list", "reference_stats", "prompts_csv", "inception_weights",
-             "clip_model", "pickscore_model", "out", "save_reference_stats")
+             "clip_model", "pickscore_model", "hps_model", "imagereward_model", "out", "save_reference_stats")
 
 
 @dataclass(frozen=True)

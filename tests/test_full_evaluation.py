@@ -194,15 +194,17 @@ def test_allow_incomplete_reaches_the_metrics_too(tmp_path, allow):
 
 def test_the_evaluation_options_reach_the_metrics_only_when_set(tmp_path):
     result, calls = _stand_in_calls(tmp_path, 0, FID_PROTOCOL="legacy_tensorflow", SKIP_CMMD="true",
-                                    PICKSCORE_MODEL="weights/pickscore")
+                                    PICKSCORE_MODEL="weights/pickscore", HPS_MODEL="weights/hps",
+                                    IMAGEREWARD_MODEL="weights/imagereward")
     assert result.returncode == 0, result.stderr
     args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
     pairs = list(zip(args, args[1:]))
     assert ("--protocol", "legacy_tensorflow") in pairs and ("--pickscore_model", "weights/pickscore") in pairs
+    assert ("--hps_model", "weights/hps") in pairs and ("--imagereward_model", "weights/imagereward") in pairs
     assert "--no_cmmd" in args
     _, calls = _stand_in_calls(tmp_path, 0)
     plain = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
-    assert not {"--protocol", "--no_cmmd", "--pickscore_model"} & set(plain)
+    assert not {"--protocol", "--no_cmmd", "--pickscore_model", "--hps_model", "--imagereward_model"} & set(plain)
 
 
 def test_missing_settings_are_refused_before_any_work(tmp_path):
