@@ -75,7 +75,8 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
                       run: the rerun checks, the resume check, quarantine), verification_cache.py
                       (which images were found right, against which manifest row and settings),
                       provenance.py (what each PNG says it is, its pixels' hash), png_file.py (PNG
-                      chunks; is a file whole), lock.py (one run per folder), summary.py,
+                      chunks; is a file whole), shards.py (the tar format's WebDataset shards:
+                      write, index, read), lock.py (one run per folder), summary.py,
                       progress.py, progress_bars.py, sweep_record.py (sweep.json)
     atomic_files.py   writes that a crash never leaves half-done (write, then link or rename)
 
