@@ -27,7 +27,6 @@ from evaluation.errors import EvaluationError, run_cli
 from evaluation.generated import has_manifest
 from evaluation.scores_file import SCORES_FILE, SUMMARY_FILE
 from gen_worker.atomic_files import replace_json
-from gen_worker.output.summary import missing_images
 from gen_worker.output.sweep_record import SweepRecord, read_sweep_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="FID and KID (against reference images or saved statistics) and CLIP score of generated images; "
                     "given a sweep folder (sweep.json), of each of its configurations.",
     )
-    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png (only its own *.png), "
-                                                      "or a sweep folder (sweep.json: every configuration)")
+    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png (only its own *.png) "
+                                                      "or their tar shards (shards/*.tar), or a sweep folder "
+                                                      "(sweep.json: every configuration)")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--reference_dir", help="folder of reference images (jpg/png/... directly in it)")
     ref.add_argument("--reference_stats", help=".npz with mu/sigma saved by --save_reference_stats")
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_incomplete", action="store_true",
                    help="score a folder (or configuration) that lacks some of the images its manifest lists, "
                         "instead of refusing it; recorded in metrics.json, with the count of missing images")
+    p.add_argument("--allow_unverified", action="store_true",
+                   help="score images whose embedded provenance does not match their folder's record (another "
+                        "tool's, edited, other settings) instead of refusing them; recorded in metrics.json")
     p.add_argument("--cluster", choices=("local", "slurm"), default="local",
                    help="slurm: extract features and per-image scores as a job array of --gpus tasks over slices of "
                         "the images (submit.py's SLURM flags), then score here; a rerun queues only missing slices")
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     started = time.time()
     from evaluation import generated as gen
     from evaluation import images as im
-    from evaluation import uncertainty
+    from evaluation import uncertainty, verification
     from evaluation.weights import identify, resolve_device, sha256_file
 
     device = resolve_device(args.device)
@@ -151,13 +154,15 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     folders = []
     scored_prompts: set[str] = set()
     warnings: list[str] = []
+    failed: list[tuple[Any, str]] = []
     for t in targets:
         images, ignored = gen.list_generated_images(t.folder)
         ignored = [n for n in ignored if n not in (SCORES_FILE, SUMMARY_FILE)]  # our own files are not strays
         if not images:
-            raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder}")
+            raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder} (nor in "
+                                  f"shards/*.tar)")
         # Scores of a part of the run would pass for the run's: only when asked, and said.
-        missing, listed = missing_images(t.folder)
+        missing, listed = gen.missing_images(t.folder, images)
         if missing:
             what = f"{t.folder}: {len(missing)} of the {listed} images its manifest lists are missing (first {missing[0]})"
             if not args.allow_incomplete:
@@ -175,7 +180,16 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
                 gen.require_all_matched(unmatched, len(images), seed_start)
                 prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
                 scored_prompts.update(prompts)
+        if task is None:  # a SLURM task's submitter verified them all
+            unverified = verification.unverified(t.folder, images)
+            failed += unverified
+            warnings += [] if not unverified else [f"{t.folder}: {len(unverified)} of {len(images)} images not verified "
+                                                   f"(first {unverified[0][0]}: {unverified[0][1]}; --allow_unverified)"]
         folders.append((t, images, ignored, len(missing), rows, matched, prompts, seed_start))
+    if failed and not args.allow_unverified:  # before any network is loaded or any feature extracted
+        image, why = failed[0]
+        raise EvaluationError(f"{image} is not an image its folder's run made: {why} ({len(failed)} such images; "
+                              f"pass --allow_unverified to score them anyway)")
 
     settings: dict[str, Any] = {
         "generated": os.path.abspath(args.generated),
@@ -183,6 +197,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
         "device": str(device),
         "batch_size": args.batch_size,
         "allow_incomplete": args.allow_incomplete,
+        "allow_unverified": args.allow_unverified,
     }
     protocol: dict[str, Any] = {}
 
@@ -234,14 +249,14 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     if pickscore is not None:
         transforms["pickscore"] = cliplib.ClipImagePreprocess(pick_processor)
     extractor = Extractor(features, clip, pickscore, args.batch_size, args.num_workers)
-    groups: list[tuple[str, list[str], list[str] | None, dict[str, Any]]] = []
+    groups: list[tuple[str, Sequence[Any], list[str] | None, dict[str, Any]]] = []  # images: load_rgb's sources
     read_reference = bool(args.reference_dir) and not args.reference_stats and (features is not None or cmmd_on)
     if read_reference:
         ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
         groups.append(("reference", ref_paths, None,
                        {k: v for k, v in transforms.items() if k == "fid" or (k == "clip" and cmmd_on)}))
     for i, (target, images, *_, prompts, _) in enumerate(folders):
-        groups.append((f"configuration-{i:03d}", [g.path for g in images], prompts, transforms))
+        groups.append((f"configuration-{i:03d}", images, prompts, transforms))
     if task is not None:  # a SLURM task: extract its slice of every group, save it, and stop
         from evaluation import slurm_scoring
 
@@ -372,6 +387,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     if "fid" in protocol:
         counts["reference_images"] = protocol["fid"]["reference_images"]
     result.update(
+        verification={"images": sum(len(f[1]) for f in folders), "unverified": len(failed),
+                       "allow_unverified": args.allow_unverified,
+                       "check": "embedded provenance against the folder's record (provenance.made_with)"},
         counts=counts,
         protocol=protocol,
         settings=settings,
@@ -404,7 +422,7 @@ class Extractor:
         self.features, self.clip, self.pickscore = features, clip, pickscore
         self.batch_size, self.num_workers = batch_size, num_workers
 
-    def extract(self, paths: Sequence[str], prompts: Sequence[str] | None, transforms: dict[str, Any],
+    def extract(self, paths: Sequence[Any], prompts: Sequence[str] | None, transforms: dict[str, Any],
                 desc: str) -> dict[str, Any]:
         import torch
 
