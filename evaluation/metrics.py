@@ -6,7 +6,8 @@ Usage::
     python -m evaluation.metrics --generated DIR (--reference_dir DIR [--reference_list refs.txt] |
         --reference_stats stats.npz) --prompts_csv prompts.csv --inception_weights inception-2015-12-05.pt \\
         --clip_model CLIP_DIR --out metrics.json [--device auto|cuda|cpu] [--batch_size 64] \\
-        [--save_reference_stats stats.npz] [--seed_start N] [--allow_incomplete] [--no_fid] [--no_clip]
+        [--save_reference_stats stats.npz] [--seed_start N] [--allow_incomplete] [--allow_unverified] \\
+        [--no_fid] [--no_clip]
 
 Weights come only from the given local paths; nothing is downloaded (HF_HUB_OFFLINE=1, local_files_only).
 """
