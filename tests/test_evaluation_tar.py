@@ -150,14 +150,17 @@ def test_show_and_reproduce_take_shard_and_stem(folders, tmp_path, capsys):
 @pytest.mark.e2e
 @pytest.mark.usefixtures("slurm_cluster")
 def test_scoring_a_tar_folder_on_slurm_gives_the_png_numbers(folders, tmp_path):
-    local = _metrics(folders, folders["png"], tmp_path / "local.json")
-    args = ["--generated", folders["tar"], "--reference_dir", folders["ref"], "--inception_weights",
-            folders["inception"], "--clip_model", folders["clip"], "--out", str(tmp_path / "slurm.json"), "--device",
-            "cpu", "--num_workers", "0", "--batch_size", "4", "--cluster", "slurm", "--gpus", "2", "--cpus_per_task",
-            "1", "--mem_gb", "1", "--time", "15"]
-    proc = subprocess.run([sys.executable, "-m", "evaluation.metrics", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    on_slurm = json.loads((tmp_path / "slurm.json").read_text())
+    def scored(folder, out, *extra):  # each in a fresh process, as the tasks (this one's thread count: other rounding)
+        args = ["--generated", folder, "--reference_dir", folders["ref"], "--inception_weights", folders["inception"],
+                "--clip_model", folders["clip"], "--out", str(out), "--device", "cpu", "--num_workers", "0",
+                "--batch_size", "4", *extra]
+        proc = subprocess.run([sys.executable, "-m", "evaluation.metrics", *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    local = scored(folders["png"], tmp_path / "local.json")
+    on_slurm = scored(folders["tar"], tmp_path / "slurm.json", "--cluster", "slurm", "--gpus", "2",
+                      "--cpus_per_task", "1", "--mem_gb", "1", "--time", "15")
     for key in ("fid", "kid", "clip_score", "cmmd"):
         assert on_slurm[key] == pytest.approx(local[key], rel=1e-12, abs=1e-15), key
