@@ -40,7 +40,12 @@ def inspect(path: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
     """(the provenance of a whole PNG file or None if it has none, the file's own image_record);
     DamagedPng if not a whole PNG."""
     with open(path, "rb") as f:
-        found = chunks(f.read())
+        return inspect_bytes(f.read())
+
+
+def inspect_bytes(data: bytes) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
+    """inspect() of a PNG held in memory (a shard's member)."""
+    found = chunks(data)
     text = texts(found).get(PNG_KEY)
     if text is None:
         return None, image_record_of(found)
