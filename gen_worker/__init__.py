@@ -10,6 +10,7 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
     campaign.py       --config campaign.toml: flags by name, [sweep] lists, [[run]] tables -> one
                       command line per run; the file recorded in each run's logs/
     named_settings.py settings by name (keywords, a campaign file's keys) -> argv, names and types
+    pack.py           submit.py pack / unpack: a finished folder from PNG files to tar shards and back
                       checked against the parser's flags
     spec.py           JobSpec: every setting, declared once (type, default, help, checks,
                       recorded or not, applied when the pipeline loads or not); the argparse
