@@ -58,17 +58,19 @@ def test_shards_hold_the_png_formats_files_and_resume_remakes_a_truncated_one(ti
     assert (check["shards_checked"], check["shards_read"], check["quarantined"]) == (4, 0, [])
     assert json.load(open(os.path.join(out, layout.RUN_SUMMARY_FILE)))["generated"] == 0
 
-    shard = os.path.join(out, shards.SHARDS_DIR, "000001.tar")
-    before = open(shard, "rb").read()
+    shard, foreign = (os.path.join(out, shards.SHARDS_DIR, n) for n in ("000001.tar", "000002.tar"))
+    before, foreign_before = open(shard, "rb").read(), open(foreign, "rb").read()
     with open(shard, "r+b") as f:
         f.truncate(len(before) // 3)
+    shutil.copyfile(os.path.join(out, shards.SHARDS_DIR, "000000.tar"), foreign)  # whole, but other samples
     _submit(tiny_sd, csv, out, *TAR, "--schedule", "static")
     check = json.load(open(os.path.join(out, layout.RESUME_CHECK_FILE)))
-    assert [q["file"] for q in check["quarantined"]] == ["shards/000001.tar"]
+    assert [q["file"] for q in check["quarantined"]] == ["shards/000001.tar", "shards/000002.tar"]
     assert "truncated" in check["quarantined"][0]["reason"]
-    assert os.path.exists(os.path.join(out, check["quarantined"][0]["moved_to"]))
-    assert open(shard, "rb").read() == before  # made again, the same bytes
-    assert json.load(open(os.path.join(out, layout.RUN_SUMMARY_FILE)))["generated"] == 2
+    assert "not the 2 of its range" in check["quarantined"][1]["reason"]
+    assert all(os.path.exists(os.path.join(out, q["moved_to"])) for q in check["quarantined"])
+    assert open(shard, "rb").read() == before and open(foreign, "rb").read() == foreign_before  # made again
+    assert json.load(open(os.path.join(out, layout.RUN_SUMMARY_FILE)))["generated"] == 4
     members, _ = _members(out)
     assert {stem + ".png": data for stem, data in members.items()} == files
 
