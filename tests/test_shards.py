@@ -91,3 +91,17 @@ def test_members_that_are_no_sample_pairs_are_told(tmp_path):
         tar.add(__file__, arcname="a.png")
     with pytest.raises(shards.DamagedShard, match="pairs"):
         shards.sample_index(path)
+
+
+@pytest.mark.parametrize("changes, refusal", [
+    ({"output_format": "tar", "layout": "geneval"}, "--layout geneval"),
+    ({"output_format": "tar", "batch_size": 3, "shard_size": 1000}, "must be a multiple of --batch_size 3"),
+])
+def test_settings_a_tar_run_cannot_take_are_refused(changes, refusal):
+    from gen_worker.errors import UsageError
+    from gen_worker.spec import JobSpec
+    with pytest.raises(UsageError, match=refusal):
+        JobSpec(prompts_csv="p.csv", output_dir="out", model_path="m", **changes)
+    assert JobSpec(prompts_csv="p.csv", output_dir="out", model_path="m", batch_size=3).block_size() == 3  # png
+    assert JobSpec(prompts_csv="p.csv", output_dir="out", model_path="m", output_format="tar", batch_size=4,
+                   shard_size=8).block_size() == 8

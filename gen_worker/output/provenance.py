@@ -44,7 +44,7 @@ def inspect(path: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
 
 
 def inspect_bytes(data: bytes) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
-    """inspect() of a PNG file's bytes (a tar shard's member, say)."""
+    """inspect() of a PNG held in memory (a shard's member)."""
     found = chunks(data)
     text = texts(found).get(PNG_KEY)
     if text is None:
@@ -64,13 +64,7 @@ def read(path: str) -> Optional[Dict[str, Any]]:
 def pixel_mismatch(path: str) -> Optional[str]:
     """Why a whole PNG's pixels are not the ones its provenance was written with (None: they are, or it has
     no image record to tell: no provenance, or format 1)."""
-    with open(path, "rb") as f:
-        return pixel_mismatch_of(f.read())
-
-
-def pixel_mismatch_of(data: bytes) -> Optional[str]:
-    """pixel_mismatch() of a PNG file's bytes (a tar shard's member, say)."""
-    return _image_mismatch(*inspect_bytes(data))
+    return _image_mismatch(*inspect(path))
 
 
 def _image_mismatch(found: Optional[Dict[str, Any]], image: Dict[str, Any]) -> Optional[str]:

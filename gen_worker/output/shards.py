@@ -183,3 +183,34 @@ def iter_samples(path: str) -> Iterator[Tuple[str, bytes, Dict[str, Any]]]:
             except ValueError:
                 raise DamagedShard(f"{path}: member {record.name!r} is not JSON") from None
             yield stem, png_bytes, value
+
+
+def shard_files(output_dir: str) -> List[str]:
+    """The shards of a folder, as paths relative to it (`shards/000000.tar`), in order."""
+    folder = os.path.join(output_dir, SHARDS_DIR)
+    if not os.path.isdir(folder):
+        return []
+    return [f"{SHARDS_DIR}/{n}" for n in sorted(os.listdir(folder)) if parse_shard_name(n) is not None]
+
+
+def image_names(output_dir: str) -> set[str]:
+    """The png layout's file name of every sample in the folder's whole shards (a damaged shard has none: the
+    resume check quarantines it)."""
+    names: set[str] = set()
+    for shard in shard_files(output_dir):
+        try:
+            names.update(stem + ".png" for stem, _, _ in sample_index(os.path.join(output_dir, shard)))
+        except (DamagedShard, OSError):
+            continue
+    return names
+
+
+def sample_record(manifest_row: Dict[str, Any], provenance: Dict[str, Any]) -> Dict[str, Any]:
+    """A sample's `.json` member: its manifest row's columns (index, prompt, image_id, seed, the prompts file's
+    other columns) as text, as manifest.csv holds them (an empty cell is left out), so that `submit.py pack`
+    writes the same from manifest.csv; and, under "t2i-batch", the provenance its PNG carries."""
+    columns = {k: text for k, v in manifest_row.items() if (text := "" if v is None else str(v))}
+    return {**columns, PROVENANCE_KEY: provenance}
+
+
+PROVENANCE_KEY = "t2i-batch"  # provenance.PNG_KEY, the same JSON as the PNG's text chunk
