@@ -233,14 +233,6 @@ def match_folder(
     return matched, unmatched, rows, seed_start
 
 
-def missing_images(folder: str, images: Sequence[GeneratedImage]) -> tuple[list[str], int]:
-    """The images the folder's manifest.csv lists that are not among ``images`` (files or shard members: the
-    folder's listing), in manifest order, and how many it lists (none without a manifest)."""
-    there = {g.name for g in images}
-    listed = [row["file_name"] for row in output_record.read_manifest(folder).values()]
-    return [name for name in listed if name not in there], len(listed)
-
-
 def has_manifest(folder: str) -> bool:
     return os.path.isfile(os.path.join(folder, layout.MANIFEST_FILE))
 

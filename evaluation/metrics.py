@@ -28,6 +28,7 @@ from evaluation.errors import EvaluationError, run_cli
 from evaluation.generated import has_manifest
 from evaluation.scores_file import SCORES_FILE, SUMMARY_FILE
 from gen_worker.atomic_files import replace_json
+from gen_worker.output.summary import missing_images
 from gen_worker.output.sweep_record import SweepRecord, read_sweep_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
             raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder} (nor in "
                                   f"shards/*.tar)")
         # Scores of a part of the run would pass for the run's: only when asked, and said.
-        missing, listed = gen.missing_images(t.folder, images)
+        missing, listed = missing_images(t.folder)
         if missing:
             what = f"{t.folder}: {len(missing)} of the {listed} images its manifest lists are missing (first {missing[0]})"
             if not args.allow_incomplete:

@@ -130,18 +130,8 @@ def reproduce(image: str, output_dir: str, model_path: Optional[str], device: st
     prepare_output_dir(spec, samples).release()
     from gen_worker.worker.loop import run_worker
     run_worker(spec, block, block + 1)  # worker b of b+1 makes block b alone
-    made = os.path.join(spec.output_dir, samples[found["index"]].file_name)
-    return made if os.path.isfile(made) else _in_shards(spec.output_dir, os.path.basename(made)[:-len(".png")])
-
-
-def _in_shards(output_dir: str, stem: str) -> str:
-    """`SHARD.tar:STEM` of a sample a tar folder holds (the image made again, when its settings say tar)."""
-    folder = os.path.join(output_dir, shards.SHARDS_DIR)
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
-        path = os.path.join(folder, name)
-        if shards.parse_shard_name(name) is not None and any(s == stem for s, *_ in shards.sample_index(path)):
-            return f"{path}:{stem}"
-    raise ImageToolError(f"the run in {output_dir} did not make {stem} again (see its logs/)")
+    # A PNG either way: the output format is the folder's, not the image's (a shard's member is the same file).
+    return os.path.join(spec.output_dir, samples[found["index"]].file_name)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -20,14 +20,15 @@ from evaluation.errors import EvaluationError
 from evaluation.generated import list_generated_images
 from gen_worker.output import layout, provenance, shards
 from gen_worker.output.record import read_manifest
+from gen_worker.pack import pack
 
 ROWS = PROMPTS + [("7.5", "A boat on a lake."), ("8", "A mountain at dawn."), ("9", "A bowl of fruit.")]
 SCORES = ("fid", "kid", "kid_std", "kid_subset_size", "clip_score", "cmmd", "intervals")
 
 
-def pack(png_folder, tar_folder, shard_size=4, swap=None):
-    """The PNG folder's images as shards of shard_size samples (its record and manifest copied); swap=(a, b):
-    sample a's member holds sample b's PNG (a foreign image in a shard)."""
+def pack_swapped(png_folder, tar_folder, swap, shard_size=4):
+    """The PNG folder's images as shards (its record and manifest copied) where sample swap[0]'s member holds
+    sample swap[1]'s PNG: a foreign image in a shard (`submit.py pack` checks what it packs)."""
     os.makedirs(os.path.join(tar_folder, shards.SHARDS_DIR))
     for name in (layout.SETTINGS_FILE, layout.MANIFEST_FILE):
         shutil.copy(os.path.join(png_folder, name), tar_folder)
@@ -35,11 +36,11 @@ def pack(png_folder, tar_folder, shard_size=4, swap=None):
     for first in range(0, len(rows), shard_size):
         samples = []
         for row in rows[first:first + shard_size]:
-            source = rows[swap[1]]["file_name"] if swap and int(row["index"]) == swap[0] else row["file_name"]
+            source = rows[swap[1]]["file_name"] if int(row["index"]) == swap[0] else row["file_name"]
             with open(os.path.join(png_folder, source), "rb") as f:
                 png = f.read()
             samples.append((row["file_name"][:-len(".png")], png,
-                            {"provenance": provenance.inspect_bytes(png)[0], "row": row}))
+                            shards.sample_record(row, provenance.inspect_bytes(png)[0])))
         assert shards.write_shard(shards.shard_path(tar_folder, first // shard_size), samples)
     return tar_folder
 
@@ -49,10 +50,15 @@ def folders(tmp_path_factory, tiny_sd):
     from gen_worker.worker.pipeline import load_pipeline
 
     root = tmp_path_factory.mktemp("tar")
-    png, _ = run_worker_in_process(root, "png", load_pipeline(tiny_sd, "fp32", "cpu"), tiny_sd, rows=ROWS,
-                                   num_inference_steps=2)
+    pipe = load_pipeline(tiny_sd, "fp32", "cpu")
+    png, _ = run_worker_in_process(root, "png", pipe, tiny_sd, rows=ROWS, num_inference_steps=2)
+    made, _ = run_worker_in_process(root, "made_tar", pipe, tiny_sd, rows=ROWS, num_inference_steps=2,
+                                    output_format="tar", shard_size=4)
+    packed = str(root / "packed")
+    shutil.copytree(png, packed)
+    pack(packed, 4)  # submit.py pack
     rng = np.random.default_rng(0)
-    return {"root": root, "png": png, "tar": pack(png, str(root / "tar")), "model": tiny_sd,
+    return {"root": root, "png": png, "tar": made, "packed": packed, "model": tiny_sd,
             "ref": write_reference(str(root / "ref"), [smooth_image(rng) for _ in range(6)]),
             "inception": save_tiny_inception(str(root / "inception.pt")), "clip": save_tiny_clip(str(root / "clip"))}
 
@@ -69,6 +75,8 @@ def test_a_tar_folder_lists_the_same_images_in_the_same_order(folders):
     png, _ = list_generated_images(folders["png"])
     tar, ignored = list_generated_images(folders["tar"])
     assert [g.name for g in tar] == [g.name for g in png] and len(tar) == len(ROWS)
+    assert [g.name for g in list_generated_images(folders["packed"])[0]] == [g.name for g in png]
+    assert not any(n.endswith(".png") for n in os.listdir(folders["tar"]))  # every image in shards/
     assert "7.5_seed49.png" in [g.name for g in tar]  # the stem's dot is back (its member's key has a comma)
     assert [str(g) for g in tar][:1] == [os.path.join(folders["tar"], "shards", "000000.tar") + ":000001_seed42"]
     assert shards.SHARDS_DIR not in ignored
@@ -77,9 +85,11 @@ def test_a_tar_folder_lists_the_same_images_in_the_same_order(folders):
 def test_a_tar_folder_scores_exactly_as_the_same_images_as_pngs(folders, tmp_path):
     from_png = _metrics(folders, folders["png"], tmp_path / "png.json")
     png_scores = open(os.path.join(folders["png"], "scores.csv")).read()
-    from_tar = _metrics(folders, folders["tar"], tmp_path / "tar.json")
+    from_tar = _metrics(folders, folders["tar"], tmp_path / "tar.json")  # made as shards by the worker
+    from_packed = _metrics(folders, folders["packed"], tmp_path / "packed.json")  # the PNGs, packed
     assert from_png["fid"] > 0 and from_png["clip_score"] > 0 and from_png["cmmd"] is not None
     assert {k: from_tar[k] for k in SCORES} == {k: from_png[k] for k in SCORES}  # exactly: the same pixels
+    assert {k: from_packed[k] for k in SCORES} == {k: from_png[k] for k in SCORES}
     assert from_tar["counts"]["generated_images"] == from_png["counts"]["generated_images"] == len(ROWS)
     assert from_tar["verification"] == from_png["verification"]
     assert from_tar["verification"]["images"] == len(ROWS) and from_tar["verification"]["unverified"] == 0
@@ -92,7 +102,7 @@ def test_an_image_that_is_not_its_runs_is_refused_before_any_network(folders, tm
     bad = str(tmp_path / "bad")
     shutil.copytree(folders["png"], bad)
     shutil.copy(os.path.join(bad, "000002_seed44.png"), os.path.join(bad, "000001_seed43.png"))
-    tar = pack(folders["png"], str(tmp_path / "bad_tar"), swap=(1, 2))
+    tar = pack_swapped(folders["png"], str(tmp_path / "bad_tar"), swap=(1, 2))
     for folder, named in ((bad, os.path.join(bad, "000001_seed43.png")),
                           (tar, os.path.join(tar, "shards", "000000.tar") + ":000001_seed43")):
         args = ["--generated", folder, "--reference_dir", folders["ref"], "--no_clip", "--device", "cpu",
@@ -106,7 +116,7 @@ def test_an_image_that_is_not_its_runs_is_refused_before_any_network(folders, tm
 
 
 def test_allow_unverified_scores_them_and_says_so(folders, tmp_path):
-    tar = pack(folders["png"], str(tmp_path / "bad_tar"), swap=(1, 2))
+    tar = pack_swapped(folders["png"], str(tmp_path / "bad_tar"), swap=(1, 2))
     result = _metrics(folders, tar, tmp_path / "m.json", "--allow_unverified")
     assert result["verification"]["unverified"] == 1 and result["verification"]["allow_unverified"] is True
     assert result["settings"]["allow_unverified"] is True
@@ -129,15 +139,24 @@ def test_images_another_tool_made_are_refused_unless_allowed(folders, tmp_path):
     assert metrics.main([*args, "--allow_unverified"]) == 0
 
 
-def test_show_and_reproduce_take_shard_and_stem(folders, tmp_path, capsys):
+MEMBER = os.path.join("shards", "000001.tar") + ":000004_seed46"  # sample 4, in the second shard of 4
+
+
+def test_show_takes_shard_and_stem(folders, capsys):
     from gen_worker.image_tools import main
 
-    member = os.path.join(folders["tar"], "shards", "000001.tar") + ":000004_seed46"
+    member = os.path.join(folders["tar"], MEMBER)
     assert main(["show", member]) == 0
     assert json.loads(capsys.readouterr().out)["prompt"] == ROWS[4][1]
     assert main(["show", member.replace("000004", "000099")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no sample 000099_seed46" in err[0], err
+
+
+def test_reproduce_takes_shard_and_stem(folders, tmp_path, capsys):
+    from gen_worker.image_tools import main
+
+    member = os.path.join(folders["tar"], MEMBER)
     again = str(tmp_path / "again")
     assert main(["reproduce", member, "--output_dir", again, "--device", "cpu"]) == 0
     assert "byte-identical to" in capsys.readouterr().out

@@ -64,7 +64,13 @@ def read(path: str) -> Optional[Dict[str, Any]]:
 def pixel_mismatch(path: str) -> Optional[str]:
     """Why a whole PNG's pixels are not the ones its provenance was written with (None: they are, or it has
     no image record to tell: no provenance, or format 1)."""
-    return _image_mismatch(*inspect(path))
+    with open(path, "rb") as f:
+        return pixel_mismatch_of(f.read())
+
+
+def pixel_mismatch_of(data: bytes) -> Optional[str]:
+    """pixel_mismatch() of a PNG held in memory (a shard's member)."""
+    return _image_mismatch(*inspect_bytes(data))
 
 
 def _image_mismatch(found: Optional[Dict[str, Any]], image: Dict[str, Any]) -> Optional[str]:
