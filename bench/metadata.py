@@ -11,7 +11,9 @@ rmdirs; mkdirs; stats: stat/lstat/statx/access; opens for reading) and every fsy
 (they take a file descriptor, not a path: the workers fsync nothing but their output). A run's fixed costs
 (records, logs, the resume check) are spread over its images; "per image more" leaves them out: the
 operations of a run of 2N images less those of a run of N, per extra image (what a campaign's size costs). "renames+links+creates+unlinks+mkdirs" is the number of name-changing operations per image (the
-issue's target at batch 8: at most 4; with --output_format tar, at most 0.05). A tar case writes a shard per
+issue's target at batch 8: at most 4; with --output_format tar, at most 0.05). Of those, the live progress file's
+(a create and a rename per second and worker, whatever the speed) are also shown apart: on CPU, where an image takes
+about a second, they dominate a tar run's count. A tar case writes a shard per
 --shard_size images: with --images equal to --shard_size, "per image more" is one shard's operations over its
 images (at a shard size of 1000, divide that shard's count by 1000).
 """
@@ -59,6 +61,8 @@ def count_calls(trace: str, folder: str) -> collections.Counter:
         if call == "unlinkat" and "AT_REMOVEDIR" in args:
             kind = "unlink"
         counts[kind] += 1
+        if kind in NAME_CHANGING and "progress_gpu" in args:
+            counts["progress"] += 1  # the live progress file: a create and a rename per second and worker
     return counts
 
 
@@ -92,6 +96,7 @@ def one_case(root: str, model: str, csv_path: str, images: int, batch: int, sche
     return {"case": label, "images": images, "files_in_folder": files,
             "name_changing_per_image": round(sum(small[k] for k in NAME_CHANGING) / images, 2),
             "name_changing_per_image_more": round(sum(large[k] - small[k] for k in NAME_CHANGING) / images, 2),
+            "progress_per_image_more": round((large["progress"] - small["progress"]) / images, 2),
             "per_image": {k: round(small[k] / images, 2) for k in kinds},
             "per_image_more": {k: round((large[k] - small[k]) / images, 2) for k in kinds}}
 
@@ -125,7 +130,8 @@ def main() -> None:
         print(f"{row['case']:<26}{row['files_in_folder']:>7}{row['name_changing_per_image']:>9}"
               + "".join(f"{v:>8}" for v in row["per_image"].values()))
         print(f"{'  per image more':<33}{row['name_changing_per_image_more']:>9}"
-              + "".join(f"{v:>8}" for v in row["per_image_more"].values()))
+              + "".join(f"{v:>8}" for v in row["per_image_more"].values())
+              + f"   (of which the progress file: {row['progress_per_image_more']})")
     print(f"(per image of a run of {args.images} images with 2 workers, files in its folder; per image more: "
           f"a run of {2 * args.images} less one of {args.images}, per extra image. "
           "name-chg = creates+links+renames+unlinks+mkdirs)")

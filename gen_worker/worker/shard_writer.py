@@ -26,6 +26,7 @@ class ShardWriter:
         self._spec, self._worker_index, self._settings_key = spec, worker_index, settings_key
         self._lock = threading.Lock()
         self._pending: Dict[int, Dict[int, Tuple[str, bytes, Dict[str, Any], Sample]]] = {}
+        os.makedirs(os.path.join(spec.output_dir, shards.SHARDS_DIR), exist_ok=True)  # once, not per shard
 
     def add(self, sample: Sample, pixels: np.ndarray, made: Dict[str, Any]) -> bool:
         """Encode one sample (a writer thread) and keep it for its shard; `made`: provenance.for_sample."""
@@ -52,7 +53,6 @@ class ShardWriter:
             return
         entries = [made[i] for i in sorted(made)]
         relative = f"{shards.SHARDS_DIR}/{shards.shard_name(shard)}"
-        os.makedirs(os.path.join(self._spec.output_dir, shards.SHARDS_DIR), exist_ok=True)
         if not shards.write_shard(os.path.join(self._spec.output_dir, relative),
                                   [(stem, png, record) for stem, png, record, _ in entries]):
             log.info("%s was written by another worker meanwhile (its block was taken over): kept", relative)
