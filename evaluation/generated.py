@@ -28,6 +28,7 @@ Ids compare by the file stem the generator makes of them (``7``, ``007`` and ``7
 
 from __future__ import annotations
 
+import collections
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -90,9 +91,9 @@ def list_generated_images(folder: str) -> tuple[list[GeneratedImage], list[str]]
             continue
         found.append(GeneratedImage(path=entry.path, image_id=parsed[0], seed=parsed[1], name=entry.name))
     found += _shard_images(folder, ignored)
-    names = [g.name for g in found]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
+    names = collections.Counter(g.name for g in found)
+    if len(names) != len(found):
+        twice = sorted(n for n, count in names.items() if count > 1)
         raise EvaluationError(f"{folder}: {len(twice)} images are both a file and a shard member (first {twice[0]})")
     found.sort(key=lambda g: (_natural_key(g.image_id), g.image_id, g.seed))
     return found, ignored
@@ -239,7 +240,8 @@ def has_manifest(folder: str) -> bool:
 
 def require_all_matched(unmatched: Sequence[GeneratedImage], total: int, seed_start: int | None) -> None:
     if unmatched:
-        shown = ", ".join(g.name or os.path.basename(g.path) for g in unmatched[:3]) + (" ..." if len(unmatched) > 3 else "")
+        shown = ", ".join(g.name or os.path.basename(g.path) for g in unmatched[:3])
+        shown += " ..." if len(unmatched) > 3 else ""
         why = (f"or ambiguous and row seed-{seed_start} has another image_id; check --seed_start" if seed_start is not None
                else "or ambiguous, and the folder has no generation_settings.json there: pass --seed_start")
         raise EvaluationError(

@@ -185,8 +185,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
         if task is None:  # a SLURM task's submitter verified them all
             unverified = verification.unverified(t.folder, images)
             failed += unverified
-            warnings += [] if not unverified else [f"{t.folder}: {len(unverified)} of {len(images)} images not verified "
-                                                   f"(first {unverified[0][0]}: {unverified[0][1]}; --allow_unverified)"]
+            if unverified:
+                warnings.append(f"{t.folder}: {len(unverified)} of {len(images)} images not verified (first "
+                                f"{unverified[0][0]}: {unverified[0][1]}; --allow_unverified)")
         folders.append((t, images, ignored, len(missing), rows, matched, prompts, seed_start))
     if failed and not args.allow_unverified:  # before any network is loaded or any feature extracted
         image, why = failed[0]
