@@ -183,3 +183,15 @@ def test_scoring_a_tar_folder_on_slurm_gives_the_png_numbers(folders, tmp_path):
                       "--cpus_per_task", "1", "--mem_gb", "1", "--time", "15")
     for key in ("fid", "kid", "clip_score", "cmmd"):
         assert on_slurm[key] == pytest.approx(local[key], rel=1e-12, abs=1e-15), key
+
+
+def test_a_damaged_shard_is_refused_in_one_line(folders, tmp_path):
+    tar = str(tmp_path / "cut")
+    shutil.copytree(folders["tar"], tar)
+    shard = os.path.join(tar, "shards", "000001.tar")
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) // 2)
+    with pytest.raises(EvaluationError) as err:
+        list_generated_images(tar)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"cannot read shard {shard}: ")
+    assert "truncated" in str(err.value)
