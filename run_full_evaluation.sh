@@ -44,6 +44,9 @@
 #   GENERATE_ARGS       more submit.py flags, e.g. "--container IMAGE"
 #   METRICS_DEVICE METRICS_BATCH_SIZE  [auto 64]
 #   ALLOW_INCOMPLETE    true: compute metrics even if some samples failed (metrics --allow_incomplete) [false]
+#   ALLOW_UNVERIFIED    true: score images whose embedded provenance does not match their folder's record
+#                       (metrics --allow_unverified; recorded in metrics.json and shown in the report) [false]
+#   The images may be PNG files or tar shards (GENERATE_ARGS="--output_format tar"): the same numbers.
 #   PYTHON              the Python to use [.venv/bin/python beside this script if present, else python3]
 set -euo pipefail
 
@@ -143,6 +146,7 @@ is_true "${SKIP_CMMD:-false}" && metric_args+=(--no_cmmd)
 [[ -n "${IMAGEREWARD_MODEL:-}" ]] && metric_args+=(--imagereward_model "$IMAGEREWARD_MODEL")
 # The metrics refuse a folder that lacks images unless told, as the generation step above does.
 is_true "${ALLOW_INCOMPLETE:-false}" && metric_args+=(--allow_incomplete)
+is_true "${ALLOW_UNVERIFIED:-false}" && metric_args+=(--allow_unverified)
 "$PYTHON" -m evaluation.metrics "${metric_args[@]}"
 
 step "4/4 report"

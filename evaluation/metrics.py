@@ -6,7 +6,8 @@ Usage::
     python -m evaluation.metrics --generated DIR (--reference_dir DIR [--reference_list refs.txt] |
         --reference_stats stats.npz) --prompts_csv prompts.csv --inception_weights inception-2015-12-05.pt \\
         --clip_model CLIP_DIR --out metrics.json [--device auto|cuda|cpu] [--batch_size 64] \\
-        [--save_reference_stats stats.npz] [--seed_start N] [--allow_incomplete] [--no_fid] [--no_clip]
+        [--save_reference_stats stats.npz] [--seed_start N] [--allow_incomplete] [--allow_unverified] \\
+        [--no_fid] [--no_clip]
 
 Weights come only from the given local paths; nothing is downloaded (HF_HUB_OFFLINE=1, local_files_only).
 """
@@ -40,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="FID and KID (against reference images or saved statistics) and CLIP score of generated images; "
                     "given a sweep folder (sweep.json), of each of its configurations.",
     )
-    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png (only its own *.png), "
-                                                      "or a sweep folder (sweep.json: every configuration)")
+    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png (only its own *.png) "
+                                                      "or their tar shards (shards/*.tar), or a sweep folder "
+                                                      "(sweep.json: every configuration)")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--reference_dir", help="folder of reference images (jpg/png/... directly in it)")
     ref.add_argument("--reference_stats", help=".npz with mu/sigma saved by --save_reference_stats")
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_incomplete", action="store_true",
                    help="score a folder (or configuration) that lacks some of the images its manifest lists, "
                         "instead of refusing it; recorded in metrics.json, with the count of missing images")
+    p.add_argument("--allow_unverified", action="store_true",
+                   help="score images whose embedded provenance does not match their folder's record (another "
+                        "tool's, edited, other settings) instead of refusing them; recorded in metrics.json")
     p.add_argument("--cluster", choices=("local", "slurm"), default="local",
                    help="slurm: extract features and per-image scores as a job array of --gpus tasks over slices of "
                         "the images (submit.py's SLURM flags), then score here; a rerun queues only missing slices")
@@ -151,7 +156,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     started = time.time()
     from evaluation import generated as gen
     from evaluation import images as im
-    from evaluation import uncertainty
+    from evaluation import uncertainty, verification
     from evaluation.weights import identify, resolve_device, sha256_file
 
     device = resolve_device(args.device)
@@ -160,11 +165,13 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     folders = []
     scored_prompts: set[str] = set()
     warnings: list[str] = []
+    failed: list[tuple[Any, str]] = []
     for t in targets:
         images, ignored = gen.list_generated_images(t.folder)
         ignored = [n for n in ignored if n not in (SCORES_FILE, SUMMARY_FILE)]  # our own files are not strays
         if not images:
-            raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder}")
+            raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder} (nor in "
+                                  f"shards/*.tar)")
         # Scores of a part of the run would pass for the run's: only when asked, and said.
         missing, listed = missing_images(t.folder)
         if missing:
@@ -184,7 +191,17 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
                 gen.require_all_matched(unmatched, len(images), seed_start)
                 prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
                 scored_prompts.update(prompts)
+        if task is None:  # a SLURM task's submitter verified them all
+            unverified = verification.unverified(t.folder, images)
+            failed += unverified
+            if unverified:
+                warnings.append(f"{t.folder}: {len(unverified)} of {len(images)} images not verified (first "
+                                f"{unverified[0][0]}: {unverified[0][1]}; --allow_unverified)")
         folders.append((t, images, ignored, len(missing), rows, matched, prompts, seed_start))
+    if failed and not args.allow_unverified:  # before any network is loaded or any feature extracted
+        image, why = failed[0]
+        raise EvaluationError(f"{image} is not an image its folder's run made: {why} ({len(failed)} such images; "
+                              f"pass --allow_unverified to score them anyway)")
 
     settings: dict[str, Any] = {
         "generated": os.path.abspath(args.generated),
@@ -192,6 +209,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
         "device": str(device),
         "batch_size": args.batch_size,
         "allow_incomplete": args.allow_incomplete,
+        "allow_unverified": args.allow_unverified,
     }
     protocol: dict[str, Any] = {}
 
@@ -242,14 +260,14 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     transforms.update({name: loaded.preprocess for name, loaded in preference.items()})
     extractor = Extractor(features, clip, {name: loaded.scorer for name, loaded in preference.items()},
                           args.batch_size, args.num_workers)
-    groups: list[tuple[str, list[str], list[str] | None, dict[str, Any]]] = []
+    groups: list[tuple[str, Sequence[Any], list[str] | None, dict[str, Any]]] = []  # images: load_rgb's sources
     read_reference = bool(args.reference_dir) and not args.reference_stats and (features is not None or cmmd_on)
     if read_reference:
         ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
         groups.append(("reference", ref_paths, None,
                        {k: v for k, v in transforms.items() if k == "fid" or (k == "clip" and cmmd_on)}))
     for i, (target, images, *_, prompts, _) in enumerate(folders):
-        groups.append((f"configuration-{i:03d}", [g.path for g in images], prompts, transforms))
+        groups.append((f"configuration-{i:03d}", images, prompts, transforms))
     if task is not None:  # a SLURM task: extract its slice of every group, save it, and stop
         from evaluation import slurm_scoring
 
@@ -380,6 +398,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     if "fid" in protocol:
         counts["reference_images"] = protocol["fid"]["reference_images"]
     result.update(
+        verification={"images": sum(len(f[1]) for f in folders), "unverified": len(failed),
+                       "allow_unverified": args.allow_unverified,
+                       "check": "embedded provenance against the folder's record (provenance.made_with)"},
         counts=counts,
         protocol=protocol,
         settings=settings,
@@ -404,15 +425,15 @@ def _model_record(scorer: str, folder: str, score: str, image_processor: Any, **
 
 class Extractor:
     """What the scores are made of, per image and in order: Inception features (``fid``), L2-normalised CLIP
-    image embeddings (``clip_embedding``), per-image scores (``clip_score``, ``pickscore``, ``hps``, ``imagereward``); numpy arrays. The
-    same code runs in this process or, on a slice of the images, in a SLURM task (evaluation/slurm_scoring.py).
+    image embeddings (``clip_embedding``), per-image scores (``clip_score``, ``pickscore``, ``hps``,
+    ``imagereward``); numpy arrays. The same code runs in this process or, on a slice of the images, in a SLURM task (evaluation/slurm_scoring.py).
     ``preference``: name -> scorer (evaluation/preference.py), each fed the images of its own transform."""
 
     def __init__(self, features: Any, clip: Any, preference: dict[str, Any], batch_size: int, num_workers: int):
         self.features, self.clip, self.preference = features, clip, preference
         self.batch_size, self.num_workers = batch_size, num_workers
 
-    def extract(self, paths: Sequence[str], prompts: Sequence[str] | None, transforms: dict[str, Any],
+    def extract(self, paths: Sequence[Any], prompts: Sequence[str] | None, transforms: dict[str, Any],
                 desc: str) -> dict[str, Any]:
         import torch
 

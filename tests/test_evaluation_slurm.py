@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from _evaluation_helpers import (noisy, save_tiny_clip, save_tiny_inception, smooth_image, write_generated,
-                                 write_reference)
+from _evaluation_helpers import (UNVERIFIED, noisy, save_tiny_clip, save_tiny_inception, smooth_image,
+                                 write_generated, write_reference)
 from conftest import REPO
 from evaluation.coco_prompts import write_prompts_csv
 from evaluation.tiny_networks import save_tiny_hps, save_tiny_imagereward
@@ -33,7 +33,7 @@ def test_scoring_on_slurm_gives_the_single_process_numbers_and_resumes(tmp_path)
     write_generated(gen, [noisy(smooth_image(rng), 20, rng) for _ in ids], ids, [42 + i for i in range(11)])
     ref = write_reference(str(tmp_path / "ref"), [smooth_image(rng) for _ in range(10)])
     write_prompts_csv([(i, f"a picture, number {i}") for i in ids], str(tmp_path / "prompts.csv"))
-    common = ["--generated", gen, "--reference_dir", ref, "--prompts_csv", str(tmp_path / "prompts.csv"),
+    common = [*UNVERIFIED, gen, "--reference_dir", ref, "--prompts_csv", str(tmp_path / "prompts.csv"),
               "--inception_weights", save_tiny_inception(str(tmp_path / "inception.pt")),
               "--clip_model", save_tiny_clip(str(tmp_path / "clip")), "--device", "cpu", "--num_workers", "0",
               "--batch_size", "4", "--seed_start", "42",

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from _evaluation_helpers import save_tiny_inception, smooth_image, write_generated, write_reference
+from _evaluation_helpers import UNVERIFIED, save_tiny_inception, smooth_image, write_generated, write_reference
 from evaluation import metrics, report, weights
 
 
@@ -50,7 +50,7 @@ def test_metrics_and_report_say_which_inception(tmp_path, monkeypatch):
 
     def run(name):
         out = tmp_path / name
-        assert metrics.main(["--generated", gen, "--reference_dir", ref, "--inception_weights", inception,
+        assert metrics.main([*UNVERIFIED, gen, "--reference_dir", ref, "--inception_weights", inception,
                              "--no_clip", "--out", str(out), "--num_workers", "0"]) == 0
         return json.loads(out.read_text())
 

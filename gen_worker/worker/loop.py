@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from gen_worker.atomic_files import replace_json
 from gen_worker.worker.image_writer import ImageWriter, WriterError
 from gen_worker.worker.oom import SplitOnOutOfMemory
 from gen_worker.worker.png import save_png_once, to_uint8
+from gen_worker.worker.shard_writer import ShardWriter
 from gen_worker.output.progress import WorkerProgress
 from gen_worker.prompts import Sample, fingerprint
 from gen_worker.output.lock import RunLock
@@ -204,6 +205,8 @@ class _Outcomes:
         self.summary, self.started = summary, started
         self.last_error = ""  # one line
         self.blocks = _PendingBlocks()
+        # --output_format tar: the shards being gathered (their verification lines are the shard writer's)
+        self.shards = ShardWriter(spec, worker_index, self.settings_key) if spec.output_format == "tar" else None
 
     def failed(self, failures: Sequence[tuple[Sample, BaseException]]) -> None:
         """failures: (sample, exception) pairs."""
@@ -229,7 +232,7 @@ class _Outcomes:
         with self.progress.lock:
             self.progress.add("generated" if created else "skipped")
             self.progress.save()
-            if created:  # a resume need not read it again (output/prepare.py, check_existing_images)
+            if created and self.shards is None:  # a resume need not read it again (prepare.check_existing_images)
                 line = verification_cache.line(verification_cache.file_state(self.output_dir, item.sample.file_name),
                                                provenance.row_key(manifest_row(item.sample)), self.settings_key)
                 with open(layout.written_file(self.output_dir, self.worker_index), "a", encoding="utf-8") as f:
@@ -252,20 +255,26 @@ class _Outcomes:
 
 class _PendingBlocks:
     """Blocks whose images the writer threads have not all reported yet; `on_done(block)` runs once
-    every image of a block is written or failed (dynamic schedule: the block's .done marker)."""
+    every image of a block is written or failed (dynamic schedule: the block's .done marker; tar: its shard).
+    A block (a shard) may be made in several pipeline calls: it is done after its last one."""
 
     def __init__(self, on_done: Callable[[int], object] = lambda block: None) -> None:
         self.on_done = on_done
         self._lock = threading.Lock()
         self._left: dict[int, int] = {}
+        self._open: set[int] = set()  # blocks with pipeline calls still to come
         self._block_of: dict[str, int] = {}
 
-    def made(self, block: int, queued: Sequence[Sample]) -> None:
-        """Call before the images are queued for writing."""
+    def made(self, block: int, queued: Sequence[Sample], last: bool = True) -> None:
+        """Call before the images are queued for writing; last: the block's last pipeline call."""
         with self._lock:
-            self._left[block] = len(queued)
+            self._left[block] = self._left.get(block, 0) + len(queued)
             self._block_of.update((s.file_name, block) for s in queued)
-        if not queued:
+            (self._open.discard if last else self._open.add)(block)
+            finished = last and self._left[block] == 0
+            if finished:
+                del self._left[block]
+        if finished:
             self.on_done(block)
 
     def reported(self, sample: Sample) -> None:
@@ -274,7 +283,7 @@ class _PendingBlocks:
             if block is None:
                 return
             self._left[block] -= 1
-            finished = self._left[block] == 0
+            finished = self._left[block] == 0 and block not in self._open
             if finished:
                 del self._left[block]
         if finished:
@@ -330,6 +339,13 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     outcomes.blocks.on_done = share.block_done
     def write_summary() -> None:
         _write_summary(spec.output_dir, worker_index, progress, summary, started)
+    if outcomes.shards is not None:
+        shard_writer = outcomes.shards
+
+        def shard_done(block: int) -> None:  # the block is a shard: written before it counts as done
+            shard_writer.finish(block)
+            share.block_done(block)
+        outcomes.blocks.on_done = shard_done
     maker.watch = ProgressWatch(share.lease, max(WATCHDOG_LEASES * share.lease, WATCHDOG_MIN_SECONDS),
                                 on_progress=share.beat,
                                 on_stall=lambda seconds: _stuck(progress, share, seconds, write_summary))
@@ -417,6 +433,15 @@ def _peak_gpu_memory(device: str | None) -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
+def _pipeline_calls(todo: Iterable[tuple[int, list[Sample]]], batch_size: int
+                    ) -> Iterator[tuple[int, list[Sample], bool]]:
+    """(block index, the samples of one pipeline call, whether it is the block's last): a block is one call, or
+    with --output_format tar a shard's calls (the same batches, so the same images, as the png format)."""
+    for index, block in todo:
+        for start in range(0, len(block), batch_size):
+            yield index, block[start:start + batch_size], start + batch_size >= len(block)
+
+
 def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list[Sample]]], done: set[str],
               outcomes: _Outcomes, summary: dict[str, Any]) -> None:
     """The loop: one pipeline call per block, while writer threads save the images of the last ones.
@@ -425,6 +450,8 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list
 
     def save(item: Made) -> bool:
         made = provenance.for_sample(spec, item.sample, versions)
+        if outcomes.shards is not None:
+            return outcomes.shards.add(item.sample, to_uint8(item.image), made)
         return save_png_once(to_uint8(item.image), os.path.join(spec.output_dir, item.sample.file_name),
                              functools.partial(provenance.png_text, made))
 
@@ -442,7 +469,7 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list
     speed = _Speed(summary)
     finished = False
     try:
-        for index, block in todo:
+        for index, block, last in _pipeline_calls(todo, spec.batch_size):
             call_start, denoiser_before = time.time(), maker.clock.seconds
             results = [(s, r if isinstance(r, Exception) else checked(s, r)) for s, r in make(block)
                        if s.file_name not in done]  # the rest of a partly made block is made only to keep the batch
@@ -452,7 +479,7 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list
             failures = [(s, r) for s, r in results if isinstance(r, Exception)]
             if failures:
                 outcomes.failed(failures)
-            outcomes.blocks.made(index, [s for s, made in results if isinstance(made, Made)])
+            outcomes.blocks.made(index, [s for s, made in results if isinstance(made, Made)], last)
             for _, made in results:
                 if isinstance(made, Made):
                     writer.put(made)
