@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _evaluation_helpers import smooth_image, write_generated
+from _evaluation_helpers import UNVERIFIED, smooth_image, write_generated
 from conftest import REPO
 from evaluation import images as im
 from evaluation import metrics, preference, report
@@ -73,7 +73,7 @@ def scored(tmp_path_factory):
     write_prompts_csv(list(zip(ids, prompts)), str(d / "prompts.csv"))
     folder = save_tiny_hps(str(d / "hps"))
     out = d / "metrics.json"
-    assert metrics.main(["--generated", gen, "--prompts_csv", str(d / "prompts.csv"), "--hps_model", folder,
+    assert metrics.main([*UNVERIFIED, gen, "--prompts_csv", str(d / "prompts.csv"), "--hps_model", folder,
                          "--no_fid", "--no_clip", "--out", str(out), "--num_workers", "0", "--seed_start", "7",
                          "--batch_size", "4"]) == 0
     return {"dir": d, "gen": gen, "prompts": prompts, "model": folder, "csv": str(d / "prompts.csv"),
@@ -162,7 +162,7 @@ def test_missing_hps_weights_refused_in_one_line_before_any_image_is_read(scored
         raise AssertionError(f"an image was read: {path}")
 
     monkeypatch.setattr(im, "load_rgb", no_image_reads)
-    args = ["--generated", scored["gen"], "--prompts_csv", scored["csv"], "--hps_model", str(tmp_path / "none"),
+    args = [*UNVERIFIED, scored["gen"], "--prompts_csv", scored["csv"], "--hps_model", str(tmp_path / "none"),
             "--no_fid", "--no_clip", "--out", str(tmp_path / "m.json"), "--num_workers", "0"]
     with pytest.raises(EvaluationError, match=r"HPS v2.1 folder not found .*HPS_v2.1_compressed.pt"):
         metrics.main(args)
@@ -189,7 +189,7 @@ def test_compare_pairs_the_hps_of_two_configurations(scored, tmp_path):
     rng = np.random.default_rng(5)
     other = str(tmp_path / "other")
     write_generated(other, [smooth_image(rng) for _ in range(N)], [str(i) for i in range(N)], [7 + i for i in range(N)])
-    assert metrics.main(["--generated", other, "--prompts_csv", scored["csv"], "--hps_model", scored["model"],
+    assert metrics.main([*UNVERIFIED, other, "--prompts_csv", scored["csv"], "--hps_model", scored["model"],
                          "--no_fid", "--no_clip", "--out", str(tmp_path / "m.json"), "--num_workers", "0",
                          "--seed_start", "7"]) == 0
     assert compare.main([scored["gen"], other, "--out", str(tmp_path / "c.json")]) == 0

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _evaluation_helpers import smooth_image, write_generated
+from _evaluation_helpers import UNVERIFIED, smooth_image, write_generated
 from conftest import REPO
 from evaluation import images as im
 from evaluation import metrics, preference, report
@@ -86,7 +86,7 @@ def scored(tmp_path_factory):
     write_prompts_csv(list(zip(ids, prompts)), str(d / "prompts.csv"))
     folder = save_tiny_imagereward(str(d / "imagereward"))
     out = d / "metrics.json"
-    assert metrics.main(["--generated", gen, "--prompts_csv", str(d / "prompts.csv"), "--imagereward_model", folder,
+    assert metrics.main([*UNVERIFIED, gen, "--prompts_csv", str(d / "prompts.csv"), "--imagereward_model", folder,
                          "--no_fid", "--no_clip", "--out", str(out), "--num_workers", "0", "--seed_start", "3",
                          "--batch_size", "4"]) == 0
     return {"dir": d, "gen": gen, "prompts": prompts, "model": folder, "csv": str(d / "prompts.csv"),
@@ -168,7 +168,7 @@ def test_missing_imagereward_weights_refused_in_one_line_before_any_image_is_rea
     partial.mkdir()
     (partial / preference.IMAGEREWARD_FILE).write_bytes(b"")  # no med_config.json, no tokenizer
     for folder in (str(tmp_path / "none"), str(partial)):
-        args = ["--generated", scored["gen"], "--prompts_csv", scored["csv"], "--imagereward_model", folder,
+        args = [*UNVERIFIED, scored["gen"], "--prompts_csv", scored["csv"], "--imagereward_model", folder,
                 "--no_fid", "--no_clip", "--out", str(tmp_path / "m.json"), "--num_workers", "0"]
         with pytest.raises(EvaluationError, match=r"ImageReward folder not found .*med_config.json"):
             metrics.main(args)
