@@ -12,8 +12,7 @@ rmdirs; mkdirs; stats: stat/lstat/statx/access; opens for reading) and every fsy
 (records, logs, the resume check) are spread over its images; "per image more" leaves them out: the
 operations of a run of 2N images less those of a run of N, per extra image (what a campaign's size costs). "renames+links+creates+unlinks+mkdirs" is the number of name-changing operations per image (the
 issue's target at batch 8: at most 4; with --output_format tar, at most 0.05). Of those, the live progress file's
-(a create and a rename per second and worker, whatever the speed) are also shown apart: on CPU, where an image takes
-about a second, they dominate a tar run's count. A tar case writes a shard per
+are also shown apart (it is made once per worker and run, then overwritten in place: no new name per write). A tar case writes a shard per
 --shard_size images: with --images equal to --shard_size, "per image more" is one shard's operations over its
 images (at a shard size of 1000, divide that shard's count by 1000).
 """

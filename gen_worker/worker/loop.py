@@ -172,6 +172,7 @@ def run_worker(spec: JobSpec, worker_index: int, num_workers: int, pipe: Any = N
         raise
     finally:
         _write_summary(output_dir, worker_index, progress, summary, started)
+        progress.close()
         lock.release()
     return summary
 
