@@ -24,6 +24,8 @@
 #   FID_PROTOCOL        FID/KID input: clean or legacy_tensorflow (metrics --protocol) [clean]
 #   SKIP_CMMD           true: no CMMD (metrics --no_cmmd) [false: CMMD with CLIP_MODEL against the reference]
 #   PICKSCORE_MODEL     local PickScore folder: per-image PickScore (metrics --pickscore_model) [none]
+#   HPS_MODEL           local HPS v2.1 folder: per-image HPS v2.1 (metrics --hps_model) [none]
+#   IMAGEREWARD_MODEL   local ImageReward folder: per-image ImageReward (metrics --imagereward_model) [none]
 #   CLUSTER             local or slurm [local]
 #   USE_MULTIGPU        local: true = every GPU in GPU_IDS (or every visible GPU), false = the first one [true]
 #   GPU_IDS             local: GPU ids, space-separated [every visible GPU]
@@ -42,6 +44,9 @@
 #   GENERATE_ARGS       more submit.py flags, e.g. "--container IMAGE"
 #   METRICS_DEVICE METRICS_BATCH_SIZE  [auto 64]
 #   ALLOW_INCOMPLETE    true: compute metrics even if some samples failed (metrics --allow_incomplete) [false]
+#   ALLOW_UNVERIFIED    true: score images whose embedded provenance does not match their folder's record
+#                       (metrics --allow_unverified; recorded in metrics.json and shown in the report) [false]
+#   The images may be PNG files or tar shards (GENERATE_ARGS="--output_format tar"): the same numbers.
 #   PYTHON              the Python to use [.venv/bin/python beside this script if present, else python3]
 set -euo pipefail
 
@@ -137,8 +142,11 @@ if is_true "$SKIP_CLIP"; then metric_args+=(--no_clip); else metric_args+=(--cli
 [[ -n "${FID_PROTOCOL:-}" ]] && metric_args+=(--protocol "$FID_PROTOCOL")
 is_true "${SKIP_CMMD:-false}" && metric_args+=(--no_cmmd)
 [[ -n "${PICKSCORE_MODEL:-}" ]] && metric_args+=(--pickscore_model "$PICKSCORE_MODEL")
+[[ -n "${HPS_MODEL:-}" ]] && metric_args+=(--hps_model "$HPS_MODEL")
+[[ -n "${IMAGEREWARD_MODEL:-}" ]] && metric_args+=(--imagereward_model "$IMAGEREWARD_MODEL")
 # The metrics refuse a folder that lacks images unless told, as the generation step above does.
 is_true "${ALLOW_INCOMPLETE:-false}" && metric_args+=(--allow_incomplete)
+is_true "${ALLOW_UNVERIFIED:-false}" && metric_args+=(--allow_unverified)
 "$PYTHON" -m evaluation.metrics "${metric_args[@]}"
 
 step "4/4 report"

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/metadata.py                       # tiny model on CPU, 2 workers, about 10 minutes
     .venv/bin/python bench/metadata.py --images 16 --batch_sizes 8 --schedules dynamic   # one quick case
+    .venv/bin/python bench/metadata.py --formats tar --images 32 --shard_size 32          # tar shards (issue 19)
 
 Each case is one whole run (submit.py, local mode, the tiny SD model on CPU, 2 workers) into a fresh folder
 under `strace -f` (every process and thread of the run: submitter and workers). Counted are the system
@@ -10,7 +11,10 @@ rmdirs; mkdirs; stats: stat/lstat/statx/access; opens for reading) and every fsy
 (they take a file descriptor, not a path: the workers fsync nothing but their output). A run's fixed costs
 (records, logs, the resume check) are spread over its images; "per image more" leaves them out: the
 operations of a run of 2N images less those of a run of N, per extra image (what a campaign's size costs). "renames+links+creates+unlinks+mkdirs" is the number of name-changing operations per image (the
-issue's target at batch 8: at most 4).
+issue's target at batch 8: at most 4; with --output_format tar, at most 0.05). Of those, the live progress file's
+are also shown apart (it is made once per worker and run, then overwritten in place: no new name per write). A tar case writes a shard per
+--shard_size images: with --images equal to --shard_size, "per image more" is one shard's operations over its
+images (at a shard size of 1000, divide that shard's count by 1000).
 """
 import argparse
 import collections
@@ -56,6 +60,8 @@ def count_calls(trace: str, folder: str) -> collections.Counter:
         if call == "unlinkat" and "AT_REMOVEDIR" in args:
             kind = "unlink"
         counts[kind] += 1
+        if kind in NAME_CHANGING and "progress_gpu" in args:
+            counts["progress"] += 1  # the live progress file: a create and a rename per second and worker
     return counts
 
 
@@ -78,16 +84,18 @@ def traced_run(root: str, model: str, csv_path: str, images: int, batch: int, sc
 
 
 def one_case(root: str, model: str, csv_path: str, images: int, batch: int, schedule: str,
-             extra: list[str]) -> dict[str, object]:
+             extra: list[str], output_format: str = "png", shard_size: int = 1000) -> dict[str, object]:
     """Per image of a run of `images`, and per image more (a run of 2x`images` less one of `images`: what a
     campaign's size costs, without the fixed costs of a run)."""
-    label = f"b{batch}-{schedule}" + ("-" + "-".join(extra).replace("--", "") if extra else "")
+    label = f"{output_format}-b{batch}-{schedule}" + ("-" + "-".join(extra).replace("--", "") if extra else "")
+    extra = extra + (["--output_format", "tar", "--shard_size", str(shard_size)] if output_format == "tar" else [])
     small, files = traced_run(root, model, csv_path, images, batch, schedule, extra, label)
     large, _ = traced_run(root, model, csv_path, 2 * images, batch, schedule, extra, label)
     kinds = (*NAME_CHANGING, "fsync", "stat", "open")
     return {"case": label, "images": images, "files_in_folder": files,
             "name_changing_per_image": round(sum(small[k] for k in NAME_CHANGING) / images, 2),
             "name_changing_per_image_more": round(sum(large[k] - small[k] for k in NAME_CHANGING) / images, 2),
+            "progress_per_image_more": round((large["progress"] - small["progress"]) / images, 2),
             "per_image": {k: round(small[k] / images, 2) for k in kinds},
             "per_image_more": {k: round((large[k] - small[k]) / images, 2) for k in kinds}}
 
@@ -97,6 +105,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--schedules", nargs="+", default=["static", "dynamic"])
+    parser.add_argument("--formats", default="png,tar", help="output formats to run, comma-separated (png,tar)")
+    parser.add_argument("--shard_size", type=int, default=1000, help="--output_format tar: samples per shard")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="more submit.py flags for every case (e.g. --output_format tar)")
     parser.add_argument("--out", help="also write the results as JSON here")
@@ -110,16 +120,17 @@ def main() -> None:
         csv_path = os.path.join(root, "prompts.csv")
         with open(csv_path, "w", encoding="utf-8") as f:
             f.write("image_id,prompt\n" + "".join(f"{i},a photo of object {i}\n" for i in range(2 * args.images)))
-        rows = [one_case(root, model, csv_path, args.images, b, s, args.extra)
-                for b in args.batch_sizes for s in args.schedules]
+        rows = [one_case(root, model, csv_path, args.images, b, s, args.extra, fmt, args.shard_size)
+                for fmt in args.formats.split(",") for b in args.batch_sizes for s in args.schedules]
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{'case':<22}{'files':>7}{'name-chg':>9}" + "".join(f"{k:>8}" for k in rows[0]["per_image"]))
+    print(f"{'case':<26}{'files':>7}{'name-chg':>9}" + "".join(f"{k:>8}" for k in rows[0]["per_image"]))
     for row in rows:
-        print(f"{row['case']:<22}{row['files_in_folder']:>7}{row['name_changing_per_image']:>9}"
+        print(f"{row['case']:<26}{row['files_in_folder']:>7}{row['name_changing_per_image']:>9}"
               + "".join(f"{v:>8}" for v in row["per_image"].values()))
-        print(f"{'  per image more':<29}{row['name_changing_per_image_more']:>9}"
-              + "".join(f"{v:>8}" for v in row["per_image_more"].values()))
+        print(f"{'  per image more':<33}{row['name_changing_per_image_more']:>9}"
+              + "".join(f"{v:>8}" for v in row["per_image_more"].values())
+              + f"   (of which the progress file: {row['progress_per_image_more']})")
     print(f"(per image of a run of {args.images} images with 2 workers, files in its folder; per image more: "
           f"a run of {2 * args.images} less one of {args.images}, per extra image. "
           "name-chg = creates+links+renames+unlinks+mkdirs)")

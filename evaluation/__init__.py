@@ -3,8 +3,10 @@
 Modules (each usable as plain functions; those with a ``main`` are CLIs run with ``python -m``):
 
 * :mod:`evaluation.coco_prompts` -- COCO captions JSON -> ``prompts.csv`` (+ reference file list)   [CLI]
-* :mod:`evaluation.generated`    -- find ``{image_id}_seed{seed}.png`` files, read the prompts CSV, match them
-* :mod:`evaluation.images`       -- image loading and the preprocessing the feature networks need
+* :mod:`evaluation.generated`    -- find ``{image_id}_seed{seed}.png`` files or tar shard members, read the
+  prompts CSV, match them
+* :mod:`evaluation.verification` -- each image's embedded provenance against its folder's record, before scoring
+* :mod:`evaluation.images`       -- image loading (files or shard members) and the networks' preprocessing
 * :mod:`evaluation.weights`      -- load the feature networks from local files only; which network a file is (sha256)
 * :mod:`evaluation.fid`          -- FID and KID (torchmetrics) from one Inception pass, reference statistics I/O
 * :mod:`evaluation.clip_score`   -- CLIP score (torchmetrics' convention) per image, and CLIP image embeddings

@@ -83,6 +83,10 @@ class ClipScorer:
         """``scale * cos(image, its prompt)`` per image, float64."""
         return self.scale * (image_embeddings * self.text_embeddings(prompts)).sum(dim=-1)
 
+    def score_images(self, pixel_values: torch.Tensor | Sequence[torch.Tensor], prompts: Sequence[str]) -> torch.Tensor:
+        """The preference-scorer interface (evaluation/preference.py): per-image scores from pixels."""
+        return self.scores(self.image_embeddings(pixel_values), prompts)
+
 
 PICKSCORE_CONVENTION = ("PickScore (Kirstain et al. 2023): exp(logit_scale) * cos(image, prompt) with the PickScore_v1 "
                         "CLIP model, each image against its own prompt; the mean over the images")

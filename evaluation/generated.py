@@ -7,7 +7,9 @@ Everything is read with the generator's own code (gen_worker): its file-name pat
 Generated images are the ``*.png`` files *directly* in the output folder named ``{stem}_seed{seed}.png``,
 and in a ``--layout geneval`` folder the ``<row>/samples/<k>.png`` files its manifest lists (their id and
 seed from the manifest); anything else (hidden or temporary files, other extensions, other sub-folders
-such as ``grid/`` or ``quarantine/``) is ignored.
+such as ``grid/`` or ``quarantine/``) is ignored. A ``--output_format tar`` folder's images are the PNG
+members of its ``shards/*.tar`` (named as the png layout names the file: the same images give the same list,
+in the same order, and the same numbers); read_png_bytes reads either.
 
 Prompt of a generated image:
 
@@ -26,13 +28,14 @@ Ids compare by the file stem the generator makes of them (``7``, ``007`` and ``7
 
 from __future__ import annotations
 
+import collections
 import os
 from dataclasses import dataclass
 from typing import Sequence
 
 from evaluation.errors import EvaluationError
 from gen_worker.naming import file_stem, parse_image_name
-from gen_worker.output import layout
+from gen_worker.output import layout, shards
 from gen_worker.output import record as output_record
 from gen_worker.prompts import read_rows
 
@@ -41,10 +44,15 @@ REFERENCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    path: str
+    path: str  # the PNG file, or the tar shard that holds it (--output_format tar)
     image_id: str  # the file stem
     seed: int
-    name: str = ""  # path relative to the output folder (default: the file name)
+    name: str = ""  # path relative to the output folder (default: the file name); in a shard: the png layout's
+    member: tuple[int, int] | None = None  # in a shard: (offset, size) of the PNG member's bytes
+
+    def __str__(self) -> str:
+        """How messages name it: the file, or ``SHARD.tar:STEM`` (what ``submit.py show`` takes)."""
+        return f"{self.path}:{self.name[:-len('.png')]}" if self.member else self.path
 
 
 @dataclass(frozen=True)
@@ -77,12 +85,51 @@ def list_generated_images(folder: str) -> tuple[list[GeneratedImage], list[str]]
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         parsed = parse_image_name(entry.name) if entry.is_file() else None
         if parsed is None:
-            if not any(n.startswith(entry.name + "/") for n in nested):
+            if not any(n.startswith(entry.name + "/") for n in nested) and not (
+                    entry.name == shards.SHARDS_DIR and entry.is_dir()):
                 ignored.append(entry.name)
             continue
         found.append(GeneratedImage(path=entry.path, image_id=parsed[0], seed=parsed[1], name=entry.name))
+    found += _shard_images(folder, ignored)
+    names = collections.Counter(g.name for g in found)
+    if len(names) != len(found):
+        twice = sorted(n for n, count in names.items() if count > 1)
+        raise EvaluationError(f"{folder}: {len(twice)} images are both a file and a shard member (first {twice[0]})")
     found.sort(key=lambda g: (_natural_key(g.image_id), g.image_id, g.seed))
     return found, ignored
+
+
+def _shard_images(folder: str, ignored: list[str]) -> list[GeneratedImage]:
+    """The PNG members of the tar shards in ``folder/shards/`` (--output_format tar), read from the shard
+    indexes (gen_worker/output/shards.py: the format's one definition); a damaged shard is an error."""
+    where = os.path.join(folder, shards.SHARDS_DIR)
+    if not os.path.isdir(where):
+        return []
+    found = []
+    for entry in sorted(os.scandir(where), key=lambda e: e.name):
+        if shards.parse_shard_name(entry.name) is None or not entry.is_file():
+            ignored.append(f"{shards.SHARDS_DIR}/{entry.name}")
+            continue
+        try:
+            members = shards.sample_index(entry.path)
+        except (shards.DamagedShard, OSError) as err:
+            raise EvaluationError(f"cannot read shard {entry.path}: {err}") from None
+        for stem, png, _ in members:
+            parsed = parse_image_name(stem + ".png")
+            if parsed is None:
+                ignored.append(f"{entry.path}:{stem}")
+                continue
+            found.append(GeneratedImage(path=entry.path, image_id=parsed[0], seed=parsed[1], name=stem + ".png",
+                                        member=(png.offset, png.size)))
+    return found
+
+
+def read_png_bytes(image: GeneratedImage | str) -> bytes:
+    """The bytes of a generated image's PNG: its file, or its member of a tar shard."""
+    if isinstance(image, GeneratedImage) and image.member is not None:
+        return shards.read_member(image.path, *image.member)
+    with open(image if isinstance(image, str) else image.path, "rb") as f:
+        return f.read()
 
 
 def list_reference_images(folder: str, reference_list: str | None = None) -> list[str]:
@@ -193,7 +240,8 @@ def has_manifest(folder: str) -> bool:
 
 def require_all_matched(unmatched: Sequence[GeneratedImage], total: int, seed_start: int | None) -> None:
     if unmatched:
-        shown = ", ".join(os.path.basename(g.path) for g in unmatched[:3]) + (" ..." if len(unmatched) > 3 else "")
+        shown = ", ".join(g.name or os.path.basename(g.path) for g in unmatched[:3])
+        shown += " ..." if len(unmatched) > 3 else ""
         why = (f"or ambiguous and row seed-{seed_start} has another image_id; check --seed_start" if seed_start is not None
                else "or ambiguous, and the folder has no generation_settings.json there: pass --seed_start")
         raise EvaluationError(

@@ -9,6 +9,7 @@ CLIP input: the model folder's image processor (see :class:`evaluation.clip_scor
 
 from __future__ import annotations
 
+import io
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -16,18 +17,23 @@ import torch
 from PIL import Image
 
 from evaluation.errors import EvaluationError
+from evaluation.generated import GeneratedImage, read_png_bytes
 
 INCEPTION_SIZE = 299
 INCEPTION_RESIZE = ("clean-fid 'clean' resize to 299x299: PIL bicubic on each channel in float32, "
                     "clipped to [0, 255]")
 
 
-def load_rgb(path: str) -> Image.Image:
+def load_rgb(source: str | GeneratedImage) -> Image.Image:
+    """An image file (a path), or a generated image: its PNG file or its member of a tar shard."""
     try:
-        with Image.open(path) as im:
+        if isinstance(source, GeneratedImage) and source.member is not None:
+            with Image.open(io.BytesIO(read_png_bytes(source))) as im:
+                return im.convert("RGB")
+        with Image.open(source if isinstance(source, str) else source.path) as im:
             return im.convert("RGB")
     except Exception as exc:  # PIL raises many types for broken or partial files
-        raise EvaluationError(f"cannot read image {path}: {exc}") from None
+        raise EvaluationError(f"cannot read image {source}: {exc}") from None
 
 
 def center_crop_square(img: Image.Image) -> Image.Image:
@@ -79,9 +85,10 @@ Transform = Callable[[Image.Image], torch.Tensor]
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Loads ``paths[i]`` and applies each named transform; errors travel as text (no worker tracebacks)."""
+    """Loads ``paths[i]`` (a file, or a GeneratedImage: load_rgb) and applies each named transform; errors
+    travel as text (no worker tracebacks)."""
 
-    def __init__(self, paths: Sequence[str], transforms: Mapping[str, Transform]):
+    def __init__(self, paths: Sequence[str | GeneratedImage], transforms: Mapping[str, Transform]):
         self.paths = list(paths)
         self.transforms = dict(transforms)
 
@@ -110,7 +117,7 @@ def _collate(items):
 
 
 def iterate_batches(
-    paths: Sequence[str],
+    paths: Sequence[str | GeneratedImage],
     transforms: Mapping[str, Transform],
     batch_size: int = 64,
     num_workers: int = 0,

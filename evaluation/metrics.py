@@ -6,7 +6,8 @@ Usage::
     python -m evaluation.metrics --generated DIR (--reference_dir DIR [--reference_list refs.txt] |
         --reference_stats stats.npz) --prompts_csv prompts.csv --inception_weights inception-2015-12-05.pt \\
         --clip_model CLIP_DIR --out metrics.json [--device auto|cuda|cpu] [--batch_size 64] \\
-        [--save_reference_stats stats.npz] [--seed_start N] [--allow_incomplete] [--no_fid] [--no_clip]
+        [--save_reference_stats stats.npz] [--seed_start N] [--allow_incomplete] [--allow_unverified] \\
+        [--no_fid] [--no_clip]
 
 Weights come only from the given local paths; nothing is downloaded (HF_HUB_OFFLINE=1, local_files_only).
 """
@@ -25,7 +26,7 @@ from typing import Any, Sequence
 
 from evaluation.errors import EvaluationError, run_cli
 from evaluation.generated import has_manifest
-from evaluation.scores_file import SCORES_FILE, SUMMARY_FILE
+from evaluation.scores_file import PREFERENCE_SCORES, SCORES_FILE, SUMMARY_FILE
 from gen_worker.atomic_files import replace_json
 from gen_worker.output.summary import missing_images
 from gen_worker.output.sweep_record import SweepRecord, read_sweep_record
@@ -40,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="FID and KID (against reference images or saved statistics) and CLIP score of generated images; "
                     "given a sweep folder (sweep.json), of each of its configurations.",
     )
-    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png (only its own *.png), "
-                                                      "or a sweep folder (sweep.json: every configuration)")
+    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png (only its own *.png) "
+                                                      "or their tar shards (shards/*.tar), or a sweep folder "
+                                                      "(sweep.json: every configuration)")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--reference_dir", help="folder of reference images (jpg/png/... directly in it)")
     ref.add_argument("--reference_stats", help=".npz with mu/sigma saved by --save_reference_stats")
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_incomplete", action="store_true",
                    help="score a folder (or configuration) that lacks some of the images its manifest lists, "
                         "instead of refusing it; recorded in metrics.json, with the count of missing images")
+    p.add_argument("--allow_unverified", action="store_true",
+                   help="score images whose embedded provenance does not match their folder's record (another "
+                        "tool's, edited, other settings) instead of refusing them; recorded in metrics.json")
     p.add_argument("--cluster", choices=("local", "slurm"), default="local",
                    help="slurm: extract features and per-image scores as a job array of --gpus tasks over slices of "
                         "the images (submit.py's SLURM flags), then score here; a rerun queues only missing slices")
@@ -80,22 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_clip", action="store_true")
     p.add_argument("--pickscore_model", help="local folder of PickScore (the PickScore_v1 CLIP model with the "
                                              "CLIP-ViT-H-14 processor): per-image PickScore, its mean and interval")
+    p.add_argument("--hps_model", help="local folder with HPS_v2.1_compressed.pt and the CLIP-ViT-H-14 tokenizer: "
+                                       "per-image HPS v2.1, its mean and interval")
+    p.add_argument("--imagereward_model", help="local folder with ImageReward.pt, med_config.json and the "
+                                               "bert-base-uncased tokenizer: per-image ImageReward, mean and interval")
     p.add_argument("--no_cmmd", action="store_true",
                    help="no CMMD (default: computed with the CLIP model whenever there are reference images)")
     return p
 
 
+def _preference(args: argparse.Namespace) -> dict[str, str]:
+    """The preference scorers asked for (evaluation/preference.py): name -> local folder."""
+    return {name: getattr(args, f"{name}_model") for name in PREFERENCE_SCORES if getattr(args, f"{name}_model", None)}
+
+
 def _needs_prompts(args: argparse.Namespace) -> bool:
-    return not args.no_clip or bool(args.pickscore_model)
+    return not args.no_clip or bool(_preference(args))
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.no_fid and args.no_clip and not args.pickscore_model:
+    if args.no_fid and args.no_clip and not _preference(args):
         raise EvaluationError("--no_fid and --no_clip together leave nothing to compute")
-    if args.pickscore_model:  # before any image is listed or read
-        from evaluation.weights import check_pickscore_folder
+    from evaluation.preference import check_folder
 
-        check_pickscore_folder(args.pickscore_model)
+    for name, folder in _preference(args).items():  # before any image is listed or read
+        check_folder(name, folder)
     if args.batch_size < 1:
         raise EvaluationError("--batch_size must be at least 1")
     if not args.no_fid:
@@ -142,7 +156,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     started = time.time()
     from evaluation import generated as gen
     from evaluation import images as im
-    from evaluation import uncertainty
+    from evaluation import uncertainty, verification
     from evaluation.weights import identify, resolve_device, sha256_file
 
     device = resolve_device(args.device)
@@ -151,11 +165,13 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     folders = []
     scored_prompts: set[str] = set()
     warnings: list[str] = []
+    failed: list[tuple[Any, str]] = []
     for t in targets:
         images, ignored = gen.list_generated_images(t.folder)
         ignored = [n for n in ignored if n not in (SCORES_FILE, SUMMARY_FILE)]  # our own files are not strays
         if not images:
-            raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder}")
+            raise EvaluationError(f"no {{image_id}}_seed{{seed}}.png images directly in {t.folder} (nor in "
+                                  f"shards/*.tar)")
         # Scores of a part of the run would pass for the run's: only when asked, and said.
         missing, listed = missing_images(t.folder)
         if missing:
@@ -175,7 +191,17 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
                 gen.require_all_matched(unmatched, len(images), seed_start)
                 prompts = [r.prompt for r in matched]  # type: ignore[union-attr]
                 scored_prompts.update(prompts)
+        if task is None:  # a SLURM task's submitter verified them all
+            unverified = verification.unverified(t.folder, images)
+            failed += unverified
+            if unverified:
+                warnings.append(f"{t.folder}: {len(unverified)} of {len(images)} images not verified (first "
+                                f"{unverified[0][0]}: {unverified[0][1]}; --allow_unverified)")
         folders.append((t, images, ignored, len(missing), rows, matched, prompts, seed_start))
+    if failed and not args.allow_unverified:  # before any network is loaded or any feature extracted
+        image, why = failed[0]
+        raise EvaluationError(f"{image} is not an image its folder's run made: {why} ({len(failed)} such images; "
+                              f"pass --allow_unverified to score them anyway)")
 
     settings: dict[str, Any] = {
         "generated": os.path.abspath(args.generated),
@@ -183,11 +209,12 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
         "device": str(device),
         "batch_size": args.batch_size,
         "allow_incomplete": args.allow_incomplete,
+        "allow_unverified": args.allow_unverified,
     }
     protocol: dict[str, Any] = {}
 
     # Load every network first, so that a missing weight fails before any image work.
-    features = clip = pickscore = None
+    features = clip = None
     if not args.no_fid:
         from evaluation import fid as fidlib
         from evaluation.weights import load_inception
@@ -208,19 +235,18 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
             "resize": ("centre crop to a square, then " if center_crop else "no crop, then ") + resize,
             "non_square": "centre-cropped to a square first (--no_center_crop: not)" if center_crop else non_square,
         }
-    if not args.no_clip or args.pickscore_model:
+    if not args.no_clip:
         from evaluation import clip_score as cliplib
         from evaluation.weights import load_clip
-    if not args.no_clip:
+
         model, tokenizer, image_processor = load_clip(args.clip_model, device)
         clip = cliplib.ClipScorer(model, tokenizer, device)
         protocol["clip"] = _model_record("clip", args.clip_model, cliplib.SCORE_CONVENTION, image_processor,
                                          max_tokens=cliplib.text_max_length(model))
-    if args.pickscore_model:
-        pick_model, pick_tokenizer, pick_processor = load_clip(args.pickscore_model, device)
-        pickscore = cliplib.pickscore_scorer(pick_model, pick_tokenizer, device)
-        protocol["pickscore"] = _model_record("pickscore", args.pickscore_model, cliplib.PICKSCORE_CONVENTION,
-                                              pick_processor, scale=pickscore.scale)
+    from evaluation import preference as preflib
+
+    preference = {name: preflib.load(name, folder, device) for name, folder in _preference(args).items()}
+    protocol.update({name: loaded.record for name, loaded in preference.items()})
     # CMMD: the CLIP image embeddings of this pass against the reference images' (read, or saved in the stats)
     cmmd_on = clip is not None and not args.no_cmmd and bool(args.reference_dir or args.reference_stats)
     reference_clip = None
@@ -231,17 +257,17 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
         transforms["fid"] = fid_transform
     if clip is not None:
         transforms["clip"] = cliplib.ClipImagePreprocess(image_processor)
-    if pickscore is not None:
-        transforms["pickscore"] = cliplib.ClipImagePreprocess(pick_processor)
-    extractor = Extractor(features, clip, pickscore, args.batch_size, args.num_workers)
-    groups: list[tuple[str, list[str], list[str] | None, dict[str, Any]]] = []
+    transforms.update({name: loaded.preprocess for name, loaded in preference.items()})
+    extractor = Extractor(features, clip, {name: loaded.scorer for name, loaded in preference.items()},
+                          args.batch_size, args.num_workers)
+    groups: list[tuple[str, Sequence[Any], list[str] | None, dict[str, Any]]] = []  # images: load_rgb's sources
     read_reference = bool(args.reference_dir) and not args.reference_stats and (features is not None or cmmd_on)
     if read_reference:
         ref_paths = gen.list_reference_images(args.reference_dir, args.reference_list)
         groups.append(("reference", ref_paths, None,
                        {k: v for k, v in transforms.items() if k == "fid" or (k == "clip" and cmmd_on)}))
     for i, (target, images, *_, prompts, _) in enumerate(folders):
-        groups.append((f"configuration-{i:03d}", [g.path for g in images], prompts, transforms))
+        groups.append((f"configuration-{i:03d}", images, prompts, transforms))
     if task is not None:  # a SLURM task: extract its slice of every group, save it, and stop
         from evaluation import slurm_scoring
 
@@ -304,9 +330,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
         if features is not None:
             features.reset_generated()
             features.add(torch_from(extracted["fid"]), real=False)
-        per_image = {name: extracted[name].tolist() for name in ("clip_score", "pickscore") if name in extracted}
+        per_image = {name: extracted[name].tolist() for name in ("clip_score", *PREFERENCE_SCORES) if name in extracted}
         scores: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None, "kid_subset_size": None,
-                                  "clip_score": None, "cmmd": None, "pickscore": None}
+                                  "clip_score": None, "cmmd": None, **{name: None for name in PREFERENCE_SCORES}}
         if features is not None:
             scores["fid"] = features.compute_fid()
             kid = features.compute_kid()
@@ -314,8 +340,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
                 scores["kid"], scores["kid_std"], scores["kid_subset_size"] = kid
         if clip is not None:
             scores["clip_score"] = cliplib.clip_score(per_image["clip_score"])
-        if pickscore is not None:
-            scores["pickscore"] = sum(per_image["pickscore"]) / len(images)
+        for name in preference:
+            scores[name] = sum(per_image[name]) / len(images)
         if reference_clip is not None:
             scores["cmmd"] = cmmdlib.cmmd(reference_clip, torch_from(extracted["clip_embedding"]))
         intervals = {name: uncertainty.bootstrap_interval(values) for name, values in per_image.items()}
@@ -359,7 +385,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
 
     first = configurations[0]
     result: dict[str, Any] = {k: first[k] for k in ("fid", "kid", "kid_std", "kid_subset_size", "clip_score", "cmmd",
-                                                     "pickscore", "intervals")}
+                                                     *PREFERENCE_SCORES, "intervals")}
     seed_sets = uncertainty.seed_sets(configurations, record.axes) if record is not None else []
     if record is not None:
         result = {k: None for k in result}  # a sweep has no single score: see "configurations"
@@ -372,6 +398,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
     if "fid" in protocol:
         counts["reference_images"] = protocol["fid"]["reference_images"]
     result.update(
+        verification={"images": sum(len(f[1]) for f in folders), "unverified": len(failed),
+                       "allow_unverified": args.allow_unverified,
+                       "check": "embedded provenance against the folder's record (provenance.made_with)"},
         counts=counts,
         protocol=protocol,
         settings=settings,
@@ -385,26 +414,26 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, task: Any =
 
 
 def _model_record(scorer: str, folder: str, score: str, image_processor: Any, **extra: Any) -> dict[str, Any]:
-    """What metrics.json records of a scoring model loaded from a local folder."""
+    """What metrics.json records of a CLIP model loaded from a local folder."""
     from evaluation.clip_score import describe_preprocessing
-    from evaluation.weights import folder_weights_sha256, identify
+    from evaluation.preference import model_record
+    from evaluation.weights import folder_weights_sha256
 
-    sha = folder_weights_sha256(folder)
-    return {"model": os.path.basename(os.path.normpath(folder)), "model_path": os.path.abspath(folder),
-            "model_sha256": sha, "model_is": identify(scorer, sha), "score": score,
-            "resize": describe_preprocessing(image_processor), **extra}
+    return model_record(scorer, folder, folder_weights_sha256(folder), score, describe_preprocessing(image_processor),
+                        **extra)
 
 
 class Extractor:
     """What the scores are made of, per image and in order: Inception features (``fid``), L2-normalised CLIP
-    image embeddings (``clip_embedding``), per-image scores (``clip_score``, ``pickscore``); numpy arrays. The
-    same code runs in this process or, on a slice of the images, in a SLURM task (evaluation/slurm_scoring.py)."""
+    image embeddings (``clip_embedding``), per-image scores (``clip_score``, ``pickscore``, ``hps``,
+    ``imagereward``); numpy arrays. The same code runs in this process or, on a slice of the images, in a SLURM task (evaluation/slurm_scoring.py).
+    ``preference``: name -> scorer (evaluation/preference.py), each fed the images of its own transform."""
 
-    def __init__(self, features: Any, clip: Any, pickscore: Any, batch_size: int, num_workers: int):
-        self.features, self.clip, self.pickscore = features, clip, pickscore
+    def __init__(self, features: Any, clip: Any, preference: dict[str, Any], batch_size: int, num_workers: int):
+        self.features, self.clip, self.preference = features, clip, preference
         self.batch_size, self.num_workers = batch_size, num_workers
 
-    def extract(self, paths: Sequence[str], prompts: Sequence[str] | None, transforms: dict[str, Any],
+    def extract(self, paths: Sequence[Any], prompts: Sequence[str] | None, transforms: dict[str, Any],
                 desc: str) -> dict[str, Any]:
         import torch
 
@@ -420,9 +449,9 @@ class Extractor:
                 out.setdefault("clip_embedding", []).append(embeddings)
                 if batch_prompts is not None:
                     out.setdefault("clip_score", []).append(self.clip.scores(embeddings, batch_prompts))
-            if "pickscore" in batch and batch_prompts is not None:
-                embeddings = self.pickscore.image_embeddings(batch["pickscore"])
-                out.setdefault("pickscore", []).append(self.pickscore.scores(embeddings, batch_prompts))
+            for name, scorer in self.preference.items():
+                if name in batch and batch_prompts is not None:
+                    out.setdefault(name, []).append(scorer.score_images(batch[name], batch_prompts))
         return {k: torch.cat(v).double().numpy() for k, v in out.items()}
 
 
@@ -437,7 +466,7 @@ def _fingerprint(args: argparse.Namespace, protocol: dict[str, Any]) -> str:
     what.update(generated=os.path.abspath(args.generated),
                 networks=[(protocol.get("fid") or {}).get("feature_network_sha256"),
                           (protocol.get("clip") or {}).get("model_sha256"),
-                          (protocol.get("pickscore") or {}).get("model_sha256")])
+                          *((protocol.get(name) or {}).get("model_sha256") for name in PREFERENCE_SCORES)])
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -454,9 +483,9 @@ def _write_scores_files(args: argparse.Namespace, folders: list[Any], configurat
 
     group_of = {name: g for g in seed_sets for name in g["configurations"]}
     for (target, *_), c, rows in zip(folders, configurations, per_image_rows):
-        columns = [k for k in ("clip_score", "pickscore") if rows and k in rows[0]]
-        summary = {k: c[k] for k in ("name", "overrides", "fid", "kid", "kid_std", "cmmd", "clip_score", "pickscore",
-                                     "intervals", "seed_start")}
+        columns = [k for k in ("clip_score", *PREFERENCE_SCORES) if rows and k in rows[0]]
+        summary = {k: c[k] for k in ("name", "overrides", "fid", "kid", "kid_std", "cmmd", "clip_score",
+                                     *PREFERENCE_SCORES, "intervals", "seed_start")}
         summary["metrics"] = os.path.abspath(args.out)
         summary["seed_set"] = group_of.get(c["name"])
         write_scores(target.folder, rows, columns, summary)
@@ -468,7 +497,8 @@ def write_json(data: dict[str, Any], path: str) -> None:
 
 
 def _scores_line(scores: dict[str, Any]) -> str:
-    parts = [f"{k}={scores[k]:.4f}" for k in ("fid", "clip_score", "cmmd", "pickscore") if scores.get(k) is not None]
+    parts = [f"{k}={scores[k]:.4f}" for k in ("fid", "clip_score", "cmmd", *PREFERENCE_SCORES)
+             if scores.get(k) is not None]
     if scores.get("kid") is not None:
         parts.insert(1, f"kid={scores['kid']:.5f}+-{scores['kid_std']:.5f}")
     return " ".join(parts)

@@ -64,10 +64,11 @@ DISPLAY_SIZE = 160  # every thumbnail is shown this size (CSS), whatever the gen
 PLOT_FILE = "fid_clip.png"
 
 
-def make_thumbnail(src: str, dst: str, size: int) -> tuple[int, int]:
-    """A JPEG of at most ``size`` pixels a side (never enlarged: the page scales it); returns its size."""
+def make_thumbnail(src: str | gen.GeneratedImage, dst: str, size: int) -> tuple[int, int]:
+    """A JPEG of at most ``size`` pixels a side (never enlarged: the page scales it) of an image file or a
+    generated image (its file or tar shard member); returns its size."""
     try:
-        with Image.open(src) as im:
+        with Image.open(io.BytesIO(gen.read_png_bytes(src))) as im:
             thumb = im.convert("RGB")
     except Exception as exc:
         raise EvaluationError(f"cannot read image {src}: {exc}") from None
@@ -205,9 +206,13 @@ def _protocol_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     if kid:
         rows.append(("KID subsets", f"{kid['subsets']} subsets of {kid['subset_size']} images "
                                     f"({kid.get('subset_rule')}), seed {kid.get('seed')}, {kid.get('kernel')}"))
-    if p.get("pickscore"):
-        pick = p["pickscore"]
-        rows.append(("PickScore model", f"{pick.get('model')} ({pick.get('model_is')}); {pick.get('score')}"))
+    from evaluation.scores_file import PREFERENCE_TITLES
+
+    for key, title in PREFERENCE_TITLES.items():
+        if p.get(key):
+            m = p[key]
+            rows += [(f"{title} model", f"{m.get('model')} ({m.get('model_is')}); {m.get('score')}"),
+                     (f"{title} resize", m.get("resize", "?"))]
     if p.get("cmmd"):
         rows.append(("CMMD", f"{p['cmmd'].get('description')}; embeddings of {p['cmmd'].get('embeddings')}"))
     if clip:
@@ -223,11 +228,20 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     c = report["counts"]
     return [
         ("generated images", c.get("generated_images")),
+        ("verified as their run's (provenance)", _verified(report.get("verification"))),
         ("reference images", c.get("reference_images", "n/a")),
         ("prompts (rows)", c.get("prompt_rows")),
         ("flagged by the safety checker", c.get("nsfw_flagged", "n/a")),
         ("constant images (e.g. all black)", c.get("constant_images", "n/a")),
     ]
+
+
+def _verified(verification: dict[str, Any] | None) -> str:
+    """What metrics.json says of the images' verification, as one cell."""
+    if not verification:
+        return "not checked (metrics.json from before verification)"
+    done = f"{verification['images'] - verification['unverified']} of {verification['images']}"
+    return done + (" (--allow_unverified: the others scored too)" if verification["unverified"] else "")
 
 
 def uncertainty_section(metrics: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
@@ -473,11 +487,11 @@ def build_report(
     thumbs_dir = os.path.join(out_dir, "thumbs")
     os.makedirs(thumbs_dir, exist_ok=True)
     _, first_images, first_matched, first_start = folders[0]
-    by_name = [{os.path.basename(g.path): g for g in images} for _, images, _, _ in folders]
+    by_name = [{g.name or os.path.basename(g.path): g for g in images} for _, images, _, _ in folders]
     samples, grid_cells = [], []
     for k, i in enumerate(pick_samples(len(first_images), grid_size)):
         img, row = first_images[i], first_matched[i]
-        name = os.path.basename(img.path)
+        name = img.name or os.path.basename(img.path)
         thumbs, sizes = [], []
         for c, images in enumerate(by_name):
             if name not in images:
@@ -485,7 +499,7 @@ def build_report(
                 sizes.append(None)
                 continue
             rel = f"thumbs/{k:03d}_{c:02d}_{os.path.splitext(name)[0]}.jpg"
-            sizes.append(make_thumbnail(images[name].path, os.path.join(out_dir, rel), thumb_size))
+            sizes.append(make_thumbnail(images[name], os.path.join(out_dir, rel), thumb_size))
             thumbs.append(rel)
         grid_cells += [os.path.join(out_dir, t) if t else None for t in thumbs]
         samples.append({
@@ -510,6 +524,7 @@ def build_report(
         "settings": {**(metrics.get("settings") or {}), "grid_size": grid_size, "report_seed_start": first_start},
         "versions": metrics.get("versions"),
         "warnings": warnings,
+        "verification": metrics.get("verification"),
         "plot": PLOT_FILE if plot_png else None,
         "plot_png_base64": base64.b64encode(plot_png).decode("ascii") if plot_png else None,
         "samples": samples,
@@ -532,7 +547,8 @@ def write_report(report: dict[str, Any], out_dir: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m evaluation.report", description="Scores and sample grid as json/md/html.")
-    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png")
+    p.add_argument("--generated", required=True, help="folder with {image_id}_seed{seed}.png or their tar shards "
+                                                      "(shards/*.tar), or a sweep folder")
     p.add_argument("--metrics", required=True, help="metrics.json written by python -m evaluation.metrics")
     p.add_argument("--prompts_csv", help="prompts CSV, to show each sample's prompt")
     p.add_argument("--out_dir", required=True, help="report folder (not inside --generated)")

@@ -2,7 +2,7 @@
 compared image by image later (``python -m evaluation.compare``).
 
     FOLDER/scores.csv    one row per scored image: file, image_id, prompt_row, seed, then one column per
-                         per-image score (clip_score, pickscore, ...); empty where a score was not computed
+                         per-image score (clip_score, pickscore, hps, imagereward); empty where a score was not computed
     FOLDER/scores.json   the folder's set-level scores (fid, kid, kid_std, cmmd, their seed-set mean and std
                          when the folder is one seed set of a sweep) and the metrics.json they belong to
 
@@ -21,6 +21,9 @@ from gen_worker.atomic_files import replace_file, replace_json
 SCORES_FILE = "scores.csv"
 SUMMARY_FILE = "scores.json"
 KEY_COLUMNS = ("file", "image_id", "prompt_row", "seed")
+# per-image columns of evaluation/preference.py's scorers, with their names in words
+PREFERENCE_TITLES = {"pickscore": "PickScore", "hps": "HPS v2.1", "imagereward": "ImageReward"}
+PREFERENCE_SCORES = tuple(PREFERENCE_TITLES)
 
 
 def write_scores(folder: str, rows: Sequence[dict[str, Any]], score_columns: Sequence[str],

@@ -1,6 +1,7 @@
 """Scoring on SLURM: ``python -m evaluation.metrics ... --cluster slurm --gpus N`` (submit.py's SLURM flags).
 
-Every group of images (the reference images read from --reference_dir, then each configuration's) is cut
+Every group of images (the reference images read from --reference_dir, then each configuration's: PNG files
+or the members of its tar shards, in evaluation.generated's listing order) is cut
 into N contiguous slices of whole batches; array task k extracts slice k of every group (Inception features,
 CLIP embeddings, per-image scores: evaluation.metrics.Extractor) into ``OUT.parts/<fingerprint>/<group>/<k>-of-<N>.npz``.
 The submitting process waits, joins the slices in order and computes every score from them as a single
@@ -23,7 +24,7 @@ import numpy as np
 from evaluation.errors import EvaluationError
 
 PATH_ARGS = ("generated", "reference_dir", "reference_list", "reference_stats", "prompts_csv", "inception_weights",
-             "clip_model", "pickscore_model", "out", "save_reference_stats")
+             "clip_model", "pickscore_model", "hps_model", "imagereward_model", "out", "save_reference_stats")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def part_file(parts_dir: str, group: str, k: int, num_tasks: int) -> str:
     return os.path.join(parts_dir, group, f"{k:05d}-of-{num_tasks:05d}.npz")
 
 
-def extract_slice(task: Slice, groups: Sequence[tuple[str, list[str], list[str] | None, dict[str, Any]]],
+def extract_slice(task: Slice, groups: Sequence[tuple[str, Sequence[Any], list[str] | None, dict[str, Any]]],
                   extractor: Any) -> None:
     """In a SLURM task: slice ``task.index`` of every group, each saved once (a requeued task skips what is saved)."""
     for name, paths, prompts, transforms in groups:
@@ -85,7 +86,7 @@ def _joined(parts_dir: str, group: str, num_tasks: int) -> dict[str, np.ndarray]
 
 
 def extract_on_slurm(args: argparse.Namespace, argv: Sequence[str] | None,
-                     groups: Sequence[tuple[str, list[str], list[str] | None, dict[str, Any]]],
+                     groups: Sequence[tuple[str, Sequence[Any], list[str] | None, dict[str, Any]]],
                      fingerprint: str) -> dict[str, dict[str, np.ndarray]]:
     """Queue the slices that are missing, wait for them, and return every group's arrays joined in order."""
     import submitit

@@ -59,7 +59,7 @@ def mean_std(values: Sequence[float | None]) -> dict[str, Any] | None:
 
 
 SEED_AXIS = "seed_start"
-SET_SCORES = ("fid", "kid", "cmmd", "clip_score", "pickscore")  # per configuration: one number each
+SET_SCORES = ("fid", "kid", "cmmd", "clip_score", "pickscore", "hps", "imagereward")  # per configuration: one number each
 
 
 def seed_sets(configurations: Sequence[dict[str, Any]], axes: dict[str, list[str]]) -> list[dict[str, Any]]:

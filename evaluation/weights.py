@@ -24,23 +24,50 @@ INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 CLIP_DEFAULT = "openai/clip-vit-large-patch14"
 
-# The sha256 of the public file each scorer expects, where one is published and was checked against
-# several independent sources (k-diffusion, clean-fid users' manifests): a report then says whether the
-# network used is the standard one. Scorers without an entry are "not checked", never "another network".
+# The sha256 of the public file each scorer expects, where one is published in a source that can be cited
+# (each value's source next to it): a report then says whether the network used is the standard one.
+# Scorers without an entry are "not checked", never "another network". Not known (no citable sha256 found,
+# so not listed): CLIP ViT-L/14-336 (the CMMD paper's model). A hash covers the file as published: the same
+# weights saved again (save_pretrained, another torch version) give another sha256, so get the files
+# themselves (hf download) to have them recognised.
 KNOWN_SHA256 = {
     "fid": {"f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4":
             f"the standard Inception ({INCEPTION_FILE}, NVIDIA's TorchScript of the TensorFlow FID Inception)"},
+    # the git-lfs sha256 shown by the Hub for the copies of openai/clip-vit-large-patch14's model.safetensors
+    # (huggingface.co/InvokeAI/clip-vit-large-patch14 commit 1832c15 "Copy from .../openai/clip-vit-large-patch14",
+    # huggingface.co/Fluf22/openai-clip-large "Duplicate from openai/clip-vit-large-patch14"; size 1710540580)
+    "clip": {"a2bf730a0c7debf160f7a6b50b3aaf3703e7e88ac73de7a314903141db026dcb":
+             "the standard CLIP ViT-L/14 (openai/clip-vit-large-patch14 model.safetensors)"},
+    # huggingface.co/yuvalkirstain/PickScore_v1: model.safetensors (commit dc2ed37, "Adding `safetensors` variant")
+    # and pytorch_model.bin (commit 03e7c78, "Upload model"), git-lfs sha256 on their Hub file pages
+    "pickscore": {"ef31ef6fc5ff4d9bb90dd232df4e145887ba62c5a03aa2841415f8c25f18d52e":
+                  "the standard PickScore_v1 (yuvalkirstain/PickScore_v1 model.safetensors)",
+                  "3f0cf1c6e533f478534404cb3ca6938103becbfe4312c6affc077c274a757972":
+                  "the standard PickScore_v1 (yuvalkirstain/PickScore_v1 pytorch_model.bin)"},
+    # huggingface.co/xswu/HPSv2 commit 697403c ("Upload 2 files"): git-lfs pointer of HPS_v2.1_compressed.pt,
+    # size 1972490005
+    "hps": {"c57a38fb4a2f7e7c15bf00da2ea377cdf165448b4dd1052a484c215a998c9837":
+            "the standard HPS v2.1 (xswu/HPSv2 HPS_v2.1_compressed.pt)"},
+    # huggingface.co/THUDM/ImageReward/blob/main/ImageReward.pt (commit 7a9e21f "Upload ImageReward.pt"), git-lfs sha256
+    "imagereward": {"d71dc8d4912bc633c06ab8ef1ef6a81e8199d4369f14b47b29baf1d19de561f6":
+                    "the standard ImageReward v1.0 (THUDM/ImageReward ImageReward.pt)"},
 }
+# Scorers with standard files of which only some are listed: another sha256 is "not checked", not "another network"
+UNLISTED = {"clip": "CLIP ViT-L/14-336, the CMMD paper's model"}
 
 
 def identify(scorer: str, sha256: str | None) -> str:
-    """In words, which network a file of this sha256 is for ``scorer`` (fid, clip, pickscore, ...)."""
+    """In words, which network a file of this sha256 is for ``scorer`` (fid, clip, pickscore, hps, ...)."""
     known = KNOWN_SHA256.get(scorer)
     if not known:
         return "not checked: no published sha256 for this scorer is listed in evaluation/weights.py"
     if sha256 in known:
         return known[sha256]
-    return "another network: not the published file (sha256 differs), so scores are not comparable to published ones"
+    if scorer in UNLISTED:
+        return (f"not checked: not a listed published file (no sha256 is listed for {UNLISTED[scorer]}; a copy saved "
+                f"again also differs)")
+    return ("another network: not the published file (sha256 differs; the same weights saved again differ too), so "
+            "scores are not comparable to published ones")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -10,6 +10,7 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
     campaign.py       --config campaign.toml: flags by name, [sweep] lists, [[run]] tables -> one
                       command line per run; the file recorded in each run's logs/
     named_settings.py settings by name (keywords, a campaign file's keys) -> argv, names and types
+    pack.py           submit.py pack / unpack: a finished folder from PNG files to tar shards and back
                       checked against the parser's flags
     spec.py           JobSpec: every setting, declared once (type, default, help, checks,
                       recorded or not, applied when the pipeline loads or not); the argparse
@@ -61,6 +62,7 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
                       levers.py (the speed levers applied: at load, or switched per
                       configuration), oom.py (split a block that runs out of memory), image_writer.py
                       (background writer threads), png.py (PNG encoding off the GIL),
+                      shard_writer.py (--output_format tar: a shard gathered, then written whole),
                       watch.py (is its generation making progress: the lease's heartbeat, the
                       watchdog)
     library_logs.py   library log lines a user cannot act on, filtered (transformers' torchvision notice)
@@ -75,7 +77,9 @@ The map, in the order a run goes through it: submit -> plan -> launch -> worker 
                       run: the rerun checks, the resume check, quarantine), verification_cache.py
                       (which images were found right, against which manifest row and settings),
                       provenance.py (what each PNG says it is, its pixels' hash), png_file.py (PNG
-                      chunks; is a file whole), lock.py (one run per folder), summary.py,
+                      chunks; is a file whole), shards.py (the tar format's WebDataset shards:
+                      write, index, read), shard_check.py (their resume check; a folder keeps its
+                      format), lock.py (one run per folder), summary.py,
                       progress.py, progress_bars.py, sweep_record.py (sweep.json)
     atomic_files.py   writes that a crash never leaves half-done (write, then link or rename)
 

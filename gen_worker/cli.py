@@ -1,5 +1,5 @@
 """submit.py's command line: the flags (each declared once, with its checks, in spec.py, slurm/options.py and
-container/runtime.py), the subcommands (status, cancel, show, reproduce), and the hand-over of everything else
+container/runtime.py), the subcommands (status, cancel, show, reproduce, pack, unpack), and the hand-over of everything else
 to the run planner (plan.py). Errors are one line, exit 2 (errors.run_cli).
 
 Nothing here imports torch or diffusers: a bad input is refused in about a second, before any
@@ -63,7 +63,8 @@ def build_parser(optional: Sequence[str] = (),
         epilog="SLURM runs: `submit.py status --output_dir D [--wait]` shows (or follows) the tasks of the "
                "run in D; `submit.py cancel --output_dir D [--task K ...]` cancels its jobs. Any image: "
                "`submit.py show IMAGE` prints what it was made with; `submit.py reproduce IMAGE --output_dir D` "
-               "makes it again.")
+               "makes it again. `submit.py pack D` turns a finished PNG folder into tar shards, `submit.py "
+               "unpack D` back (the originals are removed once the new files are read back equal).")
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
     groups["run"].add_argument("--cluster", choices=("local", "slurm"), default="local",
                                help="local: one subprocess per GPU on this machine; slurm: submit through submitit")
@@ -125,6 +126,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] in ("status", "cancel"):
         from gen_worker.slurm.status import main as status_main
         return status_main(argv)
+    if argv and argv[0] in ("pack", "unpack"):
+        from gen_worker.pack import main as pack_main
+        return pack_main(argv)
     if argv and argv[0] in ("show", "reproduce"):
         from gen_worker.image_tools import main as image_main
         return image_main(argv)

@@ -5,19 +5,22 @@ reproduce makes the image's whole block again (its batch: batch composition chan
 bits), as worker b of b+1 over the folder's first samples, so every sample keeps its index, seed and
 provenance (--images_per_prompt and --layout too). It needs the manifest.csv of the folder the image
 came from (the block's prompts).
+
+An image is a PNG file or, in a --output_format tar folder, `SHARD.tar:STEM` (STEM: the png layout's file
+name without .png, e.g. out/shards/000000.tar:000007_seed49), read with output/shards.py.
 """
 import argparse
 import csv
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from gen_worker.errors import EXIT_USAGE, T2IError
 from gen_worker.model_check import identify
 from gen_worker.model_source import ModelPathError, check_model_path
 from gen_worker.naming import GENEVAL_SAMPLES
-from gen_worker.output import layout, provenance
+from gen_worker.output import layout, provenance, shards
 from gen_worker.output.png_file import DamagedPng
 from gen_worker.output.record import manifest_sample, read_manifest
 from gen_worker.output.prepare import prepare_output_dir
@@ -29,9 +32,33 @@ class ImageToolError(T2IError):
     pass
 
 
+def shard_member(image: str) -> Optional[Tuple[str, str]]:
+    """(shard, stem) of `SHARD.tar:STEM`; None for anything else (a PNG file's path)."""
+    shard, sep, stem = image.rpartition(":")
+    if not sep or not stem or not shard.endswith(shards.SHARD_SUFFIX) or os.path.isfile(image):
+        return None
+    return shard, stem
+
+
+def image_bytes(image: str) -> bytes:
+    """The bytes of a PNG file, or of the PNG member of `SHARD.tar:STEM`."""
+    member = shard_member(image)
+    if member is None:
+        with open(image, "rb") as f:
+            return f.read()
+    shard, stem = member
+    try:
+        for found_stem, png, _ in shards.sample_index(shard):
+            if found_stem == stem:
+                return shards.read_member(shard, png.offset, png.size)
+    except shards.DamagedShard as err:
+        raise ImageToolError(f"{shard} is not a whole shard: {err}") from None
+    raise ImageToolError(f"{shard} holds no sample {stem} (STEM: the png layout's file name without .png)")
+
+
 def read_image(path: str) -> Dict[str, Any]:
     try:
-        found = provenance.read(path)
+        found, _ = provenance.inspect_bytes(image_bytes(path))
     except DamagedPng as err:
         raise ImageToolError(f"{path} is not a whole PNG file: {err}") from None
     except OSError as err:
@@ -42,7 +69,11 @@ def read_image(path: str) -> Dict[str, Any]:
 
 
 def _output_folder(image: str) -> str:
-    """The output folder of an image: its own folder, or three up in the GenEval layout (<row>/samples/<k>.png)."""
+    """The output folder of an image: its own folder, three up in the GenEval layout (<row>/samples/<k>.png), or
+    the folder of the shards/ folder of `SHARD.tar:STEM`."""
+    member = shard_member(image)
+    if member is not None:
+        return os.path.dirname(os.path.dirname(os.path.abspath(member[0])))
     folder = os.path.dirname(os.path.abspath(image))
     if os.path.basename(folder) == GENEVAL_SAMPLES and not os.path.isfile(os.path.join(folder, layout.MANIFEST_FILE)):
         return os.path.dirname(os.path.dirname(folder))
@@ -99,13 +130,14 @@ def reproduce(image: str, output_dir: str, model_path: Optional[str], device: st
     prepare_output_dir(spec, samples).release()
     from gen_worker.worker.loop import run_worker
     run_worker(spec, block, block + 1)  # worker b of b+1 makes block b alone
+    # A PNG either way: the output format is the folder's, not the image's (a shard's member is the same file).
     return os.path.join(spec.output_dir, samples[found["index"]].file_name)
 
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"submit.py {argv[0]}", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("image", help="a PNG made by t2i-batch")
+    parser.add_argument("image", help="a PNG made by t2i-batch, or SHARD.tar:STEM (a sample of a tar folder)")
     if argv[0] == "reproduce":
         parser.add_argument("--output_dir", required=True, help="folder to make the image (its block) in")
         parser.add_argument("--model_path", default=None, help="the model, if it moved (its content must match)")
@@ -115,7 +147,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         if argv[0] == "show":
             print(json.dumps(read_image(args.image), indent=2, ensure_ascii=False))
-            edited = provenance.pixel_mismatch(args.image)
+            edited = provenance.pixel_mismatch_of(image_bytes(args.image))
             if edited:
                 print(f"warning: {args.image} {edited}", file=sys.stderr)
             return 1 if edited else 0
@@ -123,7 +155,6 @@ def main(argv: Sequence[str]) -> int:
     except T2IError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    with open(args.image, "rb") as a, open(made, "rb") as b:
-        same = a.read() == b.read()
+    same = image_bytes(args.image) == image_bytes(made)
     print(f"{made}: {'byte-identical to' if same else 'DIFFERS from'} {args.image}")
     return 0 if same else 1

@@ -158,7 +158,7 @@ def check_gpu_ids(args: argparse.Namespace) -> list[str]:
 def _bar_counts(run: PreparedRun, num_workers: int, on_disk: set[str]) -> tuple[list[int], list[int]]:
     """Each worker's bar for one folder: (totals, images already there)."""
     spec, samples = run.spec, run.samples
-    shares = schedule_of(spec).shares(len(samples), spec.batch_size, num_workers)
+    shares = schedule_of(spec).shares(len(samples), spec.block_size(), num_workers)
     if shares is not None:
         return [len(share) for share in shares], [sum(samples[i].file_name in on_disk for i in share) for share in shares]
     # claimed as they go: each bar is what its worker made of what was missing
@@ -211,7 +211,7 @@ def run_local(runs: Sequence[PreparedRun], gpu_ids: Sequence[str], command: str,
     left: dict[str, set[int]] | None = {}
     for run, there in zip(runs, on_disk):
         blocks = schedule_of(run.spec).blocks_left(run.spec.output_dir, [s.file_name for s in run.samples],
-                                                   run.spec.batch_size, there)
+                                                   run.spec.block_size(), there)
         if blocks is None or left is None:
             left = None
         else:

@@ -31,6 +31,7 @@ DTYPES = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 DEVICES = ("auto", "cuda", "cpu")
 SCHEDULES = ("dynamic", "static")
+OUTPUT_FORMATS = ("png", "tar")
 COMPILE_MODES = ("whole", "regional")  # torch.compile of each denoiser, or of its repeated block (compile_repeated_blocks)
 MAX_LEASE_SECONDS = 24 * 3600  # a day: a longer lease would hold a dead worker's block for the rest of the run
 
@@ -73,6 +74,15 @@ class JobSpec:
     prompt_column: Optional[str] = flag(None, group="data", help="prompt column (default: prompt, caption or text)")
     prompts_format: Optional[str] = flag(None, group="data", choices=PROMPTS_FORMATS,
                                          help="format of --prompts_csv (default: by its extension; CSV if another)")
+    # Not recorded in the images (a PNG member of a shard is the very file the png format writes): the folder's
+    # record keeps them, and a folder never changes format (output/shard_check.py)
+    output_format: str = flag("png", group="data", choices=OUTPUT_FORMATS,
+                              help="png: one file per image; tar: WebDataset shards shards/NNNNNN.tar of --shard_size "
+                                   "samples ({stem}.png and {stem}.json each), a few files per thousand images for "
+                                   "cluster file systems (docs/output-at-scale.md)")
+    shard_size: int = flag(1000, group="data", checks=[at_least(1)],
+                           help="--output_format tar: samples per shard, a multiple of --batch_size; a worker makes "
+                                "a whole shard and writes it at once")
     # where to run
     device: str = flag("auto", group="run", choices=DEVICES, help="auto: cuda when a GPU is visible")
     cpu_threads: int = flag(1, group="run", checks=[at_least(1)],
@@ -175,9 +185,19 @@ class JobSpec:
                                 self.offload, self.compile)
         if problem:
             raise UsageError(problem)
+        if self.output_format == "tar" and self.layout == "geneval":
+            raise UsageError("--output_format tar writes shards, --layout geneval a folder per prompt: choose one")
+        if self.output_format == "tar" and self.shard_size % self.batch_size:
+            raise UsageError(f"--shard_size {self.shard_size} must be a multiple of --batch_size {self.batch_size} "
+                             "(a shard is made of whole pipeline calls)")
         if self.num_samples and self.seed_start + self.num_samples - 1 > MAX_SEED:
             raise UsageError(f"--seed_start {self.seed_start} + {self.num_samples} samples goes past {MAX_SEED}, "
                              "the largest seed torch's generator takes")
+
+    def block_size(self) -> int:
+        """The schedules' unit of work, in samples: a pipeline call (--batch_size), or a whole shard with
+        --output_format tar, so that one worker writes each shard."""
+        return self.shard_size if self.output_format == "tar" else self.batch_size
 
     def recorded_settings(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in RECORDED_SETTINGS}

@@ -64,3 +64,8 @@ def make_sweep(root, pipe, model: str, guidance_scales: list[str], rows) -> str:
         configurations.append({"name": name, "folder": name, "overrides": overrides})
     write_sweep_record(top, {"guidance_scale": list(guidance_scales)}, configurations)
     return top
+
+
+# The images these helpers write carry no t2i-batch provenance (as another tool's): metrics scores them only
+# when told (evaluation/verification.py). Use as metrics.main([*UNVERIFIED, folder, ...]).
+UNVERIFIED = ("--allow_unverified", "--generated")

@@ -20,7 +20,7 @@ def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
     assert [r["run"] for r in results["runs"]] == [
         "plain loop (batch 1, save each PNG)", "toolkit batch 2", "plain loop (batch 2, save each PNG)",
         "toolkit batch 2 channels_last",
-        "pipeline calls alone, best settings (no saving)"]
+        "pipeline calls alone, as toolkit batch 2 channels_last (no saving)"]
     assert all(r["images_per_s"] > 0 for r in results["runs"])
     assert results["best_toolkit"]["run"].startswith("toolkit") and results["speedup_over_plain_loop"] > 0
     assert results["toolkit_over_plain_loop_same_batch"] > 0

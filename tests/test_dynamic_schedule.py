@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import FAST, REPO, SUBMIT, images_in, run_submit, wait_for, write_prompts
 from gen_worker.output import layout
+from gen_worker.output.progress import read_progress
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +37,7 @@ def _summary(out, k):
 
 def _progress_shows(out, k, generated):
     try:
-        return json.load(open(layout.progress_file(out, k)))["generated"] >= generated
+        return read_progress(out, k)["generated"] >= generated
     except (OSError, ValueError):
         return False
 
@@ -69,7 +70,7 @@ def test_a_killed_workers_blocks_are_taken_over_and_the_run_succeeds(tiny_sd, tm
     out = str(tmp_path / "out")
     submitter = _start(*_args(tiny_sd, csv, out, ["0", "1"], SLOW, "--lease_seconds", "2"))
     wait_for(lambda: _progress_shows(out, 1, 1), what="worker 1's first image")
-    os.kill(json.load(open(layout.progress_file(out, 1)))["pid"], signal.SIGKILL)
+    os.kill(read_progress(out, 1)["pid"], signal.SIGKILL)
     _, stderr = submitter.communicate(timeout=300)
     assert submitter.returncode == 0, stderr[-3000:]
     assert "warning: GPU 1 (worker 1) stopped: exit code -9; the other workers made its blocks" in stderr
@@ -121,7 +122,7 @@ def _hang_run(tmp_path, tiny_sd, gpu_ids=("0", "1"), **env_changes):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, FAULTS]), T2I_TEST_HANG_ONCE=str(hung), **env_changes)
     result = run_submit(*_args(tiny_sd, csv, out, list(gpu_ids), FAST, "--lease_seconds", "2"), env=env, timeout=240)
     pid = int(hung.read_text())
-    [k] = [k for k in range(len(gpu_ids)) if json.load(open(layout.progress_file(out, k)))["pid"] == pid]
+    [k] = [k for k in range(len(gpu_ids)) if read_progress(out, k)["pid"] == pid]
     return result, out, k
 
 
@@ -131,7 +132,7 @@ def _made_once_each(out, count):
     for name in images_in(out):
         with Image.open(os.path.join(out, name)) as im:
             im.verify()
-    progress = [json.load(open(layout.progress_file(out, k))) for k in (0, 1)]
+    progress = [read_progress(out, k) for k in (0, 1)]
     assert sum(p["generated"] for p in progress) == count
 
 
@@ -152,7 +153,7 @@ def test_a_worker_stuck_for_a_while_loses_its_block_and_its_late_images_are_not_
     assert result.returncode == 0, result.stderr[-3000:]
     _made_once_each(out, 8)
     assert _summary(out, 1 - k)["blocks_taken_over"] >= 1
-    assert sum(json.load(open(layout.progress_file(out, w)))["skipped"] for w in (0, 1)) == 1  # the second copy
+    assert sum(read_progress(out, w)["skipped"] for w in (0, 1)) == 1  # the second copy
 
 
 def test_a_worker_stuck_past_its_watchdog_says_where_and_exits(tiny_sd, tmp_path):
@@ -163,7 +164,10 @@ def test_a_worker_stuck_past_its_watchdog_says_where_and_exits(tiny_sd, tmp_path
     log = open(layout.worker_log(out, 0)).read()
     assert re.search(r"ERROR no progress for 6 s in a pipeline call \(a hung GPU call\?\): the worker exits so that "
                      r"its GPU is freed; .*The main thread is at:\n.*sitecustomize.py", log, re.S), log[-3000:]
-    assert json.load(open(layout.progress_file(out, 0)))["state"] == "error"
+    assert read_progress(out, 0)["state"] == "error"
+    summary = _summary(out, 0)  # written by the watchdog too: what the worker made, and why it ended
+    assert summary["state"] == "error" and "no progress for 6 s" in summary["message"], summary
+    assert summary["generated"] == 7 and summary["seconds"] > 0, summary
     assert not os.path.exists(os.path.join(out, "claims", "block000007"))  # released: another worker need not wait
 
 

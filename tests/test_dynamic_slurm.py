@@ -10,6 +10,7 @@ import pytest
 
 from conftest import FAST, REPO, images_in, run_submit, wait_for, write_prompts
 from gen_worker.output import layout
+from gen_worker.output.progress import read_progress
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -60,7 +61,7 @@ def test_status_wait_cancels_a_hung_task_once_every_block_of_the_sweep_is_done(t
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     first, second = top / "guidance_scale-1.5", top / "guidance_scale-4"
     pid = int(hung.read_text())
-    [k] = [k for k in (0, 1) if json.load(open(layout.progress_file(first, k)))["pid"] == pid]
+    [k] = [k for k in (0, 1) if read_progress(first, k)["pid"] == pid]
     last_lines = done.stderr.split("== configuration guidance_scale-4")[-1]  # cancelled once both were done
     assert re.search(rf"warning: task {k} .*\(worker {k}\) was still running \d+ s after every block was done: "
                      "cancelled; log:", last_lines), done.stderr

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from _evaluation_helpers import blurred, noisy, save_tiny_clip, save_tiny_inception, smooth_image, write_generated
+from _evaluation_helpers import (UNVERIFIED, blurred, noisy, save_tiny_clip, save_tiny_inception, smooth_image,
+                                 write_generated)
 from evaluation import metrics
 from evaluation.coco_prompts import write_prompts_csv
 from evaluation.errors import EvaluationError
@@ -53,7 +54,7 @@ def assets(tmp_path_factory):
 
 def _run(assets, out_name, *extra, gen=None, clip=False, fid=True):
     out = assets["dir"] / out_name
-    args = ["--generated", gen or assets["gen"], "--out", str(out), "--device", "cpu", "--num_workers", "0",
+    args = [*UNVERIFIED, gen or assets["gen"], "--out", str(out), "--device", "cpu", "--num_workers", "0",
             "--batch_size", "10", "--inception_weights", assets["inception"]]
     if not clip:
         args.append("--no_clip")
@@ -119,7 +120,7 @@ def test_reference_stats_give_the_same_fid(assets, self_run):
     assert from_stats["fid"] == pytest.approx(from_dir["fid"], rel=1e-6, abs=1e-9)
     assert from_stats["kid"] == pytest.approx(from_dir["kid"], rel=1e-6) and from_stats["kid"] != 0
     assert from_stats["kid_std"] == pytest.approx(from_dir["kid_std"], rel=1e-6, abs=1e-12)
-    assert from_stats["warnings"] == []
+    assert [w for w in from_stats["warnings"] if "not verified" not in w] == []  # another tool's images
     with np.load(stats) as data:
         assert data["mu"].shape == (16,) and data["sigma"].shape == (16, 16) and int(data["num_images"]) == N
         assert data["features"].shape == (N, 16)
@@ -172,7 +173,7 @@ def test_the_protocol_is_recorded(assets, self_run, tmp_path):
     gen = tmp_path / "gen"
     write_generated(str(gen), assets["base"][:4], ids, assets["seeds"][:4])
     out = tmp_path / "m.json"
-    assert metrics.main(["--generated", str(gen), "--reference_dir", assets["ref"], "--prompts_csv",
+    assert metrics.main([*UNVERIFIED, str(gen), "--reference_dir", assets["ref"], "--prompts_csv",
                          str(csv_path), "--inception_weights", assets["inception"], "--clip_model", assets["clip"],
                          "--out", str(out), "--num_workers", "0", "--seed_start", "42"]) == 0
     protocol = json.loads(out.read_text())["protocol"]
@@ -194,7 +195,7 @@ def test_reference_stats_from_other_settings_are_refused(assets, self_run):
     with pytest.raises(EvaluationError, match="center_crop=True, this run uses False"):
         _run(assets, "x.json", "--reference_stats", stats, "--no_center_crop")
     other = save_tiny_inception(str(assets["dir"] / "other_inception.pt"), seed=1)
-    args = ["--generated", assets["gen"], "--reference_stats", stats, "--inception_weights", other, "--no_clip",
+    args = [*UNVERIFIED, assets["gen"], "--reference_stats", stats, "--inception_weights", other, "--no_clip",
             "--out", str(assets["dir"] / "y.json"), "--num_workers", "0"]
     with pytest.raises(EvaluationError, match="computed with inception_sha256="):
         metrics.main(args)
@@ -257,7 +258,7 @@ def test_clip_score_with_several_captions_per_image(assets, tmp_path):
     write_generated(str(gen), assets["base"][:5], ids, [42 + i for i in range(5)])
     out = tmp_path / "m.json"
     # A folder another tool made (no settings record): its seed_start is given.
-    assert metrics.main(["--generated", str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
+    assert metrics.main([*UNVERIFIED, str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
                          "--no_fid", "--out", str(out), "--num_workers", "2", "--batch_size", "2",
                          "--seed_start", "42"]) == 0
     score = json.loads(out.read_text())["clip_score"]
@@ -265,11 +266,11 @@ def test_clip_score_with_several_captions_per_image(assets, tmp_path):
     assert score == pytest.approx(_direct_clip_score(assets["clip"], paths, prompts), abs=1e-3)
     # Without it, and without a record, the repeated ids cannot be told apart: said so.
     with pytest.raises(EvaluationError, match="no generation_settings.json there: pass --seed_start"):
-        metrics.main(["--generated", str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
+        metrics.main([*UNVERIFIED, str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
                       "--no_fid", "--out", str(out), "--num_workers", "0"])
     # with another seed_start the rows no longer match and the ids are ambiguous -> clear error
     with pytest.raises(EvaluationError, match="5 of 5 generated images have no prompt"):
-        metrics.main(["--generated", str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
+        metrics.main([*UNVERIFIED, str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
                       "--no_fid", "--out", str(out), "--num_workers", "0", "--seed_start", "0"])
 
 
@@ -285,7 +286,7 @@ def test_the_folders_recorded_seed_start_and_any_csv_submit_py_reads(assets, tmp
     write_generated(str(gen), assets["base"][:5], ids, [7 + i for i in range(5)])
     (gen / "generation_settings.json").write_text(json.dumps({"settings": {"seed_start": 7}}))
     out = tmp_path / "m.json"
-    assert metrics.main(["--generated", str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
+    assert metrics.main([*UNVERIFIED, str(gen), "--prompts_csv", str(csv_path), "--clip_model", assets["clip"],
                          "--no_fid", "--out", str(out), "--num_workers", "0"]) == 0
     result = json.loads(out.read_text())
     paths = [str(gen / f"{i}_seed{7 + k}.png") for k, i in enumerate(ids)]
@@ -306,25 +307,25 @@ def test_clip_preprocess_can_go_to_worker_processes(assets):
 def test_missing_inception_weights(assets, tmp_path):
     with pytest.raises(EvaluationError, match=r"Inception weights not found: .*inception-2015-12-05\.pt .*"
                                               r"https://nvlabs-fi-cdn\.nvidia\.com/.*inception-2015-12-05\.pt"):
-        metrics.main(["--generated", assets["gen"], "--reference_dir", assets["ref"], "--no_clip",
+        metrics.main([*UNVERIFIED, assets["gen"], "--reference_dir", assets["ref"], "--no_clip",
                       "--inception_weights", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m.json")])
     state_dict = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save({"w": torch.zeros(2)}, state_dict)
     with pytest.raises(EvaluationError, match="is not a TorchScript file"):
-        metrics.main(["--generated", assets["gen"], "--reference_dir", assets["ref"], "--no_clip",
+        metrics.main([*UNVERIFIED, assets["gen"], "--reference_dir", assets["ref"], "--no_clip",
                       "--inception_weights", str(state_dict), "--out", str(tmp_path / "m.json")])
 
 
 def test_missing_clip_model(assets, tmp_path):
     with pytest.raises(EvaluationError, match="CLIP model folder not found .*openai/clip-vit-large-patch14"):
-        metrics.main(["--generated", assets["gen"], "--prompts_csv", assets["csv"], "--no_fid",
+        metrics.main([*UNVERIFIED, assets["gen"], "--prompts_csv", assets["csv"], "--no_fid",
                       "--clip_model", str(tmp_path / "noclip"), "--out", str(tmp_path / "m.json")])
 
 
 def test_cli_missing_weights_is_one_line_and_writes_nothing(assets, tmp_path):
     out = tmp_path / "m.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "evaluation.metrics", "--generated", assets["gen"], "--reference_dir", assets["ref"],
+        [sys.executable, "-m", "evaluation.metrics", *UNVERIFIED, assets["gen"], "--reference_dir", assets["ref"],
          "--prompts_csv", assets["csv"], "--inception_weights", str(tmp_path / "missing.pt"),
          "--clip_model", assets["clip"], "--out", str(out)],
         cwd=REPO, capture_output=True, text=True,
@@ -345,13 +346,13 @@ def test_cli_missing_weights_is_one_line_and_writes_nothing(assets, tmp_path):
 )
 def test_argument_errors(assets, tmp_path, extra, message):
     with pytest.raises(EvaluationError, match=message):
-        metrics.main(["--generated", assets["gen"], "--out", str(tmp_path / "m.json"), *extra])
+        metrics.main([*UNVERIFIED, assets["gen"], "--out", str(tmp_path / "m.json"), *extra])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_gpu(assets, tmp_path):
     with pytest.raises(EvaluationError, match="--device cuda"):
-        metrics.main(["--generated", assets["gen"], "--reference_dir", assets["ref"], "--no_clip", "--device", "cuda",
+        metrics.main([*UNVERIFIED, assets["gen"], "--reference_dir", assets["ref"], "--no_clip", "--device", "cuda",
                       "--inception_weights", assets["inception"], "--out", str(tmp_path / "m.json")])
 
 
@@ -360,7 +361,7 @@ def test_empty_generated_folder(assets, tmp_path):
     empty.mkdir()
     shutil.copy(os.path.join(assets["gen"], "notes.txt"), empty)
     with pytest.raises(EvaluationError, match="no .*_seed.*png images directly in"):
-        metrics.main(["--generated", str(empty), "--reference_dir", assets["ref"], "--no_clip",
+        metrics.main([*UNVERIFIED, str(empty), "--reference_dir", assets["ref"], "--no_clip",
                       "--inception_weights", assets["inception"], "--out", str(tmp_path / "m.json")])
 
 
@@ -376,7 +377,7 @@ def test_several_images_per_prompt_each_scored_against_its_prompt(assets, tmp_pa
         writer.writerow(["index", "image_id", "seed", "file_name", "prompt", "k"])
         writer.writerows([(i, str(row), 42 + i, f"{row}_seed{42 + i}.png", prompts[row], k) for i, row, k in samples])
     out = tmp_path / "m.json"
-    assert metrics.main(["--generated", str(gen), "--clip_model", assets["clip"], "--no_fid", "--out", str(out),
+    assert metrics.main([*UNVERIFIED, str(gen), "--clip_model", assets["clip"], "--no_fid", "--out", str(out),
                          "--num_workers", "0", "--seed_start", "42"]) == 0
     result = json.loads(out.read_text())
     paths = [str(gen / f"{row}_seed{42 + i}.png") for i, row, _ in samples]
@@ -399,7 +400,7 @@ def _folder_with_manifest(assets, folder, present):
 def test_a_folder_with_missing_images_is_refused_unless_allowed(assets, tmp_path):
     gen = _folder_with_manifest(assets, tmp_path / "gen", 6)
     out = tmp_path / "m.json"
-    args = ["--generated", gen, "--reference_dir", assets["ref"], "--inception_weights", assets["inception"],
+    args = [*UNVERIFIED, gen, "--reference_dir", assets["ref"], "--inception_weights", assets["inception"],
             "--no_clip", "--out", str(out), "--device", "cpu", "--num_workers", "0"]
     with pytest.raises(EvaluationError, match=r"gen: 2 of the 8 images its manifest lists are missing .*"
                                               r"1006_seed48.png.*--allow_incomplete") as err:
@@ -411,6 +412,6 @@ def test_a_folder_with_missing_images_is_refused_unless_allowed(assets, tmp_path
     assert result["counts"]["generated_images"] == 6 and result["counts"]["missing_images"] == 2
     assert any("2 of the 8 images" in w for w in result["warnings"])
     complete = _folder_with_manifest(assets, tmp_path / "complete", 8)
-    assert metrics.main([*args[:1], complete, *args[2:]]) == 0
+    assert metrics.main([*args[:2], complete, *args[3:]]) == 0
     result = json.loads(out.read_text())
     assert result["settings"]["allow_incomplete"] is False and result["counts"]["missing_images"] == 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from _evaluation_helpers import smooth_image, write_generated
+from _evaluation_helpers import UNVERIFIED, smooth_image, write_generated
 from conftest import REPO
 from evaluation import images as im
 from evaluation import metrics, report
@@ -33,7 +33,7 @@ def scored(tmp_path_factory):
     write_prompts_csv(list(zip(ids, prompts)), str(d / "prompts.csv"))
     folder = save_tiny_pickscore(str(d / "pickscore"))
     out = d / "metrics.json"
-    assert metrics.main(["--generated", gen, "--prompts_csv", str(d / "prompts.csv"), "--pickscore_model", folder,
+    assert metrics.main([*UNVERIFIED, gen, "--prompts_csv", str(d / "prompts.csv"), "--pickscore_model", folder,
                          "--no_fid", "--no_clip", "--out", str(out), "--num_workers", "0", "--seed_start", "42",
                          "--batch_size", "3"]) == 0
     return {"dir": d, "gen": gen, "prompts": prompts, "model": folder, "csv": str(d / "prompts.csv"),
@@ -91,7 +91,7 @@ def test_missing_pickscore_weights_refused_in_one_line_before_any_image_is_read(
         raise AssertionError(f"an image was read: {path}")
 
     monkeypatch.setattr(im, "load_rgb", no_image_reads)
-    args = ["--generated", scored["gen"], "--prompts_csv", scored["csv"], "--pickscore_model", str(tmp_path / "none"),
+    args = [*UNVERIFIED, scored["gen"], "--prompts_csv", scored["csv"], "--pickscore_model", str(tmp_path / "none"),
             "--no_fid", "--no_clip", "--out", str(tmp_path / "m.json"), "--num_workers", "0"]
     with pytest.raises(EvaluationError, match=r"PickScore model folder not found .*yuvalkirstain/PickScore_v1"):
         metrics.main(args)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from _evaluation_helpers import noisy, save_tiny_inception, smooth_image, write_generated, write_reference
+from _evaluation_helpers import UNVERIFIED, noisy, save_tiny_inception, smooth_image, write_generated, write_reference
 from _metric_oracles import import_oracles
 from evaluation import metrics
 from evaluation.weights import load_inception
@@ -37,7 +37,7 @@ def sets(tmp_path_factory):
 def _ours(sets, shape, *extra):
     ref, gen = sets[shape]
     out = sets["dir"] / f"m_{shape}_{'_'.join(e.strip('-') for e in extra)}.json"
-    assert metrics.main(["--generated", gen, "--reference_dir", ref, "--inception_weights", sets["inception"],
+    assert metrics.main([*UNVERIFIED, gen, "--reference_dir", ref, "--inception_weights", sets["inception"],
                          "--no_clip", "--out", str(out), "--device", "cpu", "--num_workers", "0", *extra]) == 0
     return json.loads(out.read_text())
 
@@ -138,6 +138,6 @@ def test_reference_stats_of_another_protocol_are_refused(sets):
     _ours(sets, "square", "--save_reference_stats", stats)
     _, gen = sets["square"]
     with pytest.raises(EvaluationError, match="protocol='clean', this run uses 'legacy_tensorflow'"):
-        metrics.main(["--generated", gen, "--reference_stats", stats, "--inception_weights", sets["inception"],
+        metrics.main([*UNVERIFIED, gen, "--reference_stats", stats, "--inception_weights", sets["inception"],
                       "--no_clip", "--out", str(sets["dir"] / "x.json"), "--num_workers", "0",
                       "--protocol", "legacy_tensorflow"])

@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from _evaluation_helpers import (noisy, save_tiny_clip, save_tiny_inception, smooth_image, write_generated,
-                                 write_reference)
+from _evaluation_helpers import (UNVERIFIED, noisy, save_tiny_clip, save_tiny_inception, smooth_image,
+                                 write_generated, write_reference)
 from conftest import REPO
 from evaluation.coco_prompts import write_prompts_csv
+from evaluation.tiny_networks import save_tiny_hps, save_tiny_imagereward
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.usefixtures("slurm_cluster")]
 SLURM = ["--cluster", "slurm", "--gpus", "3", "--cpus_per_task", "1", "--mem_gb", "1", "--time", "15"]
@@ -32,17 +33,20 @@ def test_scoring_on_slurm_gives_the_single_process_numbers_and_resumes(tmp_path)
     write_generated(gen, [noisy(smooth_image(rng), 20, rng) for _ in ids], ids, [42 + i for i in range(11)])
     ref = write_reference(str(tmp_path / "ref"), [smooth_image(rng) for _ in range(10)])
     write_prompts_csv([(i, f"a picture, number {i}") for i in ids], str(tmp_path / "prompts.csv"))
-    common = ["--generated", gen, "--reference_dir", ref, "--prompts_csv", str(tmp_path / "prompts.csv"),
+    common = [*UNVERIFIED, gen, "--reference_dir", ref, "--prompts_csv", str(tmp_path / "prompts.csv"),
               "--inception_weights", save_tiny_inception(str(tmp_path / "inception.pt")),
               "--clip_model", save_tiny_clip(str(tmp_path / "clip")), "--device", "cpu", "--num_workers", "0",
-              "--batch_size", "4", "--seed_start", "42"]
+              "--batch_size", "4", "--seed_start", "42",
+              "--hps_model", save_tiny_hps(str(tmp_path / "hps")),
+              "--imagereward_model", save_tiny_imagereward(str(tmp_path / "imagereward"))]
     _metrics([*common, "--out", str(tmp_path / "local.json")])
     local_scores = (tmp_path / "gen" / "scores.csv").read_text()
     out = tmp_path / "slurm.json"
     first = _metrics([*common, "--out", str(out), *SLURM])
     assert "3 of 3 slices queued" in first.stderr
     local, on_slurm = (json.loads((tmp_path / n).read_text()) for n in ("local.json", "slurm.json"))
-    for key in ("fid", "kid", "kid_std", "clip_score", "cmmd"):
+    for key in ("fid", "kid", "kid_std", "clip_score", "cmmd", "hps", "imagereward"):
+        assert local[key] is not None, key
         assert on_slurm[key] == pytest.approx(local[key], rel=1e-12, abs=1e-15), key  # same batches: same features
     assert on_slurm["intervals"] == local["intervals"]
     assert on_slurm["counts"] == local["counts"]

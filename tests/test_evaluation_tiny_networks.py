@@ -16,3 +16,8 @@ def test_the_tiny_networks_load_the_way_the_real_ones_do(tmp_path, capsys):
     CLIPModel.from_pretrained(clip)
     tokens = CLIPProcessor.from_pretrained(clip).tokenizer(["un café, 夕暮れ"])["input_ids"][0]
     assert tokens[0] == 0 and tokens[-1] == 1 and len(tokens) > 4
+    from evaluation import preference
+
+    for name in ("hps", "imagereward"):  # through the loaders of the real checkpoints
+        loaded = preference.load(name, os.path.join(tmp_path, "nets", name))
+        assert loaded.scorer.score_images(torch.zeros(1, 3, 32, 32), ["a red square"]).shape == (1,)

@@ -194,15 +194,17 @@ def test_allow_incomplete_reaches_the_metrics_too(tmp_path, allow):
 
 def test_the_evaluation_options_reach_the_metrics_only_when_set(tmp_path):
     result, calls = _stand_in_calls(tmp_path, 0, FID_PROTOCOL="legacy_tensorflow", SKIP_CMMD="true",
-                                    PICKSCORE_MODEL="weights/pickscore")
+                                    PICKSCORE_MODEL="weights/pickscore", HPS_MODEL="weights/hps",
+                                    IMAGEREWARD_MODEL="weights/imagereward")
     assert result.returncode == 0, result.stderr
     args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
     pairs = list(zip(args, args[1:]))
     assert ("--protocol", "legacy_tensorflow") in pairs and ("--pickscore_model", "weights/pickscore") in pairs
+    assert ("--hps_model", "weights/hps") in pairs and ("--imagereward_model", "weights/imagereward") in pairs
     assert "--no_cmmd" in args
     _, calls = _stand_in_calls(tmp_path, 0)
     plain = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
-    assert not {"--protocol", "--no_cmmd", "--pickscore_model"} & set(plain)
+    assert not {"--protocol", "--no_cmmd", "--pickscore_model", "--hps_model", "--imagereward_model"} & set(plain)
 
 
 def test_missing_settings_are_refused_before_any_work(tmp_path):
@@ -229,3 +231,27 @@ def test_full_evaluation_of_a_sweep_with_several_images_per_prompt(tmp_path, tin
     html = (out / "report" / "report.html").read_text(encoding="utf-8")
     assert "data:image/png;base64" in html and "guidance_scale-4" in html
     assert (out / "report" / "fid_clip.png").exists()
+
+
+@pytest.mark.parametrize("allow", ["true", "false"])
+def test_allow_unverified_reaches_the_metrics(tmp_path, allow):
+    result, calls = _stand_in_calls(tmp_path, 0, ALLOW_UNVERIFIED=allow)
+    assert result.returncode == 0, result.stderr
+    metrics_args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
+    assert ("--allow_unverified" in metrics_args) == (allow == "true")
+
+
+@pytest.mark.e2e
+def test_full_evaluation_of_tar_shards(tmp_path, tiny_sd):
+    """Images made as shards (--output_format tar): verified and scored in place, thumbnails from the shards."""
+    env = _env(tmp_path, tiny_sd, GPU_IDS="0 1", GENERATE_ARGS="--output_format tar --shard_size 2")
+    result = _run(env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    images = tmp_path / "eval" / "images"
+    assert sorted(os.listdir(images / "shards")) == ["000000.tar", "000001.tar"]
+    assert not [n for n in os.listdir(images) if n.endswith(".png")]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["counts"]["generated_images"] == 4 and metrics["fid"] > 0 and metrics["clip_score"] > 0
+    assert metrics["verification"]["images"] == 4 and metrics["verification"]["unverified"] == 0
+    report = json.loads((tmp_path / "eval" / "report" / "report.json").read_text())
+    assert len(report["samples"]) == 4 and all(s["thumbnails"][0] for s in report["samples"])

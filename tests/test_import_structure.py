@@ -11,7 +11,7 @@ PACKAGE = os.path.join(REPO, "gen_worker")
 
 # Layers from the top; a module may import its own layer or those below it. First matching prefix wins.
 LAYERS = [
-    ("submit", ["__main__", "cli", "api", "campaign", "named_settings", "slurm_task", "env_settings"]),
+    ("submit", ["__main__", "cli", "api", "campaign", "named_settings", "slurm_task", "env_settings", "pack"]),
     ("plan", ["plan", "image_tools", "sweep"]),
     ("launch", ["local", "slurm", "container"]),
     ("worker", ["worker"]),

@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import FAST, PROMPTS, REPO, SUBMIT, images_in, run_submit, wait_for, write_prompts
 from gen_worker.output import layout
+from gen_worker.output.progress import read_progress
 
 pytestmark = pytest.mark.e2e
 
@@ -200,7 +201,7 @@ def test_ctrl_c_stops_every_worker_promptly_and_leaves_no_partial_file(tiny_sd, 
     out = str(tmp_path / "out")
     submitter = _start(tiny_sd, csv, out, ["0", "1"], SLOW)
     wait_for(lambda: os.path.isdir(out) and len(images_in(out)) >= 2, what="two images")
-    pids = [json.load(open(layout.progress_file(out, k)))["pid"] for k in (0, 1)]
+    pids = [read_progress(out, k)["pid"] for k in (0, 1)]
     os.killpg(submitter.pid, signal.SIGINT)  # what the terminal does on Ctrl+C
     started = time.monotonic()
     _, stderr = submitter.communicate(timeout=60)

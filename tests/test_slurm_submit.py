@@ -16,6 +16,7 @@ import pytest
 
 from conftest import FAST, REPO, SUBMIT, images_in, run_submit, wait_for, write_prompts
 from gen_worker.output import layout
+from gen_worker.output.progress import read_progress
 from gen_worker.slurm.commands import parse_time_minutes
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.usefixtures("slurm_cluster")]
@@ -45,7 +46,7 @@ def _in_queue(job_ids):
 
 def _progress(out, k):
     try:
-        return json.load(open(layout.progress_file(out, k)))
+        return read_progress(out, k)
     except (OSError, ValueError):
         return {}
 

@@ -4,6 +4,8 @@
       {image_id}_seed{seed}.png        the images, nothing else that looks like an image
       <row:05d>/metadata.jsonl, <row:05d>/samples/<k:04d>.png   the same with --layout geneval
                                         (naming.sample_path; Sample.file_name is the relative path)
+      shards/000000.tar, ...            the same with --output_format tar: WebDataset shards of --shard_size
+                                        samples, {stem}.png and {stem}.json each (output/shards.py)
       generation_settings.json          settings the images were made with (guards reruns)
       manifest.csv                      sample index, row, k, image id, seed, file name, prompt, other columns
       failed_prompts_gpu{k}.txt         one JSON line per failed sample of worker k

@@ -19,7 +19,7 @@ from gen_worker.atomic_files import replace_file, replace_json
 from gen_worker.errors import T2IError
 from gen_worker.model_check import changed_components
 from gen_worker.naming import GENEVAL_METADATA, GENEVAL_SAMPLES, is_temp_name, prompt_folder
-from gen_worker.output import layout, provenance, verification_cache
+from gen_worker.output import layout, provenance, shard_check, shards, verification_cache
 from gen_worker.output.lock import RunLock
 from gen_worker.output.png_file import DamagedPng
 from gen_worker.output.progress import clear_progress
@@ -58,6 +58,7 @@ def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool
     record: dict[str, Any] = {}
     if os.path.exists(path):
         record = read_settings_record(output_dir)
+        shard_check.check_output_format(output_dir, record, spec)
         old = {**recorded_defaults(), **record.get("settings", {})}
         history = record.get("history", [])
         same_model = bool(spec.model_identity.get("fingerprint")) and (
@@ -85,6 +86,7 @@ def check_and_record_settings(output_dir: str, spec: JobSpec, allow_change: bool
             record["adopted"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "files": images,
                                  "rows": {name: rows[name] for name in images if name in rows}}
     replace_json(path, {"settings": new, "model": spec.model_identity, "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        shard_check.OUTPUT_KEY: shard_check.output_record(spec),
                         "history": history, **({"adopted": record["adopted"]} if "adopted" in record else {})})
     return [new] + [h["settings"] for h in reversed(history)]
 
@@ -108,6 +110,10 @@ class ManifestRows:
     def sample(self, name: str) -> Sample:
         s = self.samples.get(name)
         return s if s is not None else manifest_sample(self.kept[name])
+
+    def names(self) -> Iterator[str]:
+        yield from self.samples
+        yield from self.kept
 
 
 def _manifest_bytes(samples: Sequence[Sample], kept: Sequence[dict[str, Any]]) -> bytes:
@@ -213,7 +219,8 @@ def remove_stale_temp_files(output_dir: str) -> None:
     listing = os.listdir(output_dir)  # once: a million names take a second to list
     nested = [os.path.join(output_dir, f, sub) for f in prompt_folders(output_dir, listing)
               for sub in ("", GENEVAL_SAMPLES)]
-    for folder in [output_dir, os.path.join(output_dir, layout.LOGS_DIR)] + nested:
+    for folder in [output_dir, os.path.join(output_dir, layout.LOGS_DIR), os.path.join(output_dir, shards.SHARDS_DIR)
+                   ] + nested:
         if not os.path.isdir(folder):
             continue
         for name in listing if folder == output_dir else os.listdir(folder):
@@ -302,7 +309,16 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
                 continue
         unbound += key == ADOPTED or key.startswith(UNBOUND)
         good.append(same_line or verification_cache.text(state, row_key, key))  # (the same line: no new string)
+    # --output_format tar: each shard checked whole, like one image (output/shard_check.py)
+    def verify(found: dict[str, Any] | None, image: dict[str, Any], sample: Sample) -> str:
+        key = keys[provenance.made_with(found, image, sample, fingerprints, accepted_settings)]
+        return key if found and "image" in found else UNBOUND + key
+    shard_lines, shard_rejected, shards_read = shard_check.check_shards(
+        out, rows, spec.shard_size, cached, accepted, verify)
+    good += shard_lines
+    rejected += shard_rejected
     report = {"checked": len(names), "read": read, "seconds": round(time.time() - started, 3),
+              "shards_checked": len(shard_lines) + len(shard_rejected), "shards_read": shards_read,
               "pixels_unchecked": unbound, "quarantined": _quarantine(out, rejected)}
     verification_cache.save(out, manifest, good)
     replace_json(os.path.join(out, layout.RESUME_CHECK_FILE), report)

@@ -40,7 +40,12 @@ def inspect(path: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
     """(the provenance of a whole PNG file or None if it has none, the file's own image_record);
     DamagedPng if not a whole PNG."""
     with open(path, "rb") as f:
-        found = chunks(f.read())
+        return inspect_bytes(f.read())
+
+
+def inspect_bytes(data: bytes) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
+    """inspect() of a PNG held in memory (a shard's member)."""
+    found = chunks(data)
     text = texts(found).get(PNG_KEY)
     if text is None:
         return None, image_record_of(found)
@@ -59,7 +64,13 @@ def read(path: str) -> Optional[Dict[str, Any]]:
 def pixel_mismatch(path: str) -> Optional[str]:
     """Why a whole PNG's pixels are not the ones its provenance was written with (None: they are, or it has
     no image record to tell: no provenance, or format 1)."""
-    return _image_mismatch(*inspect(path))
+    with open(path, "rb") as f:
+        return pixel_mismatch_of(f.read())
+
+
+def pixel_mismatch_of(data: bytes) -> Optional[str]:
+    """pixel_mismatch() of a PNG held in memory (a shard's member)."""
+    return _image_mismatch(*inspect_bytes(data))
 
 
 def _image_mismatch(found: Optional[Dict[str, Any]], image: Dict[str, Any]) -> Optional[str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from gen_worker.errors import T2IError, one_line
 from gen_worker.naming import GENEVAL_SAMPLES, is_nested_image_path
-from gen_worker.output import layout
+from gen_worker.output import layout, shards
 from gen_worker.prompts import Sample
 
 MANIFEST_COLUMNS = ("index", "image_id", "seed", "file_name", "prompt")  # in every manifest
@@ -102,5 +102,6 @@ def manifest_sample(row: dict[str, str]) -> Sample:
 
 
 def existing_images(output_dir: str) -> set[str]:
-    """Relative paths of the finished images in the folder (one listing instead of a stat per sample)."""
-    return set(folder_images(output_dir))
+    """Relative paths of the finished images in the folder (one listing instead of a stat per sample); with
+    --output_format tar, the file names of the samples in its shards (read from their headers)."""
+    return set(folder_images(output_dir)) | shards.image_names(output_dir)

@@ -1,7 +1,8 @@
 """Which worker makes which block of samples: the two schedules behind one interface.
 
 Block b is samples [b*B, (b+1)*B) (B = --batch_size) under both schedules and is made in one pipeline call,
-so a sample's image is the same whatever the schedule and the number of workers.
+so a sample's image is the same whatever the schedule and the number of workers. With --output_format tar a
+block is a shard (B = --shard_size, JobSpec.block_size), made by one worker in pipeline calls of --batch_size.
 
     static.py    --schedule static: worker k of N makes blocks k, k+N, ... (fixed shares)
     dynamic.py   --schedule dynamic: workers claim blocks as they go from a queue in the output folder,

@@ -22,7 +22,7 @@ FINISH_GRACE_SECONDS = 5.0
 def _run_record(spec: JobSpec) -> dict[str, object]:
     """What a joining submitter's run must share with the run under way."""
     return {"samples_fingerprint": spec.samples_fingerprint, "num_samples": spec.num_samples,
-            "batch_size": spec.batch_size}
+            "batch_size": spec.batch_size, "block_size": spec.block_size()}
 
 
 def run_lease(output_dir: str, default: float) -> float:
@@ -60,8 +60,8 @@ class DynamicShare:
 
     def __init__(self, spec: JobSpec, samples: Sequence[Sample], on_disk: set[str]) -> None:
         self._spec = spec
-        self._blocks = {b: list(samples[i:i + spec.batch_size])
-                        for b, i in enumerate(range(0, len(samples), spec.batch_size))}
+        self._blocks = {b: list(samples[i:i + spec.block_size()])
+                        for b, i in enumerate(range(0, len(samples), spec.block_size()))}
         self._complete = {b for b, block in self._blocks.items() if all(s.file_name in on_disk for s in block)}
         self._complete |= done_blocks(spec.output_dir)
         self.total = sum(s.file_name not in on_disk for s in samples)
@@ -111,7 +111,7 @@ class DynamicSchedule:
         if found is None:
             raise CannotJoin("it is under way with --schedule static, which cannot be joined")
         if {k: found.get(k) for k in _run_record(spec)} != _run_record(spec):
-            raise CannotJoin("it is under way with other prompts or another batch size; wait for it to finish")
+            raise CannotJoin("it is under way with other prompts or another batch or shard size; wait for it to finish")
         record = read_settings_record(spec.output_dir)
         recorded = {**recorded_defaults(), **record.get("settings", {})}
         same_model = record.get("model", {}).get("fingerprint") == spec.model_identity.get("fingerprint")

@@ -30,8 +30,8 @@ class StaticShare:
 
     def __init__(self, spec: JobSpec, samples: Sequence[Sample], worker_index: int, num_workers: int,
                  on_disk: set[str]) -> None:
-        self._blocks = {b[0] // spec.batch_size: [samples[i] for i in b]
-                        for b in worker_blocks(len(samples), worker_index, num_workers, spec.batch_size)}
+        self._blocks = {b[0] // spec.block_size(): [samples[i] for i in b]
+                        for b in worker_blocks(len(samples), worker_index, num_workers, spec.block_size())}
         self._complete = {b for b, block in self._blocks.items() if all(s.file_name in on_disk for s in block)}
         self.total = sum(len(block) for block in self._blocks.values())
         self.on_disk = sum(s.file_name in on_disk for block in self._blocks.values() for s in block)

@@ -47,10 +47,15 @@ def _schedule(submission: dict[str, Any]) -> Schedule:
     return schedule_named(submission.get("schedule", "static"))
 
 
+def block_size(submission: dict[str, Any]) -> int:
+    """The schedule's unit of the submission (a shard with --output_format tar; a record from before: the batch)."""
+    return int(submission.get("block_size") or submission["batch_size"])
+
+
 def worker_files(output_dir: str, submission: dict[str, Any]) -> dict[int, list[str]]:
     """{worker index: its image file names} where the schedule fixes them, from manifest.csv (status does not
     reread the prompts file); {} where workers claim blocks as they go: each task's count is what it made."""
-    shares = _schedule(submission).shares(submission["num_samples"], submission["batch_size"],
+    shares = _schedule(submission).shares(submission["num_samples"], block_size(submission),
                                           submission["num_workers"])
     if shares is None:
         return {}
@@ -228,7 +233,7 @@ def _blocks_left(folders: Sequence[str]) -> dict[str, set[int]] | None:
         submission = _last_submission(folder)
         manifest = read_manifest(folder)
         names = [manifest[i]["file_name"] for i in range(submission["num_samples"])]
-        blocks = _schedule(submission).blocks_left(folder, names, submission["batch_size"], existing_images(folder))
+        blocks = _schedule(submission).blocks_left(folder, names, block_size(submission), existing_images(folder))
         if blocks is None:
             return None
         left[folder] = blocks

@@ -219,16 +219,18 @@ def submit_to_slurm(runs: Sequence[PreparedRun], opts: SlurmOptions, limits: Tup
         started = time.time()
         submission = {"submitted_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
                       "submitted_unix": started, "command": command, "mode": opts.slurm_mode, "num_workers": opts.num_tasks,
-                      "num_samples": len(samples), "batch_size": spec.batch_size, "schedule": schedule.name,
+                      "num_samples": len(samples), "batch_size": spec.batch_size, "block_size": spec.block_size(),
+                      "schedule": schedule.name,
                       "join": join, "container": container.image if container else None, "job_ids": [], "tasks": []}
         on_disk = [existing_images(s.output_dir) for s in specs]
         # What differs between the folders' records of the submission (their status, summary and reruns read it).
-        per_folder = [{"num_samples": len(run.samples), "batch_size": run.spec.batch_size, "logs_in": out,
+        per_folder = [{"num_samples": len(run.samples), "batch_size": run.spec.batch_size,
+                       "block_size": run.spec.block_size(), "logs_in": out,
                        "already_there": sum(x.file_name in there for x in run.samples)}
                       for run, there in zip(runs, on_disk)]
         to_start = {k for run, there in zip(runs, on_disk)
                     for k in schedule.workers_to_start([x.file_name not in there for x in run.samples],
-                                                       run.spec.batch_size, opts.num_tasks)}
+                                                       run.spec.block_size(), opts.num_tasks)}
         together = {TOGETHER: [s.output_dir for s in specs]} if len(specs) > 1 and not sweep_dir else {}
         if not to_start:
             print(f"Nothing to submit: every image is in {out}.")

@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from gen_worker.atomic_files import replace_json
 from gen_worker.worker.image_writer import ImageWriter, WriterError
 from gen_worker.worker.oom import SplitOnOutOfMemory
 from gen_worker.worker.png import save_png_once, to_uint8
+from gen_worker.worker.shard_writer import ShardWriter
 from gen_worker.output.progress import WorkerProgress
 from gen_worker.prompts import Sample, fingerprint
 from gen_worker.output.lock import RunLock
@@ -170,13 +171,20 @@ def run_worker(spec: JobSpec, worker_index: int, num_workers: int, pipe: Any = N
         progress.update(state="error", message=one_line(err))
         raise
     finally:
-        counts = {k: progress[k] for k in ("total", "generated", "skipped", "failed", "state", "message")}
-        summary.update(counts, seconds=round(time.time() - started, 3))
-        summary["images_per_second"] = (round(progress["generated"] / summary["generate_seconds"], 4)
-                                        if summary["generate_seconds"] else None)
-        replace_json(layout.summary_file(output_dir, worker_index), summary)
+        _write_summary(output_dir, worker_index, progress, summary, started)
+        progress.close()
         lock.release()
     return summary
+
+
+def _write_summary(output_dir: str, worker_index: int, progress: WorkerProgress, summary: dict[str, Any],
+                   started: float) -> None:
+    """summary_gpu{k}.json: the summary so far with the progress counts (when the worker ends, or its watchdog)."""
+    counts = {k: progress[k] for k in ("total", "generated", "skipped", "failed", "state", "message")}
+    summary.update(counts, seconds=round(time.time() - started, 3))
+    summary["images_per_second"] = (round(progress["generated"] / summary["generate_seconds"], 4)
+                                    if summary["generate_seconds"] else None)
+    replace_json(layout.summary_file(output_dir, worker_index), summary)
 
 
 def run_specs(specs: Sequence[JobSpec], worker_index: int, num_workers: int) -> list[dict[str, Any]]:
@@ -198,6 +206,8 @@ class _Outcomes:
         self.summary, self.started = summary, started
         self.last_error = ""  # one line
         self.blocks = _PendingBlocks()
+        # --output_format tar: the shards being gathered (their verification lines are the shard writer's)
+        self.shards = ShardWriter(spec, worker_index, self.settings_key) if spec.output_format == "tar" else None
 
     def failed(self, failures: Sequence[tuple[Sample, BaseException]]) -> None:
         """failures: (sample, exception) pairs."""
@@ -223,7 +233,7 @@ class _Outcomes:
         with self.progress.lock:
             self.progress.add("generated" if created else "skipped")
             self.progress.save()
-            if created:  # a resume need not read it again (output/prepare.py, check_existing_images)
+            if created and self.shards is None:  # a resume need not read it again (prepare.check_existing_images)
                 line = verification_cache.line(verification_cache.file_state(self.output_dir, item.sample.file_name),
                                                provenance.row_key(manifest_row(item.sample)), self.settings_key)
                 with open(layout.written_file(self.output_dir, self.worker_index), "a", encoding="utf-8") as f:
@@ -246,20 +256,26 @@ class _Outcomes:
 
 class _PendingBlocks:
     """Blocks whose images the writer threads have not all reported yet; `on_done(block)` runs once
-    every image of a block is written or failed (dynamic schedule: the block's .done marker)."""
+    every image of a block is written or failed (dynamic schedule: the block's .done marker; tar: its shard).
+    A block (a shard) may be made in several pipeline calls: it is done after its last one."""
 
     def __init__(self, on_done: Callable[[int], object] = lambda block: None) -> None:
         self.on_done = on_done
         self._lock = threading.Lock()
         self._left: dict[int, int] = {}
+        self._open: set[int] = set()  # blocks with pipeline calls still to come
         self._block_of: dict[str, int] = {}
 
-    def made(self, block: int, queued: Sequence[Sample]) -> None:
-        """Call before the images are queued for writing."""
+    def made(self, block: int, queued: Sequence[Sample], last: bool = True) -> None:
+        """Call before the images are queued for writing; last: the block's last pipeline call."""
         with self._lock:
-            self._left[block] = len(queued)
+            self._left[block] = self._left.get(block, 0) + len(queued)
             self._block_of.update((s.file_name, block) for s in queued)
-        if not queued:
+            (self._open.discard if last else self._open.add)(block)
+            finished = last and self._left[block] == 0
+            if finished:
+                del self._left[block]
+        if finished:
             self.on_done(block)
 
     def reported(self, sample: Sample) -> None:
@@ -268,7 +284,7 @@ class _PendingBlocks:
             if block is None:
                 return
             self._left[block] -= 1
-            finished = self._left[block] == 0
+            finished = self._left[block] == 0 and block not in self._open
             if finished:
                 del self._left[block]
         if finished:
@@ -322,8 +338,18 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
     if "worker_id" in opened:
         progress.update(worker_id=opened["worker_id"])
     outcomes.blocks.on_done = share.block_done
+    def write_summary() -> None:
+        _write_summary(spec.output_dir, worker_index, progress, summary, started)
+    if outcomes.shards is not None:
+        shard_writer = outcomes.shards
+
+        def shard_done(block: int) -> None:  # the block is a shard: written before it counts as done
+            shard_writer.finish(block)
+            share.block_done(block)
+        outcomes.blocks.on_done = shard_done
     maker.watch = ProgressWatch(share.lease, max(WATCHDOG_LEASES * share.lease, WATCHDOG_MIN_SECONDS),
-                                on_progress=share.beat, on_stall=lambda seconds: _stuck(progress, share, seconds))
+                                on_progress=share.beat,
+                                on_stall=lambda seconds: _stuck(progress, share, seconds, write_summary))
     from gen_worker.worker.levers import switched
     from gen_worker.worker.pipeline import denoisers
     try:
@@ -336,22 +362,24 @@ def _make_images(spec: JobSpec, worker_index: int, num_workers: int, progress: W
         progress.update(total=share.total)
 
 
-def _stuck(progress: WorkerProgress, share: WorkerShare, seconds: float) -> None:
+def _stuck(progress: WorkerProgress, share: WorkerShare, seconds: float, write_summary: Callable[[], None]) -> None:
     """The watchdog, on the progress watch's thread: the main thread has been stuck in a pipeline call for
-    `seconds` (a hung CUDA call, a GPU fault). Say where, release the block, and end the process, so that
-    its GPU is freed even when no one waits for the run (a SLURM task). The main thread cannot be unwound."""
+    `seconds` (a hung CUDA call, a GPU fault). Say where, release the block, write the summary, and end the
+    process, so that its GPU is freed even when no one waits for the run (a SLURM task). The main thread
+    cannot be unwound."""
     try:
         frame = sys._current_frames().get(threading.main_thread().ident or 0)
         where = "".join(traceback.format_stack(frame)[-8:]).rstrip() if frame else "(unknown)"
         message = (f"no progress for {seconds:.0f} s in a pipeline call (a hung GPU call?): the worker exits so that "
                    "its GPU is freed; if a denoising step can take this long, raise --lease_seconds")
         log.error("%s. The main thread is at:\n%s", message, where)
+        share.close(made=0)  # others may take its block at once
         if progress.lock.acquire(timeout=10):  # a writer thread stuck on the disk would hold it
             try:
                 progress.update(state="error", message=message)
+                write_summary()
             finally:
                 progress.lock.release()
-        share.close(made=0)  # others may take its block at once
     except Exception:  # best effort: nothing may keep the process from ending
         log.exception("while stopping after no progress")
     finally:
@@ -406,6 +434,15 @@ def _peak_gpu_memory(device: str | None) -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
+def _pipeline_calls(todo: Iterable[tuple[int, list[Sample]]], batch_size: int
+                    ) -> Iterator[tuple[int, list[Sample], bool]]:
+    """(block index, the samples of one pipeline call, whether it is the block's last): a block is one call, or
+    with --output_format tar a shard's calls (the same batches, so the same images, as the png format)."""
+    for index, block in todo:
+        for start in range(0, len(block), batch_size):
+            yield index, block[start:start + batch_size], start + batch_size >= len(block)
+
+
 def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list[Sample]]], done: set[str],
               outcomes: _Outcomes, summary: dict[str, Any]) -> None:
     """The loop: one pipeline call per block, while writer threads save the images of the last ones.
@@ -414,6 +451,8 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list
 
     def save(item: Made) -> bool:
         made = provenance.for_sample(spec, item.sample, versions)
+        if outcomes.shards is not None:
+            return outcomes.shards.add(item.sample, to_uint8(item.image), made)
         return save_png_once(to_uint8(item.image), os.path.join(spec.output_dir, item.sample.file_name),
                              functools.partial(provenance.png_text, made))
 
@@ -431,7 +470,7 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list
     speed = _Speed(summary)
     finished = False
     try:
-        for index, block in todo:
+        for index, block, last in _pipeline_calls(todo, spec.batch_size):
             call_start, denoiser_before = time.time(), maker.clock.seconds
             results = [(s, r if isinstance(r, Exception) else checked(s, r)) for s, r in make(block)
                        if s.file_name not in done]  # the rest of a partly made block is made only to keep the batch
@@ -441,7 +480,7 @@ def _generate(spec: JobSpec, maker: "ImageMaker", todo: Iterable[tuple[int, list
             failures = [(s, r) for s, r in results if isinstance(r, Exception)]
             if failures:
                 outcomes.failed(failures)
-            outcomes.blocks.made(index, [s for s, made in results if isinstance(made, Made)])
+            outcomes.blocks.made(index, [s for s, made in results if isinstance(made, Made)], last)
             for _, made in results:
                 if isinstance(made, Made):
                     writer.put(made)
