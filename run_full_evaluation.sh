@@ -43,6 +43,10 @@
 #                       is scored against the same reference statistics and compared in the report
 #   GENERATE_ARGS       more submit.py flags, e.g. "--container IMAGE"
 #   METRICS_DEVICE METRICS_BATCH_SIZE  [auto 64]
+#   METRICS_CLUSTER     local: score in this process; slurm: features and per-image scores as SLURM array tasks
+#                       over slices of the images (metrics --cluster slurm, GPUS tasks), joined here [local]
+#   METRICS_SLURM_ARGS  METRICS_CLUSTER=slurm: evaluation.metrics' SLURM flags, e.g. "--partition gpu --time 120"
+#                       [SLURM_ARGS]
 #   ALLOW_INCOMPLETE    true: compute metrics even if some samples failed (metrics --allow_incomplete) [false]
 #   ALLOW_UNVERIFIED    true: score images whose embedded provenance does not match their folder's record
 #                       (metrics --allow_unverified; recorded in metrics.json and shown in the report) [false]
@@ -63,6 +67,9 @@ step() { echo; echo "==== $*"; }
 OUTPUT_DIR="${OUTPUT_DIR:-./evaluation_output}"
 CLUSTER="${CLUSTER:-local}"
 [[ "$CLUSTER" == "local" || "$CLUSTER" == "slurm" ]] || fail "CLUSTER must be local or slurm (got $CLUSTER)"
+METRICS_CLUSTER="${METRICS_CLUSTER:-local}"
+[[ "$METRICS_CLUSTER" == "local" || "$METRICS_CLUSTER" == "slurm" ]] \
+    || fail "METRICS_CLUSTER must be local or slurm (got $METRICS_CLUSTER)"
 SKIP_FID="${SKIP_FID:-false}"
 SKIP_CLIP="${SKIP_CLIP:-false}"
 REFERENCE_DIR="${REFERENCE_DIR:-${COCO_IMAGES:-}}"
@@ -147,6 +154,10 @@ is_true "${SKIP_CMMD:-false}" && metric_args+=(--no_cmmd)
 # The metrics refuse a folder that lacks images unless told, as the generation step above does.
 is_true "${ALLOW_INCOMPLETE:-false}" && metric_args+=(--allow_incomplete)
 is_true "${ALLOW_UNVERIFIED:-false}" && metric_args+=(--allow_unverified)
+if [[ "$METRICS_CLUSTER" == "slurm" ]]; then
+    read -r -a metrics_slurm <<< "${METRICS_SLURM_ARGS-${SLURM_ARGS:-}}"
+    metric_args+=(--cluster slurm --gpus "${GPUS:-8}" "${metrics_slurm[@]}")
+fi
 "$PYTHON" -m evaluation.metrics "${metric_args[@]}"
 
 step "4/4 report"

@@ -85,7 +85,9 @@ def test_full_evaluation_end_to_end_and_resume(tmp_path, tiny_sd):
 @pytest.mark.e2e
 @pytest.mark.slurm
 def test_full_evaluation_on_slurm(tmp_path, tiny_sd, slurm_cluster):
-    env = _env(tmp_path, tiny_sd, CLUSTER="slurm", GPUS="2", SLURM_ARGS="--cpus_per_task 1 --mem_gb 1")
+    """Generation and scoring both as SLURM tasks (METRICS_CLUSTER=slurm)."""
+    env = _env(tmp_path, tiny_sd, CLUSTER="slurm", GPUS="2", SLURM_ARGS="--cpus_per_task 1 --mem_gb 1",
+               METRICS_CLUSTER="slurm")
     result = _run(env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     out = tmp_path / "eval"
@@ -95,6 +97,8 @@ def test_full_evaluation_on_slurm(tmp_path, tiny_sd, slurm_cluster):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fid"] > 0 and 0 <= metrics["clip_score"] <= 100
     assert (out / "report" / "report.html").exists()
+    # the features were extracted by 2 SLURM tasks (evaluation/slurm_scoring.py's parts), then joined here
+    assert len(list((out / "metrics.json.parts").glob("*/*/*-of-00002.npz"))) >= 2
 
 
 def _stand_in_calls(tmp_path, exit_code, real_submit=False, **extra):
@@ -205,6 +209,19 @@ def test_the_evaluation_options_reach_the_metrics_only_when_set(tmp_path):
     _, calls = _stand_in_calls(tmp_path, 0)
     plain = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
     assert not {"--protocol", "--no_cmmd", "--pickscore_model", "--hps_model", "--imagereward_model"} & set(plain)
+
+
+def test_metrics_cluster_slurm_reaches_the_metrics_with_its_slurm_flags(tmp_path):
+    result, calls = _stand_in_calls(tmp_path, 0, METRICS_CLUSTER="slurm", GPUS="3", SLURM_ARGS="--partition gpu")
+    assert result.returncode == 0, result.stderr
+    args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
+    assert args[-6:] == ["--cluster", "slurm", "--gpus", "3", "--partition", "gpu"]
+    _, calls = _stand_in_calls(tmp_path, 0, METRICS_CLUSTER="slurm", SLURM_ARGS="--partition gpu",
+                               METRICS_SLURM_ARGS="--time 30")
+    args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
+    assert args[-6:] == ["--cluster", "slurm", "--gpus", "8", "--time", "30"]  # its own flags, not SLURM_ARGS
+    result, _ = _stand_in_calls(tmp_path, 0, METRICS_CLUSTER="yes")
+    assert result.returncode == 2 and "METRICS_CLUSTER must be local or slurm" in result.stderr
 
 
 def test_missing_settings_are_refused_before_any_work(tmp_path):
