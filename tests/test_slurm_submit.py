@@ -45,10 +45,7 @@ def _in_queue(job_ids):
 
 
 def _progress(out, k):
-    try:
-        return read_progress(out, k)
-    except (OSError, ValueError):
-        return {}
+    return read_progress(out, k) or {}  # {} until the task's worker has written it
 
 
 def _summaries(out, workers):
