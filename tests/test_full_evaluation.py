@@ -189,11 +189,13 @@ def test_a_setting_the_script_never_named_is_recorded_with_the_images(tmp_path, 
 
 
 @pytest.mark.parametrize("allow", ["true", "false"])
-def test_allow_incomplete_reaches_the_metrics_too(tmp_path, allow):
-    result, calls = _stand_in_calls(tmp_path, 0, ALLOW_INCOMPLETE=allow)
+@pytest.mark.parametrize("variable, flag", [("ALLOW_INCOMPLETE", "--allow_incomplete"),
+                                            ("ALLOW_UNVERIFIED", "--allow_unverified")])
+def test_allow_incomplete_and_unverified_reach_the_metrics(tmp_path, variable, flag, allow):
+    result, calls = _stand_in_calls(tmp_path, 0, **{variable: allow})
     assert result.returncode == 0, result.stderr
     metrics_args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
-    assert ("--allow_incomplete" in metrics_args) == (allow == "true")
+    assert (flag in metrics_args) == (allow == "true")
 
 
 def test_the_evaluation_options_reach_the_metrics_only_when_set(tmp_path):
@@ -248,14 +250,6 @@ def test_full_evaluation_of_a_sweep_with_several_images_per_prompt(tmp_path, tin
     html = (out / "report" / "report.html").read_text(encoding="utf-8")
     assert "data:image/png;base64" in html and "guidance_scale-4" in html
     assert (out / "report" / "fid_clip.png").exists()
-
-
-@pytest.mark.parametrize("allow", ["true", "false"])
-def test_allow_unverified_reaches_the_metrics(tmp_path, allow):
-    result, calls = _stand_in_calls(tmp_path, 0, ALLOW_UNVERIFIED=allow)
-    assert result.returncode == 0, result.stderr
-    metrics_args = next(call for call in calls if call[:2] == ["-m", "evaluation.metrics"])
-    assert ("--allow_unverified" in metrics_args) == (allow == "true")
 
 
 @pytest.mark.e2e

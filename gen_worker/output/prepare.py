@@ -278,6 +278,12 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
     keys = {(i, f): provenance.settings_key(s, f) for i, s in enumerate(accepted_settings) for f in fingerprints}
     accepted = set(keys.values()) | {UNBOUND + key for key in keys.values()}
     accepted_or_adopted = accepted | {ADOPTED}
+
+    def verify(found: dict[str, Any] | None, image: dict[str, Any], sample: Sample) -> str:
+        """The settings key an image was made with (UNBOUND: its provenance has no pixel record); NotThisRun."""
+        key = keys[provenance.made_with(found, image, sample, fingerprints, accepted_settings)]
+        return key if found and "image" in found else UNBOUND + key
+
     started, rejected, names, good, read, unbound = time.time(), [], folder_images(out), [], 0, 0
     for name, state in zip(names, verification_cache.file_states(out, names)):
         listed, entry = name in rows, cached.get(name)
@@ -296,8 +302,7 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
                 if found is None and ADOPTED in settings_keys:
                     key = ADOPTED
                 else:
-                    key = keys[provenance.made_with(found, image, rows.sample(name), fingerprints, accepted_settings)]
-                    key = key if found and "image" in found else UNBOUND + key
+                    key = verify(found, image, rows.sample(name))
             except DamagedPng as err:
                 rejected.append((name, f"not a whole PNG: {err}"))
                 continue
@@ -310,9 +315,6 @@ def check_existing_images(spec: JobSpec, accepted_settings: list[dict[str, Any]]
         unbound += key == ADOPTED or key.startswith(UNBOUND)
         good.append(same_line or verification_cache.text(state, row_key, key))  # (the same line: no new string)
     # --output_format tar: each shard checked whole, like one image (output/shard_check.py)
-    def verify(found: dict[str, Any] | None, image: dict[str, Any], sample: Sample) -> str:
-        key = keys[provenance.made_with(found, image, sample, fingerprints, accepted_settings)]
-        return key if found and "image" in found else UNBOUND + key
     shard_lines, shard_rejected, shards_read = shard_check.check_shards(
         out, rows, spec.shard_size, cached, accepted, verify)
     good += shard_lines
