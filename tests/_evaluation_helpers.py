@@ -69,3 +69,26 @@ def make_sweep(root, pipe, model: str, guidance_scales: list[str], rows) -> str:
 # The images these helpers write carry no t2i-batch provenance (as another tool's): metrics scores them only
 # when told (evaluation/verification.py). Use as metrics.main([*UNVERIFIED, folder, ...]).
 UNVERIFIED = ("--allow_unverified", "--generated")
+
+
+def score_preference(d, flag: str, save_model, rng_seed: int, seed_start: int, count: int, batch_size: int) -> dict:
+    """A folder of `count` synthetic images with prompts, scored by one preference scorer (`flag`, e.g.
+    --hps_model, with the tiny model `save_model` writes) alone; what the scorer tests read."""
+    import json
+
+    from evaluation import metrics
+    from evaluation.coco_prompts import write_prompts_csv
+
+    rng = np.random.default_rng(rng_seed)
+    ids = [str(i) for i in range(count)]
+    prompts = [f"a {c} square on a field, number {i}" for i, c in enumerate(["red", "blue"] * (count // 2))]
+    gen = str(d / "gen")
+    write_generated(gen, [smooth_image(rng) for _ in ids], ids, [seed_start + i for i in range(count)])
+    write_prompts_csv(list(zip(ids, prompts)), str(d / "prompts.csv"))
+    folder = save_model(str(d / flag[2:-len("_model")]))
+    out = d / "metrics.json"
+    assert metrics.main([*UNVERIFIED, gen, "--prompts_csv", str(d / "prompts.csv"), flag, folder,
+                         "--no_fid", "--no_clip", "--out", str(out), "--num_workers", "0", "--seed_start",
+                         str(seed_start), "--batch_size", str(batch_size)]) == 0
+    return {"dir": d, "gen": gen, "prompts": prompts, "model": folder, "csv": str(d / "prompts.csv"),
+            "result": json.loads(out.read_text()), "metrics": str(out)}

@@ -14,11 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _evaluation_helpers import UNVERIFIED, smooth_image, write_generated
+from _evaluation_helpers import UNVERIFIED, score_preference, smooth_image, write_generated
 from conftest import REPO
 from evaluation import images as im
 from evaluation import metrics, preference, report
-from evaluation.coco_prompts import write_prompts_csv
 from evaluation.errors import EvaluationError
 from evaluation.tiny_networks import save_tiny_hps
 
@@ -64,20 +63,8 @@ def open_clip_features(sd, cfg, pixels, ids, eot_id):
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    d = tmp_path_factory.mktemp("hps")
-    rng = np.random.default_rng(1)
-    ids = [str(i) for i in range(N)]
-    prompts = [f"a {c} square on a field, number {i}" for i, c in enumerate(["red", "blue"] * (N // 2))]
-    gen = str(d / "gen")
-    write_generated(gen, [smooth_image(rng) for _ in ids], ids, [7 + i for i in range(N)])
-    write_prompts_csv(list(zip(ids, prompts)), str(d / "prompts.csv"))
-    folder = save_tiny_hps(str(d / "hps"))
-    out = d / "metrics.json"
-    assert metrics.main([*UNVERIFIED, gen, "--prompts_csv", str(d / "prompts.csv"), "--hps_model", folder,
-                         "--no_fid", "--no_clip", "--out", str(out), "--num_workers", "0", "--seed_start", "7",
-                         "--batch_size", "4"]) == 0
-    return {"dir": d, "gen": gen, "prompts": prompts, "model": folder, "csv": str(d / "prompts.csv"),
-            "result": json.loads(out.read_text()), "metrics": str(out)}
+    return score_preference(tmp_path_factory.mktemp("hps"), "--hps_model", save_tiny_hps, rng_seed=1, seed_start=7,
+                            count=N, batch_size=4)
 
 
 def test_key_mapping_gives_open_clips_own_outputs(scored):

@@ -2,7 +2,6 @@
 its mean and interval in metrics.json and the report, and a one-line refusal before any image is read."""
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -11,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from _evaluation_helpers import UNVERIFIED, smooth_image, write_generated
+from _evaluation_helpers import UNVERIFIED, score_preference
 from conftest import REPO
 from evaluation import images as im
 from evaluation import metrics, report
-from evaluation.coco_prompts import write_prompts_csv
 from evaluation.errors import EvaluationError
 from evaluation.tiny_networks import save_tiny_pickscore
 
@@ -24,20 +22,8 @@ N = 8
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pickscore")
-    rng = np.random.default_rng(0)
-    ids = [str(i) for i in range(N)]
-    prompts = [f"a {c} square on a field, number {i}" for i, c in enumerate(["red", "blue"] * (N // 2))]
-    gen = str(d / "gen")
-    write_generated(gen, [smooth_image(rng) for _ in ids], ids, [42 + i for i in range(N)])
-    write_prompts_csv(list(zip(ids, prompts)), str(d / "prompts.csv"))
-    folder = save_tiny_pickscore(str(d / "pickscore"))
-    out = d / "metrics.json"
-    assert metrics.main([*UNVERIFIED, gen, "--prompts_csv", str(d / "prompts.csv"), "--pickscore_model", folder,
-                         "--no_fid", "--no_clip", "--out", str(out), "--num_workers", "0", "--seed_start", "42",
-                         "--batch_size", "3"]) == 0
-    return {"dir": d, "gen": gen, "prompts": prompts, "model": folder, "csv": str(d / "prompts.csv"),
-            "result": json.loads(out.read_text()), "metrics": str(out)}
+    return score_preference(tmp_path_factory.mktemp("pickscore"), "--pickscore_model", save_tiny_pickscore, rng_seed=0, seed_start=42,
+                            count=N, batch_size=3)
 
 
 def _authors_pickscore(folder, image_path, prompt):
